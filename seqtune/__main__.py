@@ -1,0 +1,5 @@
+import sys
+
+from seqtune.cli import main
+
+sys.exit(main())

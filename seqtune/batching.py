@@ -1,0 +1,238 @@
+"""Batching: the padding strategy is chosen here, in one place, so train, evaluate and bench share it.
+
+Strategies by name (`PADDING_STRATEGIES`), each a `Batching`:
+  max_length    every batch padded to --max_seq_length (fixed shapes: TPU/XLA, compiled graphs)
+  dynamic       rows in random order, each batch padded to its longest row (the course's default)
+  grouped       rows of similar length batched together, group order shuffled (less padding)
+  token_budget  like grouped, but each batch holds as many rows as fit a token budget
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import DataCollatorWithPadding
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from seqtune.errors import SeqtuneError
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How training rows are grouped into batches and padded."""
+
+    padding: str = "longest"  # "longest" (dynamic) or "max_length"
+    pad_to_multiple_of: int | None = None
+    group_by_length: bool = False
+    max_tokens_per_batch: int | None = None
+
+
+def padding_strategies(max_seq_length: int, max_tokens_per_batch: int = 4096) -> dict[str, Batching]:
+    """The named strategies a benchmark sweeps."""
+    return {
+        "max_length": Batching(padding="max_length"),
+        "dynamic": Batching(),
+        "grouped": Batching(group_by_length=True),
+        "token_budget": Batching(max_tokens_per_batch=max_tokens_per_batch, pad_to_multiple_of=8),
+    }
+
+
+def validate_batching(batching: Batching, max_seq_length: int) -> list[str]:
+    problems = []
+    if batching.padding not in ("longest", "max_length"):
+        problems.append(f"--padding '{batching.padding}' is unknown: use longest (dynamic, the default) or "
+                        "max_length (fixed shapes).")
+    if batching.pad_to_multiple_of is not None and batching.pad_to_multiple_of <= 0:
+        problems.append(f"--pad_to_multiple_of must be a positive number of tokens, got {batching.pad_to_multiple_of}.")
+    if batching.max_tokens_per_batch is not None and batching.max_tokens_per_batch < max_seq_length:
+        problems.append(f"--max_tokens_per_batch {batching.max_tokens_per_batch} is below --max_seq_length "
+                        f"{max_seq_length}: a single longest row would not fit; raise it or leave it out.")
+    return problems
+
+
+def build_collator(tokenizer, padding: str, max_length: int, pad_to_multiple_of: int | None = None):
+    """`DataCollatorWithPadding`, dynamic ("longest") or to a fixed length ("max_length")."""
+    return DataCollatorWithPadding(
+        tokenizer=tokenizer,
+        padding=padding,
+        max_length=max_length if padding == "max_length" else None,
+        pad_to_multiple_of=pad_to_multiple_of,
+    )
+
+
+def padded_length(longest: int, padding: str, max_length: int, pad_to_multiple_of: int | None) -> int:
+    """The length a batch whose longest row is `longest` is padded to (what the collator will do)."""
+    length = max_length if padding == "max_length" else longest
+    if pad_to_multiple_of:
+        length = math.ceil(length / pad_to_multiple_of) * pad_to_multiple_of
+    return length
+
+
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Batches sized by tokens: each holds as many rows of similar length as fit `max_tokens` once padded.
+
+    Written by hand because no kept library offers it for PyTorch DataLoaders (fairseq's `batch_by_size` is the
+    model). Rows are shuffled, cut into mega-batches of ~64 batches' worth, sorted by length inside each, then
+    packed greedily; the order of the batches is shuffled again so lengths do not come in a trend.
+    """
+
+    def __init__(self, lengths: Sequence[int], max_tokens: int, pad_to_multiple_of: int | None = None,
+                 seed: int = 0, max_rows: int | None = None, shuffle: bool = True):
+        self.lengths = np.asarray(lengths)
+        self.max_tokens = max_tokens
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.max_rows = max_rows
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self._batches = self._make_batches(self.epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._batches = self._make_batches(epoch)
+
+    def _make_batches(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        mean_rows = max(1, self.max_tokens // max(1, int(self.lengths.mean())))
+        mega = max(1, 64 * mean_rows)
+        batches = []
+        for start in range(0, len(order), mega):
+            chunk = order[start:start + mega]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batch, longest = [], 0
+            for index in chunk:
+                new_longest = max(longest, int(self.lengths[index]))
+                cost = (len(batch) + 1) * padded_length(new_longest, "longest", 0, self.pad_to_multiple_of)
+                full = self.max_rows is not None and len(batch) >= self.max_rows
+                if batch and (cost > self.max_tokens or full):
+                    batches.append(batch)
+                    batch, new_longest = [], int(self.lengths[index])
+                batch.append(int(index))
+                longest = new_longest
+            if batch:
+                batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+class _EpochRandomSampler(Sampler[int]):
+    """A seeded random permutation per epoch (`set_epoch`), so a run is reproducible and resumable."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _EpochLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' `LengthGroupedSampler` with a per-epoch seed."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+def model_columns(dataset) -> list[str]:
+    """The columns the model and collator consume: drop bookkeeping such as `length`."""
+    return [c for c in dataset.column_names if c != "length"]
+
+
+def build_train_dataloader(dataset, collator, batching: Batching, batch_size: int, seed: int,
+                           num_workers: int = 0) -> DataLoader:
+    """The training DataLoader for a strategy: rows, grouped rows, or token-budget batches."""
+    dataset = dataset.with_format(columns=model_columns(dataset))
+    lengths = None
+    if batching.group_by_length or batching.max_tokens_per_batch:
+        lengths = dataset.with_format(None)["length"] if "length" in dataset.column_names else None
+    common = dict(collate_fn=collator, num_workers=num_workers, persistent_workers=num_workers > 0)
+    if batching.max_tokens_per_batch:
+        sampler = TokenBudgetBatchSampler(lengths, batching.max_tokens_per_batch, batching.pad_to_multiple_of,
+                                          seed=seed)
+        return DataLoader(dataset, batch_sampler=sampler, **common)
+    if batching.group_by_length:
+        sampler = _EpochLengthGroupedSampler(batch_size, list(lengths), seed)
+    else:
+        sampler = _EpochRandomSampler(len(dataset), seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **common)
+
+
+class _SortedSampler(Sampler[int]):
+    def __init__(self, order: Sequence[int]):
+        self.order = list(order)
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def build_eval_dataloader(dataset, collator, batch_size: int) -> tuple[DataLoader, np.ndarray]:
+    """Evaluation batches of rows sorted by length (little padding, large no-grad batches). Returns the loader and
+    the row order, so predictions can be put back in dataset order with `restore_order`."""
+    if "length" in dataset.column_names:
+        order = np.argsort(-np.asarray(dataset.with_format(None)["length"]), kind="stable")
+    else:
+        order = np.arange(len(dataset))
+    loader = DataLoader(dataset.with_format(columns=model_columns(dataset)), batch_size=batch_size,
+                        sampler=_SortedSampler(order.tolist()), collate_fn=collator)
+    return loader, order
+
+
+def restore_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    restored = np.empty_like(values)
+    restored[order] = values
+    return restored
+
+
+def pad_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]], padding: str, max_length: int,
+                 pad_to_multiple_of: int | None = None) -> float:
+    """The fraction of computed token positions that are padding, for given batches of row indices."""
+    lengths = np.asarray(lengths)
+    real = computed = 0
+    for batch in batches:
+        rows = lengths[list(batch)]
+        real += int(rows.sum())
+        computed += len(rows) * padded_length(int(rows.max()), padding, max_length, pad_to_multiple_of)
+    return 1.0 - real / computed if computed else 0.0
+
+
+def plan_batches(lengths: Sequence[int], batching: Batching, batch_size: int, seed: int = 0) -> list[list[int]]:
+    """The batches of row indices a strategy yields for one epoch (for pad statistics; no tensors built)."""
+    if batching.max_tokens_per_batch:
+        return list(TokenBudgetBatchSampler(lengths, batching.max_tokens_per_batch, batching.pad_to_multiple_of,
+                                            seed=seed))
+    if batching.group_by_length:
+        order = list(_EpochLengthGroupedSampler(batch_size, list(lengths), seed))
+    else:
+        order = list(_EpochRandomSampler(len(lengths), seed))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

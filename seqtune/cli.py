@@ -1,0 +1,137 @@
+"""The `seqtune` command line: `seqtune {train,evaluate,predict,data,bench} [flags]`.
+
+Flags come from the typed dataclasses in `seqtune.config` (help generated from their docstrings)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from seqtune.hub import go_offline_if_unreachable
+
+COMMANDS = {
+    "train": "fine-tune a model and save it with its metrics",
+    "evaluate": "score a fine-tuned model on a labelled split",
+    "predict": "predict a split, a file, or one input",
+    "data": "show the data: splits, labels, token lengths, padding cost per strategy",
+    "bench": "measure training throughput per padding strategy (and against transformers' Trainer)",
+}
+logger = logging.getLogger("seqtune")
+
+
+def _dataclasses_for(command: str):
+    from seqtune import config
+
+    common = [config.DataArguments, config.ModelArguments]
+    if command == "train":
+        return common + [config.TrainingArguments]
+    if command in ("evaluate", "predict"):
+        return common + [config.EvalArguments]
+    if command == "data":
+        return common + [config.DataStatsArguments]
+    from seqtune.bench import BenchArguments
+
+    return common + [BenchArguments]
+
+
+def _prescan(argv: list[str]) -> argparse.Namespace:
+    """The few flags needed before transformers/datasets are imported (Hub reachability, logging)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in ("--model_name_or_path", "--dataset_name", "--task_name", "--train_file"):
+        pre.add_argument(flag)
+    pre.add_argument("--log_level", default="info")
+    pre.add_argument("--debug", action="store_true")
+    return pre.parse_known_args(argv)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: seqtune {" + ",".join(COMMANDS) + "} [flags]   (seqtune COMMAND --help for its flags)\n")
+        print("Fine-tune pre-trained transformer encoders for text and text-pair classification.\n")
+        for name, text in COMMANDS.items():
+            print(f"  {name:<9} {text}")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nseqtune: error: unknown command '{argv[0]}'", file=sys.stderr)
+            return 2
+        return 0
+    command, rest = argv[0], argv[1:]
+    pre = _prescan(rest)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=getattr(logging, pre.log_level.upper(), logging.INFO))
+    dataset = pre.dataset_name or ("glue" if pre.task_name and not pre.train_file else None)
+    if go_offline_if_unreachable(pre.model_name_or_path, dataset):
+        logger.info("The Hugging Face Hub is unreachable: using local files and the local cache only.")
+    from seqtune.errors import SeqtuneError
+
+    try:
+        return _run(command, rest)
+    except SeqtuneError as error:
+        if pre.debug:
+            raise
+        print(f"seqtune {command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"seqtune {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(command: str, rest: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from seqtune.errors import SeqtuneError
+
+    parser = HfArgumentParser(_dataclasses_for(command), prog=f"seqtune {command}",
+                              description=COMMANDS[command])
+    parser.add_argument("--log_level", default="info", help="Logging level: debug, info, warning, error.")
+    try:
+        *parsed, extra = parser.parse_args_into_dataclasses(rest, return_remaining_strings=True)
+    except SystemExit as exit_:  # argparse already printed what is wrong
+        return int(exit_.code or 0)
+    parsed = [p for p in parsed if not isinstance(p, argparse.Namespace)]  # --log_level was read by _prescan
+    extra = [x for x in extra if x]
+    if extra:
+        raise SeqtuneError(f"unknown arguments {extra}: see `seqtune {command} --help`.")
+    _quiet_libraries()
+    if command == "train":
+        from seqtune.train import train
+
+        results = train(*parsed)
+        print(json.dumps(results))
+    elif command == "evaluate":
+        from seqtune.evaluate import evaluate
+
+        print(json.dumps(evaluate(*parsed)))
+    elif command == "predict":
+        from seqtune.evaluate import predict
+
+        rows = predict(*parsed)
+        if parsed[2].sentence1 is not None:
+            print(json.dumps(rows[0]))
+    elif command == "data":
+        from seqtune.datastats import show_data
+
+        show_data(*parsed)
+    elif command == "bench":
+        from seqtune.bench import bench
+
+        bench(*parsed)
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """transformers/datasets warnings that do not concern the user of a CLI (e.g. the freshly initialised
+    classifier head, which fine-tuning is meant to train)."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.logging.set_verbosity_error()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

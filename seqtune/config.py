@@ -1,0 +1,108 @@
+"""Typed configuration. Flag names follow transformers' `TrainingArguments` and `run_glue.py` where the concept
+is the same; the CLI help is generated from these docstrings (`HfArgumentParser`). Only recipes read these
+objects: components take flat values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+EMBEDDED_MODEL = "all-MiniLM-L6-v2 (embedded)"
+
+
+def _f(default, help: str, **kwargs):
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from, which columns hold text and labels, and how it is tokenized and batched."""
+
+    task_name: str | None = _f(None, "A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli): its columns, "
+                               "labels and metrics. Alone it means --dataset_name glue --dataset_config_name TASK.")
+    dataset_name: str | None = _f(None, "A Hub dataset id (e.g. glue) or a local folder laid out like one.")
+    dataset_config_name: str | None = _f(None, "The dataset's configuration (e.g. mrpc).")
+    train_file: str | None = _f(None, "Training data: CSV, TSV, JSON, JSONL or Parquet.")
+    validation_file: str | None = _f(None, "Validation data, same formats.")
+    test_file: str | None = _f(None, "Test data, same formats; labels may be absent or -1.")
+    text_column: str | None = _f(None, "Column with the (first) text. Default: inferred from common names.")
+    text_pair_column: str | None = _f(None, "Column with the second text of a pair. Default: inferred.")
+    label_column: str | None = _f(None, "Column with the label. Default: inferred (label, labels, score).")
+    max_seq_length: int = _f(128, "Longest input in tokens after tokenization; longer pairs are truncated.")
+    preprocessing_num_workers: int | None = _f(None, "Processes for tokenization (Dataset.map num_proc).")
+    cache_dir: str | None = _f(None, "Folder for the tokenization cache. Default: $SEQTUNE_CACHE or "
+                               "~/.cache/seqtune.")
+    max_train_samples: int | None = _f(None, "Use only the first N training rows (for quick runs).")
+    max_eval_samples: int | None = _f(None, "Use only the first N evaluation rows.")
+    max_predict_samples: int | None = _f(None, "Use only the first N prediction rows.")
+    padding: Literal["longest", "max_length"] = _f(
+        "longest", "longest: pad each batch to its longest row (dynamic, DataCollatorWithPadding). max_length: pad "
+        "every batch to --max_seq_length (fixed shapes for TPU/XLA or compiled graphs).")
+    pad_to_multiple_of: int | None = _f(None, "Round padded lengths up to a multiple of N (tensor cores, "
+                                        "torch.compile shape buckets).")
+    group_by_length: bool = _f(False, "Batch rows of similar length together (less padding); the order of "
+                               "groups is still shuffled.")
+    max_tokens_per_batch: int | None = _f(None, "Size training batches by tokens (rows x padded length) instead "
+                                          "of rows; implies length grouping.")
+
+
+@dataclass
+class ModelArguments:
+    """Which pre-trained encoder to fine-tune or which fine-tuned model to use."""
+
+    model_name_or_path: str | None = _f(None, "A Hub model id (e.g. bert-base-uncased) or a local folder. Default: "
+                                        f"{EMBEDDED_MODEL}, packaged with seqtune, works offline.")
+    trust_remote_code: bool = _f(False, "Run model code shipped with the checkpoint (only for models you trust).")
+
+
+@dataclass
+class TrainingArguments:
+    """How to train; names as in transformers' TrainingArguments."""
+
+    output_dir: str | None = _f(None, "Where the model, metrics and logs are written (required for train).")
+    overwrite_output_dir: bool = _f(False, "Allow writing into a non-empty --output_dir.")
+    num_train_epochs: float = _f(3.0, "Passes over the training data.")
+    max_steps: int = _f(-1, "If > 0: total optimizer steps, overriding --num_train_epochs.")
+    per_device_train_batch_size: int = _f(32, "Rows per training batch on each device (unless "
+                                          "--max_tokens_per_batch).")
+    per_device_eval_batch_size: int = _f(128, "Rows per evaluation batch on each device.")
+    gradient_accumulation_steps: int = _f(1, "Batches whose gradients are summed before each optimizer step.")
+    learning_rate: float = _f(1e-4, "Peak learning rate of AdamW.")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
+    adam_beta1: float = _f(0.9, "AdamW beta1.")
+    adam_beta2: float = _f(0.999, "AdamW beta2.")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
+    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this value (0 disables clipping).")
+    lr_scheduler_type: str = _f("linear", "Schedule after warmup: linear, cosine, constant, ... (get_scheduler).")
+    warmup_ratio: float = _f(0.1, "Fraction of the optimizer steps spent warming the learning rate up from 0.")
+    bf16: bool = _f(True, "bfloat16 autocast (float32 master weights). Fast on CPUs with AVX-512 BF16/AMX and on "
+                    "GPUs since Ampere; --no_bf16 for float32.")
+    seed: int = _f(42, "Random seed for initialisation, shuffling and dropout.")
+    eval_strategy: Literal["no", "epoch", "steps"] = _f("epoch", "When to evaluate on the validation split.")
+    eval_steps: int | None = _f(None, "With --eval_strategy steps: evaluate every N optimizer steps.")
+    logging_steps: int = _f(10, "Write the training loss to the step log every N optimizer steps.")
+    torch_compile: bool = _f(False, "Compile the model with torch.compile (pad to multiples to bound recompiles).")
+    num_threads: int | None = _f(None, "CPU threads for torch (default: torch's own choice, one per core).")
+    debug: bool = _f(False, "Show full tracebacks for errors.")
+
+
+@dataclass
+class EvalArguments:
+    """What to evaluate or predict and where to write it."""
+
+    split: str | None = _f(None, "Which split: validation (evaluate's default) or test (predict's default).")
+    output_file: str | None = _f(None, "Also write the result here (evaluate: JSON; predict: .tsv/.csv/.jsonl).")
+    sentence1: str | None = _f(None, "predict: one text to classify (with --sentence2 for a pair).")
+    sentence2: str | None = _f(None, "predict: the second text of the pair.")
+    per_device_eval_batch_size: int = _f(128, "Rows per evaluation batch.")
+    debug: bool = _f(False, "Show full tracebacks for errors.")
+
+
+@dataclass
+class DataStatsArguments:
+    """What `seqtune data` computes padding costs for."""
+
+    per_device_train_batch_size: int = _f(32, "Rows per batch, for the padding cost of each strategy.")
+    max_tokens_per_batch_stats: int = _f(4096, "Token budget used for the token_budget strategy's padding cost.")
+    seed: int = _f(42, "Seed for the random batch orders.")
+    debug: bool = _f(False, "Show full tracebacks for errors.")

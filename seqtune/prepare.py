@@ -1,0 +1,116 @@
+"""The data stages every recipe shares: load -> columns -> labels -> tokenize, plus argument checks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from datasets import DatasetDict
+
+from seqtune.batching import Batching, validate_batching
+from seqtune.config import DataArguments, TrainingArguments
+from seqtune.data import (Columns, LabelInfo, load_raw_datasets, prepare_labels, resolve_columns, resolve_task,
+                          tokenize_datasets, uses_token_type_ids)
+from seqtune.errors import SeqtuneError
+from seqtune.tasks import TaskSpec, default_metrics
+
+logger = logging.getLogger("seqtune")
+
+
+@dataclass
+class PreparedData:
+    raw: DatasetDict
+    tokenized: DatasetDict
+    columns: Columns
+    labels: LabelInfo
+    metrics: tuple[str, ...]
+    task: TaskSpec | None
+
+    @property
+    def eval_split(self) -> str | None:
+        preferred = self.task.eval_split if self.task else "validation"
+        for split in (preferred, "validation", "validation_matched", "dev"):
+            if split in self.tokenized and split in self.labels.labelled_splits:
+                return split
+        return None
+
+
+def dataset_source(data_args: DataArguments) -> tuple[str | None, str | None]:
+    """--task_name alone is shorthand for --dataset_name glue --dataset_config_name TASK."""
+    files = data_args.train_file or data_args.validation_file or data_args.test_file
+    if data_args.task_name and not data_args.dataset_name and not files:
+        return "glue", data_args.task_name.lower()
+    return data_args.dataset_name, data_args.dataset_config_name
+
+
+def load_data(data_args: DataArguments) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None]:
+    """Load the raw splits, find the columns and map the labels (no tokenizer needed)."""
+    task = resolve_task(data_args.task_name)
+    name, config = dataset_source(data_args)
+    raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file)
+    for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples),
+                         ("test", data_args.max_predict_samples)):
+        if limit is not None and split in raw:
+            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    first = next(iter(raw.values()))
+    columns = resolve_columns(first.column_names, task, data_args.text_column, data_args.text_pair_column,
+                              data_args.label_column)
+    raw, labels = prepare_labels(raw, columns.label, task)
+    return raw, columns, labels, task
+
+
+def prepare_data(data_args: DataArguments, tokenizer, model_config) -> PreparedData:
+    raw, columns, labels, task = load_data(data_args)
+    limit = min(getattr(model_config, "max_position_embeddings", 10**9), tokenizer.model_max_length)
+    if data_args.max_seq_length > limit:
+        raise SeqtuneError(f"--max_seq_length {data_args.max_seq_length} is above the model's limit of {limit} "
+                           f"tokens: use --max_seq_length {min(limit, 512)} or less.")
+    tokenized = tokenize_datasets(raw, tokenizer, columns, data_args.max_seq_length,
+                                  uses_token_type_ids(tokenizer, model_config), data_args.cache_dir,
+                                  data_args.preprocessing_num_workers)
+    metrics = task.metrics if task else default_metrics(labels.num_labels)
+    return PreparedData(raw, tokenized, columns, labels, metrics, task)
+
+
+def batching_from_args(data_args: DataArguments) -> Batching:
+    return Batching(data_args.padding, data_args.pad_to_multiple_of, data_args.group_by_length,
+                    data_args.max_tokens_per_batch)
+
+
+def validate_training_args(data_args: DataArguments, args: TrainingArguments) -> None:
+    """Every problem with the flags, reported at once, before anything is loaded or written."""
+    problems = validate_batching(batching_from_args(data_args), data_args.max_seq_length)
+    if data_args.task_name is not None:
+        try:
+            resolve_task(data_args.task_name)
+        except SeqtuneError as error:
+            problems += error.problems
+    positive = {"--max_seq_length": data_args.max_seq_length,
+                "--per_device_train_batch_size": args.per_device_train_batch_size,
+                "--per_device_eval_batch_size": args.per_device_eval_batch_size,
+                "--gradient_accumulation_steps": args.gradient_accumulation_steps,
+                "--logging_steps": args.logging_steps}
+    for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers"):
+        if getattr(data_args, flag) is not None:
+            positive[f"--{flag}"] = getattr(data_args, flag)
+    if args.eval_steps is not None:
+        positive["--eval_steps"] = args.eval_steps
+    problems += [f"{flag} must be a positive number, got {value}." for flag, value in positive.items() if value <= 0]
+    if args.max_steps <= 0 and args.num_train_epochs <= 0:
+        problems.append(f"--num_train_epochs must be positive (got {args.num_train_epochs}), or set --max_steps.")
+    if args.learning_rate <= 0:
+        problems.append(f"--learning_rate must be positive, got {args.learning_rate}.")
+    if not 0 <= args.warmup_ratio < 1:
+        problems.append(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}.")
+    if args.eval_strategy == "steps" and args.eval_steps is None:
+        problems.append("--eval_strategy steps needs --eval_steps N.")
+    if args.output_dir is None:
+        problems.append("--output_dir is required: the folder that receives the model, metrics and logs.")
+    elif os.path.isfile(args.output_dir):
+        problems.append(f"--output_dir {args.output_dir} is a file, not a folder.")
+    elif os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir:
+        problems.append(f"--output_dir {args.output_dir} is not empty: pass --overwrite_output_dir to write into it, "
+                        "or choose another folder.")
+    if problems:
+        raise SeqtuneError(*problems)

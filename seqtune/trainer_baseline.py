@@ -1,0 +1,84 @@
+"""The course's recipe with transformers' `Trainer`: the anchor seqtune is measured against.
+
+Chapter 3 of the Hugging Face course: `TrainingArguments` defaults (AdamW, lr 5e-5, linear decay, no
+warmup, float32), batch 8, 3 epochs, `DataCollatorWithPadding`. Kept verbatim so the comparison is honest.
+"""
+
+from __future__ import annotations
+
+import time
+
+from datasets import DatasetDict
+
+
+def run_trainer_recipe(
+    model_name_or_path: str,
+    raw_datasets: DatasetDict,
+    text_column: str,
+    text_pair_column: str | None,
+    num_labels: int,
+    output_dir: str,
+    seed: int = 42,
+    num_train_epochs: float = 3.0,
+    max_steps: int = -1,
+    per_device_train_batch_size: int = 8,
+    evaluate: bool = True,
+) -> dict:
+    """Train with the course's `Trainer` recipe; return its metrics and throughput."""
+    import numpy as np
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    from seqtune.metrics import compute_metrics
+
+    set_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+
+    def tokenize_function(example):
+        if text_pair_column is None:
+            return tokenizer(example[text_column], truncation=True)
+        return tokenizer(example[text_column], example[text_pair_column], truncation=True)
+
+    tokenized = raw_datasets.map(tokenize_function, batched=True)
+    model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path, num_labels=num_labels)
+    args = TrainingArguments(
+        output_dir,
+        per_device_train_batch_size=per_device_train_batch_size,
+        num_train_epochs=num_train_epochs,
+        max_steps=max_steps,
+        seed=seed,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    trainer = Trainer(
+        model,
+        args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer=tokenizer),
+        processing_class=tokenizer,
+    )
+    start = time.perf_counter()
+    train_output = trainer.train()
+    wall = time.perf_counter() - start
+    results = {
+        "train_runtime": train_output.metrics["train_runtime"],
+        "train_wall_s": wall,
+        "train_samples_per_second": train_output.metrics["train_samples_per_second"],
+        "train_samples": int(train_output.global_step * per_device_train_batch_size),
+        "seed": seed,
+    }
+    if evaluate:
+        predictions = trainer.predict(tokenized["validation"])
+        preds = np.argmax(predictions.predictions, axis=-1)
+        for key, value in compute_metrics(("f1", "accuracy"), preds, predictions.label_ids).items():
+            results[f"eval_{key}"] = value
+    return results
