@@ -144,7 +144,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         if log_file:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
-        if metrics[main_metric] > best["metric"]:
+        if best["state"] is None or metrics[main_metric] > best["metric"]:  # NaN (constant outputs) never wins
             state = accelerator.get_state_dict(model)
             best.update(metric=metrics[main_metric], step=step, metrics=metrics,
                         state={k: v.detach().to("cpu", copy=True) for k, v in state.items()})

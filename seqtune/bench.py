@@ -1,0 +1,229 @@
+"""`seqtune bench`: training throughput per padding strategy, and against transformers' `Trainer`.
+
+Its own small loop (nanoGPT's bench.py is the model) over the same components as `seqtune train`: the data
+stages, `build_train_dataloader`, `build_optimizer`. Per configuration it runs a fixed number of optimizer steps
+after a warm-up and reports samples/s, real and executed tokens/s, the pad fraction, peak RSS and model FLOPs
+utilisation: useful training FLOPs/s over this machine's matrix-product peak for the dtype, measured in the
+same run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from seqtune.batching import Batching, build_collator, build_train_dataloader, padding_strategies
+from seqtune.config import DataArguments, ModelArguments
+from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
+from seqtune.prepare import prepare_data
+from seqtune.train import build_optimizer
+
+logger = logging.getLogger("seqtune")
+
+
+@dataclass
+class BenchArguments:
+    """What `seqtune bench` measures."""
+
+    strategies: str = field(default="max_length,dynamic,grouped,token_budget,default", metadata={
+        "help": "Comma-separated padding strategies to sweep: max_length, dynamic, grouped, token_budget, and "
+                "default (what `seqtune train` does with its default flags)."})
+    steps: int = field(default=20, metadata={"help": "Timed optimizer steps per configuration."})
+    warmup_steps: int = field(default=3, metadata={"help": "Untimed steps first (allocations, compilation)."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Rows per batch (row strategies)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (throughput only)."})
+    bf16: bool = field(default=True, metadata={"help": "bfloat16 autocast; --no_bf16 for float32."})
+    torch_compile: bool = field(default=False, metadata={"help": "torch.compile the model."})
+    num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
+    compare: str | None = field(default=None, metadata={
+        "help": "trainer: also run the course's Trainer recipe (batch 8, float32, dynamic padding) on as many "
+                "samples as the default configuration used, and print the speed ratio."})
+    trainer_samples: int | None = field(default=None, metadata={
+        "help": "Samples for the Trainer comparison (default: those of the 'default' configuration)."})
+    output_file: str | None = field(default=None, metadata={"help": "Write the results as JSON here."})
+    chart: str | None = field(default=None, metadata={"help": "Write a PNG bar chart of samples/s here."})
+    seed: int = field(default=42, metadata={"help": "Seed for model init and batch order."})
+    debug: bool = field(default=False, metadata={"help": "Show full tracebacks for errors."})
+
+
+def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a square matrix product in `dtype` on this machine now: the ceiling MFU is measured against."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def non_embedding_parameters(model) -> int:
+    return sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
+
+
+def training_flops(real_tokens: int, rows_tokens_sq: int, n_params: int, layers: int, hidden: int) -> float:
+    """6·N per real token (forward + backward through the weights) plus attention, 12·L·d·T per token of a row of
+    length T: summed over rows, 12·L·d·Σ T²."""
+    return 6 * n_params * real_tokens + 12 * layers * hidden * rows_tokens_sq
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, config, args: BenchArguments,
+               max_seq_length: int, batch_size: int, peaks: dict) -> dict:
+    """Time `args.steps` optimizer steps of one configuration on a fresh model."""
+    torch.manual_seed(args.seed)
+    model = load_model(model_path, config)
+    model.train()
+    if args.torch_compile:
+        model = torch.compile(model, dynamic=False)
+    optimizer = build_optimizer(model, args.learning_rate, 0.01)
+    collator = build_collator(tokenizer, batching.padding, max_seq_length, batching.pad_to_multiple_of)
+    loader = build_train_dataloader(data.tokenized["train"], collator, batching, batch_size, args.seed)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+    n_params = non_embedding_parameters(model)
+    batches = iter(loader)
+    epoch = 0
+    totals = {"samples": 0, "real_tokens": 0, "executed_tokens": 0, "tokens_sq": 0}
+    start = None
+    for step in range(args.warmup_steps + args.steps):
+        if step == args.warmup_steps:
+            start = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            epoch += 1
+            (loader.batch_sampler if batching.max_tokens_per_batch else loader.sampler).set_epoch(epoch)
+            batches = iter(loader)
+            batch = next(batches)
+        with autocast:
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if start is not None:
+            row_lengths = batch["attention_mask"].sum(-1)
+            totals["samples"] += batch["input_ids"].shape[0]
+            totals["real_tokens"] += int(row_lengths.sum())
+            totals["executed_tokens"] += batch["input_ids"].numel()
+            totals["tokens_sq"] += int((row_lengths**2).sum())
+    seconds = time.perf_counter() - start
+    flops = training_flops(totals["real_tokens"], totals["tokens_sq"], n_params, config.num_hidden_layers,
+                           config.hidden_size)
+    peak = peaks["bf16" if args.bf16 else "fp32"]
+    return {
+        "config": name, "batching": asdict(batching), "bf16": args.bf16, "steps": args.steps,
+        "seconds": round(seconds, 3), "samples": totals["samples"],
+        "samples_per_second": round(totals["samples"] / seconds, 2),
+        "real_tokens_per_second": round(totals["real_tokens"] / seconds, 1),
+        "executed_tokens_per_second": round(totals["executed_tokens"] / seconds, 1),
+        "pad_fraction": round(1 - totals["real_tokens"] / totals["executed_tokens"], 4),
+        "useful_gflops_per_second": round(flops / seconds / 1e9, 1),
+        "mfu": round(flops / seconds / peak, 4), "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArguments) -> dict:
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
+    data = prepare_data(data_args, tokenizer, load_config(model_path, model_args.trust_remote_code))
+    config = load_config(model_path, num_labels=data.labels.num_labels)
+    peaks = {"fp32": matmul_peak_flops(torch.float32), "bf16": matmul_peak_flops(torch.bfloat16)}
+    logger.info("Matrix-product peak here: float32 %.0f GFLOP/s, bfloat16 %.0f GFLOP/s", peaks["fp32"] / 1e9,
+                peaks["bf16"] / 1e9)
+    # the token_budget strategy uses --max_tokens_per_batch when given; the other strategies ignore it
+    strategies = padding_strategies(data_args.max_seq_length, data_args.max_tokens_per_batch or 4096)
+    from seqtune.config import TrainingArguments
+    defaults = TrainingArguments()
+    strategies["default"] = Batching(DataArguments.padding, DataArguments.pad_to_multiple_of,
+                                     DataArguments.group_by_length, DataArguments.max_tokens_per_batch)
+    results = []
+    for name in [s.strip() for s in args.strategies.split(",") if s.strip()]:
+        if name not in strategies:
+            from seqtune.errors import SeqtuneError
+            raise SeqtuneError(f"--strategies: unknown strategy '{name}'; choose from {', '.join(strategies)}.")
+        run_args = args
+        batch_size = args.per_device_train_batch_size
+        if name == "default":
+            run_args = replace(args, bf16=defaults.bf16, torch_compile=defaults.torch_compile,
+                               learning_rate=defaults.learning_rate)
+            batch_size = defaults.per_device_train_batch_size
+        result = run_config(name, strategies[name], data, tokenizer, model_path, config, run_args,
+                            data_args.max_seq_length, batch_size, peaks)
+        logger.info("%s: %.1f samples/s, pad %.1f%%, MFU %.1f%%", name, result["samples_per_second"],
+                    100 * result["pad_fraction"], 100 * result["mfu"])
+        results.append(result)
+    report = {"peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()}, "threads": torch.get_num_threads(),
+              "model": model_path, "results": results}
+    if args.compare == "trainer":
+        from seqtune.trainer_baseline import run_trainer_recipe
+
+        reference = next((r for r in results if r["config"] == "default"), results[-1])
+        samples = args.trainer_samples or reference["samples"]
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = run_trainer_recipe(model_path, data.raw, data.columns.text, data.columns.text_pair,
+                                         data.labels.num_labels, tmp, seed=args.seed, max_steps=max(1, samples // 8),
+                                         evaluate=False)
+        trainer_sps = trainer["train_samples"] / trainer["train_runtime"]
+        report["trainer"] = {"samples": trainer["train_samples"], "seconds": trainer["train_runtime"],
+                             "samples_per_second": round(trainer_sps, 2)}
+        report["speedup_vs_trainer"] = {r["config"]: round(r["samples_per_second"] / trainer_sps, 2)
+                                        for r in results}
+    _print_table(report)
+    if args.output_file:
+        with open(args.output_file, "w") as f:
+            json.dump(report, f, indent=2)
+    if args.chart:
+        _chart(report, args.chart)
+    return report
+
+
+def _print_table(report: dict) -> None:
+    print(f"matrix-product peak: fp32 {report['peak_gflops']['fp32']} GFLOP/s, bf16 {report['peak_gflops']['bf16']} "
+          f"GFLOP/s; {report['threads']} threads")
+    print(f"{'config':<14}{'dtype':>6}{'samples/s':>11}{'real tok/s':>12}{'exec tok/s':>12}{'pad':>7}{'MFU':>7}"
+          f"{'RSS MB':>8}{'vs Trainer':>11}")
+    for r in report["results"]:
+        speedup = report.get("speedup_vs_trainer", {}).get(r["config"])
+        print(f"{r['config']:<14}{'bf16' if r['bf16'] else 'fp32':>6}{r['samples_per_second']:>11.1f}"
+              f"{r['real_tokens_per_second']:>12.0f}{r['executed_tokens_per_second']:>12.0f}{r['pad_fraction']:>7.1%}"
+              f"{r['mfu']:>7.1%}{r['peak_rss_mb']:>8.0f}" + (f"{speedup:>10.2f}x" if speedup else ""))
+    if "trainer" in report:
+        t = report["trainer"]
+        print(f"{'Trainer':<14}{'fp32':>6}{t['samples_per_second']:>11.1f}   (course recipe: batch 8, dynamic padding, "
+              f"{t['samples']} samples in {t['seconds']:.1f} s)")
+
+
+def _chart(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["config"] for r in report["results"]] + (["Trainer"] if "trainer" in report else [])
+    values = [r["samples_per_second"] for r in report["results"]]
+    if "trainer" in report:
+        values.append(report["trainer"]["samples_per_second"])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(names, values, color=["#4c72b0"] * len(report["results"]) + ["#c44e52"] * ("trainer" in report))
+    ax.set_ylabel("training samples / s")
+    ax.set_title("seqtune bench: throughput per padding strategy")
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
