@@ -53,15 +53,27 @@ class BenchArguments:
     debug: bool = field(default=False, metadata={"help": "Show full tracebacks for errors."})
 
 
-def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+def bench_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_flops(dtype: torch.dtype, device: torch.device, size: int | None = None, repeats: int = 10) -> float:
     """FLOP/s of a square matrix product in `dtype` on this machine now: the ceiling MFU is measured against."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    for _ in range(2):
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    for _ in range(3):
         a @ b
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    synchronize(device)
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
@@ -82,22 +94,25 @@ def peak_rss_mb() -> float:
 def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, config, args: BenchArguments,
                max_seq_length: int, batch_size: int, peaks: dict) -> dict:
     """Time `args.steps` optimizer steps of one configuration on a fresh model."""
+    device = bench_device()
     torch.manual_seed(args.seed)
-    model = load_model(model_path, config)
+    model = load_model(model_path, config).to(device)
     model.train()
     if args.torch_compile:
         model = torch.compile(model, dynamic=False)
     optimizer = build_optimizer(model, args.learning_rate, 0.01)
     collator = build_collator(tokenizer, batching.padding, max_seq_length, batching.pad_to_multiple_of)
     loader = build_train_dataloader(data.tokenized["train"], collator, batching, batch_size, args.seed)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     n_params = non_embedding_parameters(model)
     batches = iter(loader)
     epoch = 0
-    totals = {"samples": 0, "real_tokens": 0, "executed_tokens": 0, "tokens_sq": 0}
+    totals = {"samples": 0, "executed_tokens": 0}
+    counts = []
     start = None
     for step in range(args.warmup_steps + args.steps):
         if step == args.warmup_steps:
+            synchronize(device)
             start = time.perf_counter()
         try:
             batch = next(batches)
@@ -106,6 +121,7 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
             (loader.batch_sampler if batching.max_tokens_per_batch else loader.sampler).set_epoch(epoch)
             batches = iter(loader)
             batch = next(batches)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast:
             loss = model(**batch).loss
         loss.backward()
@@ -115,10 +131,11 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
         if start is not None:
             row_lengths = batch["attention_mask"].sum(-1)
             totals["samples"] += batch["input_ids"].shape[0]
-            totals["real_tokens"] += int(row_lengths.sum())
             totals["executed_tokens"] += batch["input_ids"].numel()
-            totals["tokens_sq"] += int((row_lengths**2).sum())
+            counts.append(torch.stack([row_lengths.sum(), (row_lengths**2).sum()]))  # no host sync per step
+    synchronize(device)
     seconds = time.perf_counter() - start
+    totals["real_tokens"], totals["tokens_sq"] = (int(x) for x in torch.stack(counts).sum(0).tolist())
     flops = training_flops(totals["real_tokens"], totals["tokens_sq"], n_params, config.num_hidden_layers,
                            config.hidden_size)
     peak = peaks["bf16" if args.bf16 else "fp32"]
@@ -141,7 +158,8 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
     tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
     data = prepare_data(data_args, tokenizer, load_config(model_path, model_args.trust_remote_code))
     config = load_config(model_path, num_labels=data.labels.num_labels)
-    peaks = {"fp32": matmul_peak_flops(torch.float32), "bf16": matmul_peak_flops(torch.bfloat16)}
+    device = bench_device()
+    peaks = {"fp32": matmul_peak_flops(torch.float32, device), "bf16": matmul_peak_flops(torch.bfloat16, device)}
     logger.info("Matrix-product peak here: float32 %.0f GFLOP/s, bfloat16 %.0f GFLOP/s", peaks["fp32"] / 1e9,
                 peaks["bf16"] / 1e9)
     # the token_budget strategy uses --max_tokens_per_batch when given; the other strategies ignore it
@@ -167,7 +185,8 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
                     100 * result["pad_fraction"], 100 * result["mfu"])
         results.append(result)
     report = {"peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()}, "threads": torch.get_num_threads(),
-              "model": model_path, "results": results}
+              "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "model": model_path,
+              "results": results}
     if args.compare == "trainer":
         from seqtune.trainer_baseline import run_trainer_recipe
 
@@ -192,8 +211,8 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
 
 
 def _print_table(report: dict) -> None:
-    print(f"matrix-product peak: fp32 {report['peak_gflops']['fp32']} GFLOP/s, bf16 {report['peak_gflops']['bf16']} "
-          f"GFLOP/s; {report['threads']} threads")
+    print(f"device {report['device']}; matrix-product peak: fp32 {report['peak_gflops']['fp32']} GFLOP/s, bf16 "
+          f"{report['peak_gflops']['bf16']} GFLOP/s; {report['threads']} CPU threads")
     print(f"{'config':<14}{'dtype':>6}{'samples/s':>11}{'real tok/s':>12}{'exec tok/s':>12}{'pad':>7}{'MFU':>7}"
           f"{'RSS MB':>8}{'vs Trainer':>11}")
     for r in report["results"]:

@@ -18,6 +18,7 @@ COMMANDS = {
     "predict": "predict a split, a file, or one input",
     "data": "show the data: splits, labels, token lengths, padding cost per strategy",
     "bench": "measure training throughput per padding strategy (and against transformers' Trainer)",
+    "sweep": "train several seeds (mean ± std of every metric) or search hyperparameters with Optuna",
 }
 logger = logging.getLogger("seqtune")
 
@@ -32,6 +33,10 @@ def _dataclasses_for(command: str):
         return common + [config.EvalArguments]
     if command == "data":
         return common + [config.DataStatsArguments]
+    if command == "sweep":
+        from seqtune.sweep import SweepArguments
+
+        return common + [config.TrainingArguments, SweepArguments]
     from seqtune.bench import BenchArguments
 
     return common + [BenchArguments]
@@ -115,6 +120,10 @@ def _run(command: str, rest: list[str]) -> int:
         from seqtune.datastats import show_data
 
         show_data(*parsed)
+    elif command == "sweep":
+        from seqtune.sweep import sweep
+
+        sweep(*parsed)
     elif command == "bench":
         from seqtune.bench import bench
 

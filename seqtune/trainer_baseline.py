@@ -35,6 +35,8 @@ def run_trainer_recipe(
         set_seed,
     )
 
+    import torch
+
     from seqtune.metrics import compute_metrics
 
     set_seed(seed)
@@ -56,7 +58,7 @@ def run_trainer_recipe(
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),
     )
     trainer = Trainer(
         model,
