@@ -173,7 +173,10 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
     lengths = None
     if batching.group_by_length or batching.max_tokens_per_batch:
         lengths = dataset.with_format(None)["length"] if "length" in dataset.column_names else None
-    common = dict(collate_fn=collator, num_workers=num_workers, persistent_workers=num_workers > 0)
+    # a private generator: iterating a DataLoader draws a worker seed from it, which must not shift the global
+    # RNG that dropout uses (or a resumed run would differ from an uninterrupted one)
+    common = dict(collate_fn=collator, num_workers=num_workers, persistent_workers=num_workers > 0,
+                  generator=torch.Generator().manual_seed(seed))
     if batching.max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler(lengths, batching.max_tokens_per_batch, batching.pad_to_multiple_of,
                                           seed=seed)
@@ -204,7 +207,7 @@ def build_eval_dataloader(dataset, collator, batch_size: int) -> tuple[DataLoade
     else:
         order = np.arange(len(dataset))
     loader = DataLoader(dataset.with_format(columns=model_columns(dataset)), batch_size=batch_size,
-                        sampler=_SortedSampler(order.tolist()), collate_fn=collator)
+                        sampler=_SortedSampler(order.tolist()), collate_fn=collator, generator=torch.Generator())
     return loader, order
 
 

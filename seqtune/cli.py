@@ -52,6 +52,16 @@ def _prescan(argv: list[str]) -> argparse.Namespace:
     return pre.parse_known_args(argv)[0]
 
 
+def _bare_resume_means_latest(args: list[str]) -> list[str]:
+    """`--resume_from_checkpoint` without a path (as in transformers' Trainer): the newest checkpoint."""
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg in ("--resume_from_checkpoint", "--resume-from-checkpoint") and (
+                i + 1 == len(args) or args[i + 1].startswith("--")):
+            args.insert(i + 1, "latest")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -63,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nseqtune: error: unknown command '{argv[0]}'", file=sys.stderr)
             return 2
         return 0
-    command, rest = argv[0], argv[1:]
+    command, rest = argv[0], _bare_resume_means_latest(argv[1:])
     pre = _prescan(rest)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=getattr(logging, pre.log_level.upper(), logging.INFO))

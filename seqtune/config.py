@@ -53,6 +53,10 @@ class ModelArguments:
     model_name_or_path: str | None = _f(None, "A Hub model id (e.g. bert-base-uncased) or a local folder. Default: "
                                         f"{EMBEDDED_MODEL}, packaged with seqtune, works offline.")
     trust_remote_code: bool = _f(False, "Run model code shipped with the checkpoint (only for models you trust).")
+    allow_pickle_weights: bool = _f(False, "Load pickled (.bin) weights, which can run code when loaded; only for "
+                                    "checkpoints you trust. Default: safetensors only.")
+    ignore_mismatched_sizes: bool = _f(False, "Start a new classification head when the checkpoint's head has "
+                                       "another number of labels than the data.")
 
 
 @dataclass
@@ -81,6 +85,12 @@ class TrainingArguments:
     eval_strategy: Literal["no", "epoch", "steps"] = _f("epoch", "When to evaluate on the validation split.")
     eval_steps: int | None = _f(None, "With --eval_strategy steps: evaluate every N optimizer steps.")
     logging_steps: int = _f(10, "Write the training loss to the step log every N optimizer steps.")
+    save_steps: int | None = _f(None, "Also write a checkpoint every N optimizer steps (one is always written at the "
+                                "end of each epoch), for --resume_from_checkpoint.")
+    save_total_limit: int | None = _f(2, "Keep only the newest N checkpoints (the best model is kept apart).")
+    resume_from_checkpoint: str | None = _f(None, "Resume from this checkpoint folder; given without a value, from the "
+                                            "newest checkpoint in --output_dir. Restores model, optimizer, schedule, "
+                                            "random states and the position in the data.")
     torch_compile: bool = _f(False, "Compile the model with torch.compile (pad to multiples to bound recompiles).")
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's own choice, one per core).")
     debug: bool = _f(False, "Show full tracebacks for errors.")

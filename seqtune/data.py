@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
@@ -76,6 +77,28 @@ def load_raw_datasets(
     return raw
 
 
+def _utf8_problem(split: str, path: str) -> str | None:
+    """Text files must be UTF-8; say where they are not (the parsers' own errors bury it). Streams the file."""
+    if path.lower().endswith(".parquet"):
+        return None
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = line = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                position = offset + error.start
+                line += chunk[: error.start].count(b"\n")
+                return (f"--{split}_file {path} is not UTF-8 text (byte {position}, line {line + 1}): re-save it as "
+                        "UTF-8.")
+            offset += len(chunk)
+            line += chunk.count(b"\n")
+    return None
+
+
 def _load_files(files: dict[str, str]) -> DatasetDict:
     problems = []
     for flag, path in files.items():
@@ -90,17 +113,29 @@ def _load_files(files: dict[str, str]) -> DatasetDict:
                         ".parquet.")
     elif len({FILE_BUILDERS[e][0] for e in extensions} | {str(FILE_BUILDERS[e][1]) for e in extensions}) > 2:
         problems.append(f"data files mix formats ({', '.join(sorted(extensions))}): give all splits in one format.")
+    if not problems:
+        problems += [p for flag, path in files.items() if (p := _utf8_problem(flag, path))]
     if problems:
         raise SeqtuneError(*problems)
     builder, kwargs = FILE_BUILDERS[extensions.pop()]
     try:
         raw = load_dataset(builder, data_files=files, **kwargs)
-    except UnicodeDecodeError as error:
-        raise SeqtuneError(f"a data file is not UTF-8 text ({error.reason} at byte {error.start}): re-save it as "
-                           "UTF-8.") from error
-    except Exception as error:  # pyarrow/pandas parse errors carry the useful line in their message
+    except Exception as error:  # datasets wraps the parser's error; its cause says what is wrong
+        cause = error
+        while cause.__cause__ or cause.__context__:
+            if isinstance(cause, UnicodeDecodeError):
+                break
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, UnicodeDecodeError):
+            raise SeqtuneError(f"a data file in {sorted(files.values())} is not UTF-8 text ({cause.reason} at byte "
+                               f"{cause.start}): re-save it as UTF-8.") from error
+        text = str(cause).strip().splitlines()
+        empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(error))
+        if empty:
+            split = empty.group(1)
+            raise SeqtuneError(f"--{split}_file {files.get(split, '')}: no rows (only a header?). Add data rows.") from error
         raise SeqtuneError(f"could not parse the data files {sorted(files.values())}: "
-                           f"{str(error).splitlines()[-1] if str(error) else type(error).__name__}") from error
+                           f"{text[-1] if text else type(cause).__name__}") from error
     for split, ds in raw.items():
         if len(ds) == 0:
             raise SeqtuneError(f"--{split}_file {files[split]}: no rows (only a header?). Add data rows.")
@@ -141,14 +176,14 @@ def resolve_columns(
         if label_column is not None and task is None:
             logger.info("Inferred label column: %s", label_column)
     problems = []
+    hint = (" The data has a single column: is its delimiter right (.csv is comma-separated, .tsv tab-separated)?"
+            if len(column_names) == 1 else "")
     if text_column is None:
         problems.append(f"no text column found among {column_names}: name it with --text_column (and "
-                        "--text_pair_column for pairs).")
+                        f"--text_pair_column for pairs).{hint}")
     for flag, name in (("--text_column", text_column), ("--text_pair_column", text_pair_column),
                        ("--label_column", label_column)):
         if name is not None and name not in column_names:
-            hint = (" The file has a single column: is its delimiter right (.csv is comma-separated, .tsv "
-                    "tab-separated)?" if len(column_names) == 1 else "")
             problems.append(f"{flag} '{name}' is not a column of the data; its columns are {column_names}.{hint}")
     if problems:
         raise SeqtuneError(*problems)

@@ -23,8 +23,8 @@ logger = logging.getLogger("seqtune")
 def _load_finetuned(model_args: ModelArguments):
     path = resolve_model_path(model_args.model_name_or_path)
     config = load_config(path, model_args.trust_remote_code)
-    return load_tokenizer(path, model_args.trust_remote_code), config, load_model(path, config,
-                                                                                     model_args.trust_remote_code)
+    model = load_model(path, config, model_args.trust_remote_code, model_args.allow_pickle_weights)
+    return load_tokenizer(path, model_args.trust_remote_code), config, model
 
 
 def _check_label_space(config, data) -> None:

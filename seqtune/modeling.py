@@ -54,21 +54,46 @@ def load_config(model_name_or_path: str, trust_remote_code: bool = False, **kwar
         raise SeqtuneError(f"--model_name_or_path {model_name_or_path}: {str(error).splitlines()[0]}") from error
 
 
-def load_model(model_name_or_path: str, config, trust_remote_code: bool = False):
-    """`AutoModelForSequenceClassification`, safetensors only (pickled .bin weights can run code when loaded)."""
+def load_model(model_name_or_path: str, config, trust_remote_code: bool = False, allow_pickle_weights: bool = False,
+               ignore_mismatched_sizes: bool = False):
+    """`AutoModelForSequenceClassification`, from safetensors unless pickled weights are explicitly trusted
+    (a pickled .bin file can run code when loaded)."""
     from transformers import AutoModelForSequenceClassification
 
+    _check_head(model_name_or_path, config, ignore_mismatched_sizes)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            model_name_or_path, config=config, trust_remote_code=trust_remote_code, use_safetensors=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_name_or_path, config=config, trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle_weights else True, ignore_mismatched_sizes=ignore_mismatched_sizes)
     except OSError as error:
         if is_local(model_name_or_path) and any(f.endswith(".bin") for f in os.listdir(model_name_or_path)):
             raise SeqtuneError(f"--model_name_or_path {model_name_or_path} holds only pickled (.bin) weights, which "
-                               "can run code when loaded; convert them to safetensors with a tool you trust.") from error
+                               "can run code when loaded: convert them to safetensors, or pass "
+                               "--allow_pickle_weights if you trust their source.") from error
         raise _load_error(model_name_or_path, error) from error
-    except (RuntimeError, ValueError) as error:  # e.g. a head with another number of labels
+    except (RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()
         raise SeqtuneError(f"could not load {model_name_or_path}: {first[0] if first else error}") from error
+    return model
+
+
+def _check_head(model_name_or_path: str, config, ignore_mismatched_sizes: bool) -> None:
+    """A fine-tuned checkpoint whose classifier has another number of labels than asked for."""
+    if ignore_mismatched_sizes or not is_local(model_name_or_path):
+        return
+    import json
+
+    saved_config = os.path.join(model_name_or_path, "config.json")
+    if not os.path.isfile(saved_config):
+        return
+    with open(saved_config) as f:
+        saved = json.load(f)
+    saved_labels = len(saved["id2label"]) if "id2label" in saved else saved.get("num_labels")
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in saved.get("architectures") or [])
+    if is_classifier and saved_labels is not None and saved_labels != config.num_labels:
+        raise SeqtuneError(f"--model_name_or_path {model_name_or_path} has a classification head with {saved_labels} "
+                           f"labels but the data has {config.num_labels}: pass --ignore_mismatched_sizes to start a "
+                           "new head, or use a model fine-tuned on this label set.")
 
 
 def _load_error(model_name_or_path: str, error: Exception) -> SeqtuneError:

@@ -94,8 +94,9 @@ def validate_training_args(data_args: DataArguments, args: TrainingArguments) ->
     for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers"):
         if getattr(data_args, flag) is not None:
             positive[f"--{flag}"] = getattr(data_args, flag)
-    if args.eval_steps is not None:
-        positive["--eval_steps"] = args.eval_steps
+    for flag in ("eval_steps", "save_steps", "save_total_limit", "num_threads"):
+        if getattr(args, flag) is not None:
+            positive[f"--{flag}"] = getattr(args, flag)
     problems += [f"{flag} must be a positive number, got {value}." for flag, value in positive.items() if value <= 0]
     if args.max_steps <= 0 and args.num_train_epochs <= 0:
         problems.append(f"--num_train_epochs must be positive (got {args.num_train_epochs}), or set --max_steps.")
@@ -109,7 +110,8 @@ def validate_training_args(data_args: DataArguments, args: TrainingArguments) ->
         problems.append("--output_dir is required: the folder that receives the model, metrics and logs.")
     elif os.path.isfile(args.output_dir):
         problems.append(f"--output_dir {args.output_dir} is a file, not a folder.")
-    elif os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir:
+    elif (os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir
+          and not args.resume_from_checkpoint):
         problems.append(f"--output_dir {args.output_dir} is not empty: pass --overwrite_output_dir to write into it, "
                         "or choose another folder.")
     if problems:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -14,13 +13,17 @@ import numpy as np
 import torch
 
 from seqtune.batching import build_collator, build_train_dataloader
+from seqtune.checkpoint import (INCOMPLETE_MARKER, disk_error, load_loop_state, resolve_resume_path,
+                                save_checkpoint)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments
+from seqtune.errors import SeqtuneError
 from seqtune.inference import logits_to_predictions, predict_logits
 from seqtune.metrics import compute_metrics
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
 from seqtune.prepare import batching_from_args, prepare_data, validate_training_args
 
 logger = logging.getLogger("seqtune")
+BEST_MODEL_DIR = "best_model"
 
 
 def build_optimizer(model, learning_rate: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
@@ -41,23 +44,39 @@ def evaluate_model(model, dataset, collator, batch_size: int, metric_names, is_r
     return compute_metrics(metric_names, predictions, np.asarray(dataset.with_format(None)["labels"]))
 
 
-def save_model(model, tokenizer, output_dir: str) -> None:
-    """Write model + tokenizer into a temporary folder, then move the files in: a half-written model never
-    sits in `output_dir` looking complete."""
-    staging = os.path.join(output_dir, ".saving")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    for name in os.listdir(staging):
-        os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
-    os.rmdir(staging)
+def save_model(model, tokenizer, folder: str) -> None:
+    """Write model + tokenizer into a temporary folder, then move the files in, so a half-written model is never
+    mistaken for a complete one (the run's INCOMPLETE marker stays until the very end)."""
+    staging = folder.rstrip("/") + ".saving"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        os.makedirs(folder, exist_ok=True)
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(folder, name))
+        os.rmdir(staging)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise disk_error(error, folder) from error
 
 
 def write_json(path: str, data: dict) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise disk_error(error, path) from error
+
+
+def first_nonfinite(losses: list[torch.Tensor]) -> int | None:
+    """Index of the first non-finite loss among the steps since the last check (one host sync per check)."""
+    if not losses:
+        return None
+    bad = (~torch.isfinite(torch.stack(losses))).nonzero()
+    return int(bad[0]) if len(bad) else None
 
 
 def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments) -> dict:
@@ -68,32 +87,33 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
 
     # --- check every flag before loading or writing anything
     validate_training_args(data_args, args)
+    resume_path = resolve_resume_path(args.resume_from_checkpoint, args.output_dir)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps)
     set_seed(args.seed)
 
-    # --- load the tokenizer and the data: columns, labels, tokenization (cached on disk)
+    # --- load the tokenizer and the data: columns, labels, tokenization (cached on disk, main process first)
     model_path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
     base_config = load_config(model_path, model_args.trust_remote_code)
     with accelerator.main_process_first():
         data = prepare_data(data_args, tokenizer, base_config)
     if "train" not in data.tokenized:
-        from seqtune.errors import SeqtuneError
         raise SeqtuneError(f"the data has no train split (splits: {list(data.tokenized)}): pass --train_file or a "
                            "dataset with a train split.")
     train_set, eval_split = data.tokenized["train"], data.eval_split
 
     # --- the model, with label names in its config
     label_kwargs = {"num_labels": data.labels.num_labels}
-    if not data.labels.is_regression:
+    if data.labels.is_regression:
+        label_kwargs["problem_type"] = "regression"
+    else:
         label_kwargs["id2label"] = dict(enumerate(data.labels.names))
         label_kwargs["label2id"] = {name: i for i, name in enumerate(data.labels.names)}
-    else:
-        label_kwargs["problem_type"] = "regression"
     config = load_config(model_path, model_args.trust_remote_code, **label_kwargs)
-    model = load_model(model_path, config, model_args.trust_remote_code)
+    model = load_model(model_path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
+                       model_args.ignore_mismatched_sizes)
 
     # --- batches: the padding strategy chosen in one place
     batching = batching_from_args(data_args)
@@ -114,46 +134,82 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         args.lr_scheduler_type, optimizer,
         num_warmup_steps=math.ceil(args.warmup_ratio * max_steps) * accelerator.num_processes,
         num_training_steps=max_steps * accelerator.num_processes))
+    if args.torch_compile:
+        model = torch.compile(model)
     global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("Training %d rows for %d steps (%d epochs); global batch %s", len(train_set), max_steps,
-                num_epochs, f"~{data_args.max_tokens_per_batch} tokens x {accelerator.num_processes} x "
-                f"{args.gradient_accumulation_steps}" if batching.max_tokens_per_batch else global_batch)
+                num_epochs, f"~{data_args.max_tokens_per_batch} tokens x {accelerator.num_processes} processes x "
+                f"{args.gradient_accumulation_steps}" if batching.max_tokens_per_batch else
+                f"{global_batch} = {args.per_device_train_batch_size} per device x {accelerator.num_processes} "
+                f"processes x {args.gradient_accumulation_steps} accumulation")
 
-    # --- the loop
-    os.makedirs(args.output_dir, exist_ok=True)
-    log_path = os.path.join(args.output_dir, "train_log.jsonl")
-    log_file = open(log_path, "w") if accelerator.is_main_process else None
-    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    # --- state of the loop; restored from a checkpoint when resuming
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples": 0, "real_tokens": 0, "train_time": 0.0,
+             "best_metric": None, "best_step": None, "best_metrics": None}
+    if resume_path:
+        accelerator.load_state(resume_path)
+        state.update(load_loop_state(resume_path))
+        logger.info("Resumed from %s at step %d (epoch %d, batch %d)", resume_path, state["step"], state["epoch"],
+                    state["batches_in_epoch"])
     main_metric = data.metrics[0]
-    best = {"metric": -math.inf, "step": None, "state": None, "metrics": None}
-    history = []
-    step, samples, real_tokens = 0, 0, 0
-    running_loss = torch.zeros((), device=accelerator.device)
-    running_batches = 0
-    train_time = 0.0
+    is_main = accelerator.is_main_process
+    if is_main:
+        os.makedirs(args.output_dir, exist_ok=True)
+        if not resume_path:  # --overwrite_output_dir: checkpoints of an earlier run must not be resumed into this one
+            for name in os.listdir(args.output_dir):
+                if name.startswith("checkpoint-") or name.startswith(BEST_MODEL_DIR):
+                    shutil.rmtree(os.path.join(args.output_dir, name), ignore_errors=True)
+        with open(os.path.join(args.output_dir, INCOMPLETE_MARKER), "w") as f:
+            f.write("This run has not finished: the model here may be missing or partial. Resume it with "
+                    "--resume_from_checkpoint.\n")
+    log_file = open(os.path.join(args.output_dir, "train_log.jsonl"), "a" if resume_path else "w") if is_main else None
 
-    def run_evaluation(epoch: float) -> None:
+    def log(record: dict) -> None:
+        if log_file:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
+    def run_evaluation() -> None:
         if eval_split is None:
             return
         metrics = evaluate_model(accelerator.unwrap_model(model), data.tokenized[eval_split], collator,
                                  args.per_device_eval_batch_size, data.metrics, data.labels.is_regression,
                                  accelerator)
-        record = {"step": step, "epoch": round(epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}}
-        history.append(record)
-        logger.info("eval step %d epoch %.2f: %s", step, epoch, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        if log_file:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-        if best["state"] is None or metrics[main_metric] > best["metric"]:  # NaN (constant outputs) never wins
-            state = accelerator.get_state_dict(model)
-            best.update(metric=metrics[main_metric], step=step, metrics=metrics,
-                        state={k: v.detach().to("cpu", copy=True) for k, v in state.items()})
+        epoch = state["step"] / steps_per_epoch
+        log({"step": state["step"], "epoch": round(epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
+        logger.info("eval step %d epoch %.2f: %s", state["step"], epoch,
+                    " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        value = metrics[main_metric]
+        if state["best_metric"] is None or value > state["best_metric"]:  # NaN (constant outputs) never wins
+            state.update(best_metric=value if math.isfinite(value) else -math.inf, best_step=state["step"],
+                         best_metrics=metrics)
+            if is_main:
+                save_model(accelerator.unwrap_model(model), tokenizer, os.path.join(args.output_dir, BEST_MODEL_DIR))
 
+    def check_losses(pending: list[torch.Tensor]) -> None:
+        bad = first_nonfinite(pending)
+        if bad is not None:
+            step = state["step"] - len(pending) + bad + 1
+            last = [c for c in os.listdir(args.output_dir) if c.startswith("checkpoint-") and not c.endswith(".tmp")]
+            raise SeqtuneError(
+                f"the training loss became {float(pending[bad]):.4g} at step {step} (epoch "
+                f"{step / steps_per_epoch:.2f}): lower --learning_rate, raise --warmup_ratio, check the data for "
+                f"broken rows, or try --no_bf16. Nothing was saved after it; "
+                + (f"the last good checkpoints are {sorted(last)}." if last else "there is no checkpoint yet."))
+
+    # --- the loop
+    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    pending_losses: list[torch.Tensor] = []  # one scalar per optimizer step, on the device: no sync per step
+    micro_losses: list[torch.Tensor] = []
+    real_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
     model.train()
     start = time.perf_counter()
-    for epoch in range(num_epochs):
-        sampler.set_epoch(epoch)
-        for batch in train_loader:
+    while state["epoch"] < num_epochs and state["step"] < max_steps:
+        sampler.set_epoch(state["epoch"])
+        loader = train_loader
+        if state["batches_in_epoch"]:
+            loader = accelerator.skip_first_batches(train_loader, state["batches_in_epoch"])
+        for batch in loader:
             with accelerator.accumulate(model):
                 with autocast:
                     loss = model(**batch).loss
@@ -163,59 +219,78 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            running_loss += loss.detach()  # stays on the device: no host sync per step
-            running_batches += 1
-            samples += batch["input_ids"].shape[0]
+            micro_losses.append(loss.detach())
+            state["batches_in_epoch"] += 1
+            state["samples"] += batch["input_ids"].shape[0] * accelerator.num_processes
             real_tokens += batch["attention_mask"].sum()
             if not accelerator.sync_gradients:
                 continue
-            step += 1
-            if step % args.logging_steps == 0 and log_file:
-                record = {"step": step, "epoch": round(step / steps_per_epoch, 4),
-                          "loss": round(running_loss.item() / running_batches, 6),
-                          "learning_rate": scheduler.get_last_lr()[0],
-                          "grad_norm": float(grad_norm) if args.max_grad_norm > 0 else None,
-                          "samples_per_second": round(samples / (train_time + time.perf_counter() - start), 2)}
-                log_file.write(json.dumps(record) + "\n")
-                history.append(record)
-                running_loss.zero_()
-                running_batches = 0
-            if args.eval_strategy == "steps" and step % args.eval_steps == 0:
-                train_time += time.perf_counter() - start
-                run_evaluation(step / steps_per_epoch)
+            state["step"] += 1
+            pending_losses.append(torch.stack(micro_losses).mean())
+            micro_losses = []
+            step = state["step"]
+            evaluate_now = args.eval_strategy == "steps" and step % args.eval_steps == 0
+            save_now = bool(args.save_steps) and step % args.save_steps == 0
+            if step % args.logging_steps == 0 or evaluate_now or save_now or step >= max_steps:
+                check_losses(pending_losses)
+                elapsed = state["train_time"] + time.perf_counter() - start
+                log({"step": step, "epoch": round(step / steps_per_epoch, 4),
+                     "loss": round(float(torch.stack(pending_losses).mean()), 6),
+                     "learning_rate": scheduler.get_last_lr()[0],
+                     "grad_norm": round(float(grad_norm), 4) if args.max_grad_norm > 0 else None,
+                     "samples_per_second": round(state["samples"] / elapsed, 2)})
+                pending_losses = []
+            if evaluate_now or save_now:
+                state["train_time"] += time.perf_counter() - start
+                state["real_tokens"] += int(real_tokens)
+                real_tokens.zero_()
+                if evaluate_now:
+                    run_evaluation()
+                if save_now:
+                    save_checkpoint(accelerator, args.output_dir, step, state, args.save_total_limit)
                 start = time.perf_counter()
             if step >= max_steps:
                 break
-        if args.eval_strategy == "epoch" or (args.eval_strategy == "steps" and step >= max_steps
-                                             and step % args.eval_steps):
-            train_time += time.perf_counter() - start
-            run_evaluation(step / steps_per_epoch)
-            start = time.perf_counter()
-        if step >= max_steps:
-            break
-    train_time += time.perf_counter() - start
+        else:  # the epoch ran to its end
+            state["epoch"] += 1
+            state["batches_in_epoch"] = 0
+        check_losses(pending_losses)
+        state["train_time"] += time.perf_counter() - start
+        state["real_tokens"] += int(real_tokens)
+        real_tokens.zero_()
+        if args.eval_strategy == "epoch" or (args.eval_strategy == "steps" and state["step"] % args.eval_steps
+                                             and state["step"] >= max_steps):
+            run_evaluation()
+        save_checkpoint(accelerator, args.output_dir, state["step"], state, args.save_total_limit)
+        start = time.perf_counter()
 
     # --- save the best model (by the task's main metric) with its tokenizer, and the results
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
-    if best["state"] is not None:
-        unwrapped.load_state_dict(best["state"])
-    results = {f"eval_{k}": v for k, v in (best["metrics"] or {}).items()}
+    best_dir = os.path.join(args.output_dir, BEST_MODEL_DIR)
+    if state["best_step"] is not None and os.path.isdir(best_dir):
+        from safetensors.torch import load_file
+
+        unwrapped.load_state_dict(load_file(os.path.join(best_dir, "model.safetensors")), strict=False)
+    train_time = state["train_time"]
+    results = {f"eval_{k}": v for k, v in (state["best_metrics"] or {}).items()}
     results.update({
-        "best_step": best["step"], "epoch": round(step / steps_per_epoch, 4), "global_step": step,
-        "train_runtime": round(train_time, 3), "train_samples": samples,
-        "train_samples_per_second": round(samples / train_time, 3),
-        "train_tokens_per_second": round(int(real_tokens) / train_time, 1),
+        "best_step": state["best_step"], "epoch": round(state["step"] / steps_per_epoch, 4),
+        "global_step": state["step"], "train_runtime": round(train_time, 3), "train_samples": state["samples"],
+        "train_samples_per_second": round(state["samples"] / train_time, 3),
+        "train_tokens_per_second": round(state["real_tokens"] * accelerator.num_processes / train_time, 1),
         "main_metric": main_metric, "evaluated_split": eval_split,
     })
-    if accelerator.is_main_process:
+    if is_main:
         save_model(unwrapped, tokenizer, args.output_dir)
         write_json(os.path.join(args.output_dir, "all_results.json"), results)
         write_json(os.path.join(args.output_dir, "seqtune_args.json"), {
-            "data": vars(copy.copy(data_args)), "model": vars(model_args) | {"resolved": model_path},
-            "training": vars(args), "text_column": data.columns.text, "text_pair_column": data.columns.text_pair,
+            "data": vars(data_args), "model": {**vars(model_args), "resolved": model_path}, "training": vars(args),
+            "text_column": data.columns.text, "text_pair_column": data.columns.text_pair,
             "metrics": list(data.metrics)})
         log_file.close()
+        shutil.rmtree(best_dir, ignore_errors=True)
+        os.remove(os.path.join(args.output_dir, INCOMPLETE_MARKER))
     logger.info("Saved the model to %s; %s", args.output_dir,
                 " ".join(f"{k}={v:.4f}" for k, v in results.items() if k.startswith("eval_")))
     return results
