@@ -18,6 +18,7 @@ COMMANDS = {
     "predict": "predict a split, a file, or one input",
     "data": "show the data: splits, labels, token lengths, padding cost per strategy",
     "bench": "measure training throughput per padding strategy (and against transformers' Trainer)",
+    "report": "rebuild the model card and the report (plots + HTML) of a training run: seqtune report DIR",
     "sweep": "train several seeds (mean ± std of every metric) or search hyperparameters with Optuna",
 }
 logger = logging.getLogger("seqtune")
@@ -62,6 +63,31 @@ def _bare_resume_means_latest(args: list[str]) -> list[str]:
     return args
 
 
+def _expand_config(args: list[str]) -> list[str]:
+    """`--config run.yaml`: its keys become flags placed before the command line's, so the command line wins."""
+    if "--config" not in args:
+        return args
+    i = args.index("--config")
+    if i + 1 >= len(args):
+        raise SystemExit("seqtune: error: --config needs a YAML file")
+    path = args[i + 1]
+    import yaml
+
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except OSError as error:
+        raise SystemExit(f"seqtune: error: --config {path}: {error.strerror}") from error
+    if not isinstance(values, dict):
+        raise SystemExit(f"seqtune: error: --config {path} must be a mapping of flag names to values")
+    flags = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        flags += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags + args[:i] + args[i + 2:]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -73,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nseqtune: error: unknown command '{argv[0]}'", file=sys.stderr)
             return 2
         return 0
-    command, rest = argv[0], _bare_resume_means_latest(argv[1:])
+    command, rest = argv[0], _bare_resume_means_latest(_expand_config(argv[1:]))
     pre = _prescan(rest)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=getattr(logging, pre.log_level.upper(), logging.INFO))
@@ -99,9 +125,26 @@ def _run(command: str, rest: list[str]) -> int:
 
     from seqtune.errors import SeqtuneError
 
+    if command == "report":
+        parser = argparse.ArgumentParser(prog="seqtune report", description=COMMANDS[command])
+        parser.add_argument("output_dir", help="A training run's --output_dir.")
+        parser.add_argument("--log_level", default="info")
+        parser.add_argument("--debug", action="store_true")
+        directory = parser.parse_args(rest).output_dir
+        if not os.path.isfile(os.path.join(directory, "seqtune_args.json")) and not os.path.isfile(
+                os.path.join(directory, "train_log.jsonl")):
+            raise SeqtuneError(f"{directory} is not a seqtune training run (no seqtune_args.json or train_log.jsonl).")
+        from seqtune.report import build_report, write_model_card
+
+        if os.path.isfile(os.path.join(directory, "seqtune_args.json")):
+            print(write_model_card(directory))
+        print(build_report(directory))
+        return 0
+
     parser = HfArgumentParser(_dataclasses_for(command), prog=f"seqtune {command}",
                               description=COMMANDS[command])
     parser.add_argument("--log_level", default="info", help="Logging level: debug, info, warning, error.")
+    parser.add_argument("--config", help="A YAML file of flags (flag: value); flags on the command line override it.")
     try:
         *parsed, extra = parser.parse_args_into_dataclasses(rest, return_remaining_strings=True)
     except SystemExit as exit_:  # argparse already printed what is wrong
@@ -148,6 +191,7 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
     datasets.logging.set_verbosity_error()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

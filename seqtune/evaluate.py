@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import sys
 
 import numpy as np
 
@@ -63,6 +64,11 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
     """Predict a split (default test) or a file and write one row per example; or classify one input."""
     if eval_args.sentence1 is not None:
         return [predict_one(model_args, eval_args.sentence1, eval_args.sentence2, data_args.max_seq_length)]
+    has_data = data_args.dataset_name or data_args.task_name or data_args.train_file or data_args.validation_file \
+        or data_args.test_file
+    if not has_data and not sys.stdin.isatty():
+        return predict_stream(model_args, sys.stdin, sys.stdout, data_args.max_seq_length,
+                              eval_args.per_device_eval_batch_size)
     if not eval_args.output_file:
         raise SeqtuneError("--output_file is required to predict a split or file (.tsv, .csv or .jsonl); or give "
                            "--sentence1 \"...\" [--sentence2 \"...\"] for one input.")
@@ -87,20 +93,56 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
     return rows
 
 
-def predict_one(model_args: ModelArguments, sentence1: str, sentence2: str | None, max_length: int) -> dict:
+def _classify(tokenizer, config, model, texts: list[str], pairs: list[str] | None, max_length: int) -> list[dict]:
     import torch
 
-    tokenizer, config, model = _load_finetuned(model_args)
-    model.eval()
-    batch = tokenizer(sentence1, sentence2, truncation=True, max_length=max_length, return_tensors="pt")
+    batch = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
              and (k != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1)}
     with torch.inference_mode():
         logits = model(**batch).logits.float().numpy()
-    prediction, probability = logits_to_predictions(logits, config.num_labels == 1)
+    predictions, probabilities = logits_to_predictions(logits, config.num_labels == 1)
     if config.num_labels == 1:
-        return {"score": float(prediction[0])}
-    return {"prediction": config.id2label[int(prediction[0])], "probability": round(float(probability[0]), 6)}
+        return [{"score": float(p)} for p in predictions]
+    return [{"prediction": config.id2label[int(p)], "probability": round(float(q), 6)}
+            for p, q in zip(predictions, probabilities)]
+
+
+def predict_one(model_args: ModelArguments, sentence1: str, sentence2: str | None, max_length: int) -> dict:
+    tokenizer, config, model = _load_finetuned(model_args)
+    model.eval()
+    return _classify(tokenizer, config, model, [sentence1], [sentence2] if sentence2 is not None else None,
+                     max_length)[0]
+
+
+def predict_stream(model_args: ModelArguments, lines, out, max_length: int, batch_size: int) -> list[dict]:
+    """Shell pipelines: read `text[<TAB>text_pair]` lines, write `prediction<TAB>probability` lines (or the score
+    for regression), in order, batch by batch."""
+    tokenizer, config, model = _load_finetuned(model_args)
+    model.eval()
+    rows: list[dict] = []
+
+    def flush(chunk: list[list[str]]) -> None:
+        if not chunk:
+            return
+        if len({len(parts) for parts in chunk}) > 1 or len(chunk[0]) > 2:
+            raise SeqtuneError("standard input must have one text, or two tab-separated texts, on every line.")
+        pairs = [p[1] for p in chunk] if len(chunk[0]) == 2 else None
+        for row in _classify(tokenizer, config, model, [p[0] for p in chunk], pairs, max_length):
+            out.write("\t".join(str(v) for v in row.values()) + "\n")
+            rows.append(row)
+        out.flush()
+
+    chunk: list[list[str]] = []
+    for line in lines:
+        line = line.rstrip("\n")
+        if line:
+            chunk.append(line.split("\t"))
+        if len(chunk) == batch_size:
+            flush(chunk)
+            chunk = []
+    flush(chunk)
+    return rows
 
 
 def _row_writer(path: str):

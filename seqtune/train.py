@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from seqtune.batching import build_collator, build_train_dataloader
+from seqtune.batching import build_collator, build_train_dataloader, pad_fraction, padding_strategies, plan_batches
 from seqtune.checkpoint import (INCOMPLETE_MARKER, disk_error, load_loop_state, resolve_resume_path,
                                 save_checkpoint)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments
@@ -21,6 +22,7 @@ from seqtune.inference import logits_to_predictions, predict_logits
 from seqtune.metrics import compute_metrics
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
 from seqtune.prepare import batching_from_args, prepare_data, validate_training_args
+from seqtune.report import build_report, write_model_card
 
 logger = logging.getLogger("seqtune")
 BEST_MODEL_DIR = "best_model"
@@ -69,6 +71,16 @@ def write_json(path: str, data: dict) -> None:
         os.replace(tmp, path)
     except OSError as error:
         raise disk_error(error, path) from error
+
+
+def length_report(train_set, batching, batch_size: int, max_length: int, seed: int) -> dict:
+    """Token-length histogram of the training rows and the pad fraction each strategy would cost (for the report)."""
+    lengths = train_set.with_format(None)["length"]
+    strategies = padding_strategies(max_length)
+    strategies["this run"] = batching
+    return {"histogram": np.bincount(lengths, minlength=max_length + 1).tolist(),
+            "pad_fraction": {name: pad_fraction(lengths, plan_batches(lengths, b, batch_size, seed), b.padding,
+                                                max_length, b.pad_to_multiple_of) for name, b in strategies.items()}}
 
 
 def first_nonfinite(losses: list[torch.Tensor]) -> int | None:
@@ -162,12 +174,28 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         with open(os.path.join(args.output_dir, INCOMPLETE_MARKER), "w") as f:
             f.write("This run has not finished: the model here may be missing or partial. Resume it with "
                     "--resume_from_checkpoint.\n")
-    log_file = open(os.path.join(args.output_dir, "train_log.jsonl"), "a" if resume_path else "w") if is_main else None
+    reporters = {r.strip() for r in args.report_to.split(",")} - {"none", ""}
+    log_file = None
+    if is_main and "jsonl" in reporters:
+        log_file = open(os.path.join(args.output_dir, "train_log.jsonl"), "a" if resume_path else "w")
+    tensorboard = None
+    if is_main and "tensorboard" in reporters:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tensorboard = SummaryWriter(os.path.join(args.output_dir, "runs"))
+    if is_main:
+        write_json(os.path.join(args.output_dir, "token_lengths.json"), length_report(
+            train_set, batching, args.per_device_train_batch_size, data_args.max_seq_length, args.seed))
 
     def log(record: dict) -> None:
         if log_file:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
+        if tensorboard:
+            for key, value in record.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    tensorboard.add_scalar(key.replace("eval_", "eval/") if key.startswith("eval_")
+                                           else f"train/{key}", value, record["step"])
 
     def run_evaluation() -> None:
         if eval_split is None:
@@ -178,7 +206,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         epoch = state["step"] / steps_per_epoch
         log({"step": state["step"], "epoch": round(epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
         logger.info("eval step %d epoch %.2f: %s", state["step"], epoch,
-                    " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                    " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))  # one line per evaluation
         value = metrics[main_metric]
         if state["best_metric"] is None or value > state["best_metric"]:  # NaN (constant outputs) never wins
             state.update(best_metric=value if math.isfinite(value) else -math.inf, best_step=state["step"],
@@ -203,6 +231,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     micro_losses: list[torch.Tensor] = []
     real_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
     model.train()
+    progress = tqdm(total=max_steps, initial=state["step"], desc="Training", unit="step", dynamic_ncols=True,
+                    disable=args.disable_tqdm or not is_main or logger.getEffectiveLevel() > logging.INFO)
     start = time.perf_counter()
     while state["epoch"] < num_epochs and state["step"] < max_steps:
         sampler.set_epoch(state["epoch"])
@@ -226,6 +256,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             if not accelerator.sync_gradients:
                 continue
             state["step"] += 1
+            progress.update(1)
             pending_losses.append(torch.stack(micro_losses).mean())
             micro_losses = []
             step = state["step"]
@@ -234,11 +265,13 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             if step % args.logging_steps == 0 or evaluate_now or save_now or step >= max_steps:
                 check_losses(pending_losses)
                 elapsed = state["train_time"] + time.perf_counter() - start
-                log({"step": step, "epoch": round(step / steps_per_epoch, 4),
-                     "loss": round(float(torch.stack(pending_losses).mean()), 6),
-                     "learning_rate": scheduler.get_last_lr()[0],
-                     "grad_norm": round(float(grad_norm), 4) if args.max_grad_norm > 0 else None,
-                     "samples_per_second": round(state["samples"] / elapsed, 2)})
+                record = {"step": step, "epoch": round(step / steps_per_epoch, 4),
+                          "loss": round(float(torch.stack(pending_losses).mean()), 6),
+                          "learning_rate": scheduler.get_last_lr()[0],
+                          "grad_norm": round(float(grad_norm), 4) if args.max_grad_norm > 0 else None,
+                          "samples_per_second": round(state["samples"] / elapsed, 2)}
+                log(record)
+                progress.set_postfix(loss=record["loss"], samples_s=record["samples_per_second"], refresh=False)
                 pending_losses = []
             if evaluate_now or save_now:
                 state["train_time"] += time.perf_counter() - start
@@ -264,6 +297,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         save_checkpoint(accelerator, args.output_dir, state["step"], state, args.save_total_limit)
         start = time.perf_counter()
 
+    progress.close()
+
     # --- save the best model (by the task's main metric) with its tokenizer, and the results
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
@@ -281,14 +316,27 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         "train_tokens_per_second": round(state["real_tokens"] * accelerator.num_processes / train_time, 1),
         "main_metric": main_metric, "evaluated_split": eval_split,
     })
+    if eval_split is not None and state["best_step"] is not None:  # for the report's confusion matrix
+        logits = predict_logits(unwrapped, data.tokenized[eval_split], collator, args.per_device_eval_batch_size,
+                                accelerator)
+        predictions, _ = logits_to_predictions(logits, data.labels.is_regression)
     if is_main:
         save_model(unwrapped, tokenizer, args.output_dir)
         write_json(os.path.join(args.output_dir, "all_results.json"), results)
+        if eval_split is not None and state["best_step"] is not None and not data.labels.is_regression:
+            write_json(os.path.join(args.output_dir, "eval_predictions.json"), {
+                "split": eval_split, "label_names": list(data.labels.names), "predictions": predictions.tolist(),
+                "labels": list(data.tokenized[eval_split].with_format(None)["labels"])})
         write_json(os.path.join(args.output_dir, "seqtune_args.json"), {
             "data": vars(data_args), "model": {**vars(model_args), "resolved": model_path}, "training": vars(args),
             "text_column": data.columns.text, "text_pair_column": data.columns.text_pair,
             "metrics": list(data.metrics)})
-        log_file.close()
+        if log_file:
+            log_file.close()
+        if tensorboard:
+            tensorboard.close()
+        write_model_card(args.output_dir)
+        build_report(args.output_dir)
         shutil.rmtree(best_dir, ignore_errors=True)
         os.remove(os.path.join(args.output_dir, INCOMPLETE_MARKER))
     logger.info("Saved the model to %s; %s", args.output_dir,
