@@ -41,6 +41,8 @@ class BenchArguments:
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (throughput only)."})
     bf16: bool = field(default=True, metadata={"help": "bfloat16 autocast; --no_bf16 for float32."})
     torch_compile: bool = field(default=False, metadata={"help": "torch.compile the model."})
+    adamw: str = field(default="fused", metadata={"help": "AdamW implementation: fused (one kernel), foreach or "
+                                                          "for_loop (one kernel per parameter)."})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
     compare: str | None = field(default=None, metadata={
         "help": "trainer: also run the course's Trainer recipe (batch 8, float32, dynamic padding) on as many "
@@ -99,8 +101,8 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
     model = load_model(model_path, config).to(device)
     model.train()
     if args.torch_compile:
-        model = torch.compile(model, dynamic=False)
-    optimizer = build_optimizer(model, args.learning_rate, 0.01)
+        model = torch.compile(model)
+    optimizer = build_optimizer(model, args.learning_rate, 0.01, implementation=args.adamw)
     collator = build_collator(tokenizer, batching.padding, max_seq_length, batching.pad_to_multiple_of)
     loader = build_train_dataloader(data.tokenized["train"], collator, batching, batch_size, args.seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)

@@ -101,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], _bare_resume_means_latest(_expand_config(argv[1:]))
     pre = _prescan(rest)
+    # under torchrun/accelerate launch only the main process talks; the others report warnings and errors
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    level = getattr(logging, pre.log_level.upper(), logging.INFO)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=getattr(logging, pre.log_level.upper(), logging.INFO))
+                        level=level if is_main else max(level, logging.WARNING))
     dataset = pre.dataset_name or ("glue" if pre.task_name and not pre.train_file else None)
     if go_offline_if_unreachable(pre.model_name_or_path, dataset):
         logger.info("The Hugging Face Hub is unreachable: using local files and the local cache only.")
@@ -158,7 +161,8 @@ def _run(command: str, rest: list[str]) -> int:
         from seqtune.train import train
 
         results = train(*parsed)
-        print(json.dumps(results))
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps(results))
     elif command == "evaluate":
         from seqtune.evaluate import evaluate
 

@@ -28,15 +28,18 @@ logger = logging.getLogger("seqtune")
 BEST_MODEL_DIR = "best_model"
 
 
-def build_optimizer(model, learning_rate: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
-    """AdamW without weight decay on biases and LayerNorm weights; one fused kernel where torch has one."""
+def build_optimizer(model, learning_rate: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                    implementation: str = "fused"):
+    """AdamW without weight decay on biases and LayerNorm weights; by default one fused kernel for all parameters
+    (torch has it for CPU and CUDA), else `foreach` (multi-tensor) or `for_loop`."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=True)
+    flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[implementation]
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, **flags)
 
 
 def evaluate_model(model, dataset, collator, batch_size: int, metric_names, is_regression: bool,
@@ -102,7 +105,10 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     resume_path = resolve_resume_path(args.resume_from_checkpoint, args.output_dir)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps)
+    # cpu=True on a machine without a GPU: under torchrun/accelerate launch, accelerate then joins the processes
+    # with gloo instead of running each one alone
+    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              cpu=not torch.cuda.is_available())
     set_seed(args.seed)
 
     # --- load the tokenizer and the data: columns, labels, tokenization (cached on disk, main process first)
@@ -214,10 +220,13 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             if is_main:
                 save_model(accelerator.unwrap_model(model), tokenizer, os.path.join(args.output_dir, BEST_MODEL_DIR))
 
-    def check_losses(pending: list[torch.Tensor]) -> None:
-        bad = first_nonfinite(pending)
+    def check_losses(pending: list[torch.Tensor], stacked: bool = False) -> None:
+        """Raise at the first non-finite loss among the steps since the last check."""
+        values = pending[0] if stacked else (torch.stack(pending) if pending else torch.zeros(0))
+        bad = first_nonfinite(list(values))
         if bad is not None:
-            step = state["step"] - len(pending) + bad + 1
+            step = state["step"] - len(values) + bad + 1
+            pending = list(values)
             last = [c for c in os.listdir(args.output_dir) if c.startswith("checkpoint-") and not c.endswith(".tmp")]
             raise SeqtuneError(
                 f"the training loss became {float(pending[bad]):.4g} at step {step} (epoch "
@@ -263,10 +272,11 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             evaluate_now = args.eval_strategy == "steps" and step % args.eval_steps == 0
             save_now = bool(args.save_steps) and step % args.save_steps == 0
             if step % args.logging_steps == 0 or evaluate_now or save_now or step >= max_steps:
-                check_losses(pending_losses)
+                pending_losses = [accelerator.reduce(torch.stack(pending_losses), reduction="mean")]  # all ranks
+                check_losses(pending_losses, stacked=True)
                 elapsed = state["train_time"] + time.perf_counter() - start
                 record = {"step": step, "epoch": round(step / steps_per_epoch, 4),
-                          "loss": round(float(torch.stack(pending_losses).mean()), 6),
+                          "loss": round(float(pending_losses[0].mean()), 6),
                           "learning_rate": scheduler.get_last_lr()[0],
                           "grad_norm": round(float(grad_norm), 4) if args.max_grad_norm > 0 else None,
                           "samples_per_second": round(state["samples"] / elapsed, 2)}

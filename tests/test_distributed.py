@@ -1,0 +1,57 @@
+"""Several processes (torchrun, gloo on CPU) give the same training and evaluation as one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import build_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("tiny-ddp"))
+    build_tiny_bert(folder)
+    config = json.load(open(os.path.join(folder, "config.json")))
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    json.dump(config, open(os.path.join(folder, "config.json"), "w"))
+    return folder
+
+
+def run(launcher, model, files, out, batch):
+    cmd = [*launcher, "-m", "seqtune", "train", "--model_name_or_path", model, "--train_file", files["train"],
+           "--validation_file", files["validation"], "--output_dir", out, "--per_device_train_batch_size", str(batch),
+           "--max_steps", "5", "--logging_steps", "1", "--no_bf16", "--learning_rate", "1e-3", "--disable_tqdm",
+           "--seed", "5", "--max_eval_samples", "13", "--per_device_eval_batch_size", "4"]  # uneven shards
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
+    return result, log
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
+                    reason="torchrun is not installed beside this Python")
+def test_two_processes_batch_4_match_one_process_batch_8(no_dropout_model, pair_files, tmp_path):
+    torchrun = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2",
+                "--master_port", "29533"]
+    single, single_log = run([sys.executable], no_dropout_model, pair_files, str(tmp_path / "one"), 8)
+    double, double_log = run(torchrun, no_dropout_model, pair_files, str(tmp_path / "two"), 4)
+    assert "global batch 8 = 4 per device x 2 processes x 1 accumulation" in double.stderr
+    # both ranks see the same rows as the single process: DDP averages two 4-row means into the 8-row mean.
+    # Tolerance 1e-5: gloo's all-reduce sums in another order than one 8-row backward.
+    single_losses = [r["loss"] for r in single_log if "loss" in r]
+    double_losses = [r["loss"] for r in double_log if "loss" in r]
+    assert len(single_losses) == len(double_losses) == 5
+    assert double_losses == pytest.approx(single_losses, abs=1e-5)
+    # evaluation gathers both ranks' predictions without duplicates: the metrics are exactly the single-process ones
+    single_eval = [r for r in single_log if "eval_f1" in r]
+    double_eval = [r for r in double_log if "eval_f1" in r]
+    assert double_eval == single_eval
+    # only the main process prints the results line
+    assert len([line for line in double.stdout.splitlines() if line.startswith("{")]) == 1
