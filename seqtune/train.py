@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -241,6 +242,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     real_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
     model.train()
     progress = tqdm(total=max_steps, initial=state["step"], desc="Training", unit="step", dynamic_ncols=True,
+                    mininterval=0.5 if sys.stderr.isatty() else 30,  # a log file gets a line every 30 s
                     disable=args.disable_tqdm or not is_main or logger.getEffectiveLevel() > logging.INFO)
     start = time.perf_counter()
     while state["epoch"] < num_epochs and state["step"] < max_steps:
