@@ -28,6 +28,9 @@ class DataArguments:
     text_column: str | None = _f(None, "Column with the (first) text. Default: inferred from common names.")
     text_pair_column: str | None = _f(None, "Column with the second text of a pair. Default: inferred.")
     label_column: str | None = _f(None, "Column with the label. Default: inferred (label, labels, score).")
+    symmetric_pairs: bool | None = _f(None, "The pair (a, b) means the same as (b, a), as for paraphrases: train on "
+                                      "both orders and average both orders' predictions. Default: the task's fact "
+                                      "(on for mrpc, qqp, stsb), off for other data.")
     max_seq_length: int = _f(128, "Longest input in tokens after tokenization; longer pairs are truncated.")
     preprocessing_num_workers: int | None = _f(None, "Processes for tokenization (Dataset.map num_proc).")
     cache_dir: str | None = _f(None, "Folder for the tokenization cache. Default: $SEQTUNE_CACHE or "
@@ -40,8 +43,8 @@ class DataArguments:
         "every batch to --max_seq_length (fixed shapes for TPU/XLA or compiled graphs).")
     pad_to_multiple_of: int | None = _f(None, "Round padded lengths up to a multiple of N (tensor cores, "
                                         "torch.compile shape buckets).")
-    group_by_length: bool = _f(False, "Batch rows of similar length together (less padding); the order of "
-                               "groups is still shuffled.")
+    group_by_length: bool = _f(True, "Batch rows of similar length together (2 %% padding instead of 34 %% on "
+                               "MRPC; the order of groups is still shuffled). --no_group_by_length for random batches.")
     max_tokens_per_batch: int | None = _f(None, "Size training batches by tokens (rows x padded length) instead "
                                           "of rows; implies length grouping.")
 
@@ -65,7 +68,8 @@ class TrainingArguments:
 
     output_dir: str | None = _f(None, "Where the model, metrics and logs are written (required for train).")
     overwrite_output_dir: bool = _f(False, "Allow writing into a non-empty --output_dir.")
-    num_train_epochs: float = _f(3.0, "Passes over the training data.")
+    num_train_epochs: float | None = _f(None, "Passes over the training data. Default: 3, or 2 when symmetric pairs "
+                                        "double the training rows (each pair is then seen 4 times).")
     max_steps: int = _f(-1, "If > 0: total optimizer steps, overriding --num_train_epochs.")
     per_device_train_batch_size: int = _f(32, "Rows per training batch on each device (unless "
                                           "--max_tokens_per_batch).")

@@ -44,14 +44,15 @@ def _pick_split(data, requested: str | None, default: str) -> str:
 def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> dict[str, float]:
     """Score a fine-tuned model on a labelled split with the task's metrics."""
     tokenizer, config, model = _load_finetuned(model_args)
-    data = prepare_data(data_args, tokenizer, config)
+    data = prepare_data(data_args, tokenizer, config, splits=[eval_args.split] if eval_args.split else None)
     _check_label_space(config, data)
     split = _pick_split(data, eval_args.split, data.eval_split or "validation")
     if split not in data.labels.labelled_splits:
         raise SeqtuneError(f"the {split} split has no labels (all -1 or missing), so it cannot be scored: use "
                            "`seqtune predict` for it, or --split validation.")
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
-    logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size)
+    logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
+                            swapped=data.swapped.get(split))
     predictions, _ = logits_to_predictions(logits, data.labels.is_regression)
     metrics = compute_metrics(data.metrics, predictions, np.asarray(data.tokenized[split]["labels"]))
     if eval_args.output_file:
@@ -74,10 +75,11 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
                            "--sentence1 \"...\" [--sentence2 \"...\"] for one input.")
     writer = _row_writer(eval_args.output_file)  # checks the extension before the work
     tokenizer, config, model = _load_finetuned(model_args)
-    data = prepare_data(data_args, tokenizer, config)
+    data = prepare_data(data_args, tokenizer, config, splits=[eval_args.split] if eval_args.split else None)
     split = _pick_split(data, eval_args.split, "test" if "test" in data.tokenized else data.eval_split or "train")
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
-    logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size)
+    logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
+                            swapped=data.swapped.get(split))
     predictions, probabilities = logits_to_predictions(logits, config.num_labels == 1)
     raw = data.raw[split]
     ids = raw["idx"] if "idx" in raw.column_names else range(len(raw))
@@ -96,11 +98,16 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
 def _classify(tokenizer, config, model, texts: list[str], pairs: list[str] | None, max_length: int) -> list[dict]:
     import torch
 
-    batch = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
-             and (k != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1)}
-    with torch.inference_mode():
-        logits = model(**batch).logits.float().numpy()
+    def logits_for(first, second):
+        batch = tokenizer(first, second, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+                 and (k != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1)}
+        with torch.inference_mode():
+            return model(**batch).logits.float().numpy()
+
+    logits = logits_for(texts, pairs)
+    if pairs is not None and getattr(config, "seqtune_symmetric_pairs", False):  # as the model was evaluated
+        logits = (logits + logits_for(pairs, texts)) / 2
     predictions, probabilities = logits_to_predictions(logits, config.num_labels == 1)
     if config.num_labels == 1:
         return [{"score": float(p)} for p in predictions]

@@ -8,10 +8,19 @@ import torch
 from seqtune.batching import build_eval_dataloader, restore_order
 
 
+def predict_logits(model, dataset, collator, batch_size: int, accelerator=None, swapped=None) -> np.ndarray:
+    """Logits for every row of `dataset`, in dataset order; with `swapped` (the same rows as (text_pair, text)),
+    the mean of both orders' logits, for symmetric pair tasks."""
+    logits = _logits(model, dataset, collator, batch_size, accelerator)
+    if swapped is not None:
+        logits = (logits + _logits(model, swapped, collator, batch_size, accelerator)) / 2
+    return logits
+
+
 @torch.inference_mode()
-def predict_logits(model, dataset, collator, batch_size: int, accelerator=None) -> np.ndarray:
-    """Logits for every row of `dataset`, in dataset order. Rows are batched longest first (little padding);
-    under several processes each rank scores its share and `gather_for_metrics` drops the duplicates."""
+def _logits(model, dataset, collator, batch_size: int, accelerator=None) -> np.ndarray:
+    """Rows are batched longest first (little padding); under several processes each rank scores its share and
+    `gather_for_metrics` drops the duplicates."""
     loader, order = build_eval_dataloader(dataset, collator, batch_size)
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader, device_placement=True)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from datasets import DatasetDict
+from datasets import DatasetDict, concatenate_datasets
 
 from seqtune.batching import Batching, validate_batching
 from seqtune.config import DataArguments, TrainingArguments
 from seqtune.data import (Columns, LabelInfo, load_raw_datasets, prepare_labels, resolve_columns, resolve_task,
                           tokenize_datasets, uses_token_type_ids)
 from seqtune.errors import SeqtuneError
-from seqtune.tasks import TaskSpec, default_metrics
+from seqtune.tasks import GLUE_TASKS, TaskSpec, default_metrics
 
 logger = logging.getLogger("seqtune")
 
@@ -26,6 +26,8 @@ class PreparedData:
     labels: LabelInfo
     metrics: tuple[str, ...]
     task: TaskSpec | None
+    symmetric: bool = False
+    swapped: dict = field(default_factory=dict)  # split -> tokenized (text_pair, text) rows, for symmetric pairs
 
     @property
     def eval_split(self) -> str | None:
@@ -44,9 +46,27 @@ def dataset_source(data_args: DataArguments) -> tuple[str | None, str | None]:
     return data_args.dataset_name, data_args.dataset_config_name
 
 
+def task_for(data_args: DataArguments) -> TaskSpec | None:
+    """--task_name, or a GLUE task named by --dataset_name glue (or a local copy of it) --dataset_config_name."""
+    if data_args.task_name:
+        return resolve_task(data_args.task_name)
+    name, config = data_args.dataset_name, data_args.dataset_config_name
+    if name and config and os.path.basename(os.path.normpath(name)) == "glue" and config.lower() in GLUE_TASKS:
+        logger.info("Task: GLUE %s (from --dataset_config_name)", config.lower())
+        return GLUE_TASKS[config.lower()]
+    return None
+
+
+def swap_pair(text_column: str, text_pair_column: str):
+    def swap(batch):
+        return {text_column: batch[text_pair_column], text_pair_column: batch[text_column]}
+
+    return swap
+
+
 def load_data(data_args: DataArguments) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None]:
     """Load the raw splits, find the columns and map the labels (no tokenizer needed)."""
-    task = resolve_task(data_args.task_name)
+    task = task_for(data_args)
     name, config = dataset_source(data_args)
     raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file)
     for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples),
@@ -60,17 +80,38 @@ def load_data(data_args: DataArguments) -> tuple[DatasetDict, Columns, LabelInfo
     return raw, columns, labels, task
 
 
-def prepare_data(data_args: DataArguments, tokenizer, model_config) -> PreparedData:
+def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list[str] | None = None,
+                 augment_train: bool = False) -> PreparedData:
+    """Load, label and tokenize `splits` (default: all). Symmetric pair data (--symmetric_pairs, else the model's
+    own setting, else the task's fact) also gets each split tokenized in (text_pair, text) order; with
+    `augment_train`, the training split is doubled with its swapped rows."""
     raw, columns, labels, task = load_data(data_args)
     limit = min(getattr(model_config, "max_position_embeddings", 10**9), tokenizer.model_max_length)
     if data_args.max_seq_length > limit:
         raise SeqtuneError(f"--max_seq_length {data_args.max_seq_length} is above the model's limit of {limit} "
                            f"tokens: use --max_seq_length {min(limit, 512)} or less.")
-    tokenized = tokenize_datasets(raw, tokenizer, columns, data_args.max_seq_length,
-                                  uses_token_type_ids(tokenizer, model_config), data_args.cache_dir,
-                                  data_args.preprocessing_num_workers)
+    symmetric = data_args.symmetric_pairs
+    if symmetric is None:
+        symmetric = getattr(model_config, "seqtune_symmetric_pairs", None)
+    if symmetric is None:
+        symmetric = bool(task and task.symmetric)
+    symmetric = bool(symmetric and columns.text_pair)
+    wanted = DatasetDict({s: ds for s, ds in raw.items() if splits is None or s in splits})
+    swapped_raw = DatasetDict()
+    if symmetric:
+        swap = swap_pair(columns.text, columns.text_pair)
+        swapped_raw = DatasetDict({s: ds.map(swap, batched=True) for s, ds in wanted.items() if s != "train"})
+        if augment_train and "train" in wanted:
+            wanted["train"] = concatenate_datasets([wanted["train"], wanted["train"].map(swap, batched=True)])
+            logger.info("Symmetric pairs: training on both orders (%d rows); predictions average both orders",
+                        len(wanted["train"]))
+    keep_token_types = uses_token_type_ids(tokenizer, model_config)
+    tokenized = tokenize_datasets(wanted, tokenizer, columns, data_args.max_seq_length, keep_token_types,
+                                  data_args.cache_dir, data_args.preprocessing_num_workers)
+    swapped = dict(tokenize_datasets(swapped_raw, tokenizer, columns, data_args.max_seq_length, keep_token_types,
+                                     data_args.cache_dir, data_args.preprocessing_num_workers)) if swapped_raw else {}
     metrics = task.metrics if task else default_metrics(labels.num_labels)
-    return PreparedData(raw, tokenized, columns, labels, metrics, task)
+    return PreparedData(raw, tokenized, columns, labels, metrics, task, symmetric, swapped)
 
 
 def batching_from_args(data_args: DataArguments) -> Batching:
@@ -98,7 +139,7 @@ def validate_training_args(data_args: DataArguments, args: TrainingArguments) ->
         if getattr(args, flag) is not None:
             positive[f"--{flag}"] = getattr(args, flag)
     problems += [f"{flag} must be a positive number, got {value}." for flag, value in positive.items() if value <= 0]
-    if args.max_steps <= 0 and args.num_train_epochs <= 0:
+    if args.max_steps <= 0 and args.num_train_epochs is not None and args.num_train_epochs <= 0:
         problems.append(f"--num_train_epochs must be positive (got {args.num_train_epochs}), or set --max_steps.")
     if args.learning_rate <= 0:
         problems.append(f"--learning_rate must be positive, got {args.learning_rate}.")

@@ -14,6 +14,7 @@ class TaskSpec:
     label_names: tuple[str, ...] | None  # None: regression (one float output)
     metrics: tuple[str, ...]  # the first one is the main metric (best checkpoint, sweeps)
     eval_split: str = "validation"
+    symmetric: bool = False  # (a, b) means the same as (b, a): train on both orders, average both at prediction
     dataset_name: str = "glue"
 
     @property
@@ -28,9 +29,9 @@ class TaskSpec:
 GLUE_TASKS: dict[str, TaskSpec] = {
     "cola": TaskSpec("sentence", None, ("unacceptable", "acceptable"), ("matthews_correlation",)),
     "sst2": TaskSpec("sentence", None, ("negative", "positive"), ("accuracy",)),
-    "mrpc": TaskSpec("sentence1", "sentence2", ("not_equivalent", "equivalent"), ("f1", "accuracy")),
-    "qqp": TaskSpec("question1", "question2", ("not_duplicate", "duplicate"), ("f1", "accuracy")),
-    "stsb": TaskSpec("sentence1", "sentence2", None, ("pearson", "spearmanr")),
+    "mrpc": TaskSpec("sentence1", "sentence2", ("not_equivalent", "equivalent"), ("f1", "accuracy"), symmetric=True),
+    "qqp": TaskSpec("question1", "question2", ("not_duplicate", "duplicate"), ("f1", "accuracy"), symmetric=True),
+    "stsb": TaskSpec("sentence1", "sentence2", None, ("pearson", "spearmanr"), symmetric=True),
     "mnli": TaskSpec(
         "premise", "hypothesis", ("entailment", "neutral", "contradiction"), ("accuracy",), "validation_matched"
     ),

@@ -44,8 +44,8 @@ def build_optimizer(model, learning_rate: float, weight_decay: float, betas=(0.9
 
 
 def evaluate_model(model, dataset, collator, batch_size: int, metric_names, is_regression: bool,
-                   accelerator=None) -> dict[str, float]:
-    logits = predict_logits(model, dataset, collator, batch_size, accelerator)
+                   accelerator=None, swapped=None) -> dict[str, float]:
+    logits = predict_logits(model, dataset, collator, batch_size, accelerator, swapped)
     predictions, _ = logits_to_predictions(logits, is_regression)
     return compute_metrics(metric_names, predictions, np.asarray(dataset.with_format(None)["labels"]))
 
@@ -117,7 +117,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
     base_config = load_config(model_path, model_args.trust_remote_code)
     with accelerator.main_process_first():
-        data = prepare_data(data_args, tokenizer, base_config)
+        data = prepare_data(data_args, tokenizer, base_config, augment_train=True)
     if "train" not in data.tokenized:
         raise SeqtuneError(f"the data has no train split (splits: {list(data.tokenized)}): pass --train_file or a "
                            "dataset with a train split.")
@@ -133,6 +133,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     config = load_config(model_path, model_args.trust_remote_code, **label_kwargs)
     model = load_model(model_path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
                        model_args.ignore_mismatched_sizes)
+    model.config.seqtune_symmetric_pairs = data.symmetric  # evaluate/predict average both orders when True
 
     # --- batches: the padding strategy chosen in one place
     batching = batching_from_args(data_args)
@@ -146,7 +147,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
                                 args.adam_epsilon)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
-    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    epochs = args.num_train_epochs if args.num_train_epochs is not None else (2.0 if data.symmetric else 3.0)
+    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(epochs * steps_per_epoch)
     num_epochs = math.ceil(max_steps / steps_per_epoch)
     # accelerate's scheduler wrapper steps once per process, so the schedule is counted in process-steps
     scheduler = accelerator.prepare(get_scheduler(
@@ -209,7 +211,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             return
         metrics = evaluate_model(accelerator.unwrap_model(model), data.tokenized[eval_split], collator,
                                  args.per_device_eval_batch_size, data.metrics, data.labels.is_regression,
-                                 accelerator)
+                                 accelerator, data.swapped.get(eval_split))
         epoch = state["step"] / steps_per_epoch
         log({"step": state["step"], "epoch": round(epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
         logger.info("eval step %d epoch %.2f: %s", state["step"], epoch,
@@ -330,7 +332,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     })
     if eval_split is not None and state["best_step"] is not None:  # for the report's confusion matrix
         logits = predict_logits(unwrapped, data.tokenized[eval_split], collator, args.per_device_eval_batch_size,
-                                accelerator)
+                                accelerator, data.swapped.get(eval_split))
         predictions, _ = logits_to_predictions(logits, data.labels.is_regression)
     if is_main:
         save_model(unwrapped, tokenizer, args.output_dir)

@@ -50,7 +50,7 @@ def test_loss_after_four_steps_is_pinned(no_dropout_model, pair_files, tmp_path)
 
 def test_gradient_accumulation_matches_a_larger_batch(no_dropout_model, pair_files, tmp_path):
     """Batch 4 x 2 accumulation steps = batch 8, from the first step (no off-by-one)."""
-    common = ["--max_steps", "5", "--learning_rate", "1e-3", "--seed", "3", "--weight_decay", "0"]
+    common = ["--max_steps", "5", "--learning_rate", "1e-3", "--seed", "3", "--weight_decay", "0", "--no_group_by_length"]
     train(no_dropout_model, {"train": pair_files["train"]}, str(tmp_path / "b8"), "--per_device_train_batch_size",
           "8", *common)
     train(no_dropout_model, {"train": pair_files["train"]}, str(tmp_path / "b4x2"),
@@ -135,3 +135,31 @@ def test_readme_library_snippet(tiny_model):
     loss.backward()
     optimizer.step()
     assert not torch.equal(before, model.classifier.weight)
+
+
+def test_symmetric_pairs_train_on_both_orders_and_average_both_at_prediction(tiny_model, pair_files, tmp_path,
+                                                                              capsys):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = str(tmp_path / "run")
+    train(tiny_model, pair_files, out, "--max_steps", "3", "--per_device_train_batch_size", "8", "--symmetric_pairs", "true",
+          "--eval_strategy", "epoch", "--learning_rate", "1e-3")
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert results["train_samples"] == 24  # 3 steps x 8 rows, drawn from the 96 rows of both orders
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["seqtune_symmetric_pairs"] is True
+    # evaluate reproduces the training-time metrics, which average both orders
+    assert main(["evaluate", "--model_name_or_path", out, "--train_file", pair_files["train"],
+                 "--validation_file", pair_files["validation"]]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics == {"f1": results["eval_f1"], "accuracy": results["eval_accuracy"]}
+    # one pair: the probability is the softmax of the mean of both orders' logits
+    a, b = "the mayor bought the boat.", "the boat was bought by the mayor on monday."
+    assert main(["predict", "--model_name_or_path", out, "--sentence1", a, "--sentence2", b]) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model, tokenizer = AutoModelForSequenceClassification.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        logits = (model(**tokenizer(a, b, return_tensors="pt")).logits
+                  + model(**tokenizer(b, a, return_tensors="pt")).logits) / 2
+    assert one["probability"] == pytest.approx(torch.softmax(logits, -1).max().item(), abs=1e-5)
