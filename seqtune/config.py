@@ -58,6 +58,9 @@ class ModelArguments:
     trust_remote_code: bool = _f(False, "Run model code shipped with the checkpoint (only for models you trust).")
     allow_pickle_weights: bool = _f(False, "Load pickled (.bin) weights, which can run code when loaded; only for "
                                     "checkpoints you trust. Default: safetensors only.")
+    reinit_pooler: bool | None = _f(None, "Re-initialise the pooler (the dense layer over [CLS]) before fine-tuning. "
+                                    "Default: yes for sentence-transformers checkpoints (trained with mean pooling, "
+                                    "so their pooler never learned the encoder's last state), no otherwise.")
     ignore_mismatched_sizes: bool = _f(False, "Start a new classification head when the checkpoint's head has "
                                        "another number of labels than the data.")
 

@@ -134,6 +134,17 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     model = load_model(model_path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
                        model_args.ignore_mismatched_sizes)
     model.config.seqtune_symmetric_pairs = data.symmetric  # evaluate/predict average both orders when True
+    pooler = getattr(getattr(model, model.base_model_prefix, None), "pooler", None)
+    reinit_pooler = model_args.reinit_pooler
+    if reinit_pooler is None:  # a sentence-transformers checkpoint: its [CLS] pooler was not part of its training
+        reinit_pooler = os.path.isfile(os.path.join(model_path, "config_sentence_transformers.json"))
+    if reinit_pooler and pooler is not None:
+        std = getattr(model.config, "initializer_range", 0.02)  # BERT's initialiser, as for the fresh classifier
+        for module in pooler.modules():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.normal_(module.weight, std=std)
+                torch.nn.init.zeros_(module.bias)
+        logger.info("Re-initialised the pooler")
 
     # --- batches: the padding strategy chosen in one place
     batching = batching_from_args(data_args)
