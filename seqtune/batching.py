@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from seqtune.errors import SeqtuneError
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,8 @@ def build_report(output_dir: str) -> str:
         ax2 = ax.twinx()
         ax2.plot([r["step"] for r in steps], [r["learning_rate"] for r in steps], color="#dd8452", label="learning rate")
         ax2.set_ylabel("learning rate")
-        fig.legend(loc="upper right")
+        lines = ax.get_lines() + ax2.get_lines()
+        ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
         ax.set_title("Loss and learning rate per step")
         figures.append(("loss_lr.png", "Training loss and learning rate"))
         _save(fig, folder, "loss_lr.png", plt)
@@ -151,7 +152,7 @@ def build_report(output_dir: str) -> str:
         ax.set_xlabel("tokens per training row")
         ax.set_ylabel("rows")
         costs = ", ".join(f"{k} {v:.0%}" for k, v in lengths["pad_fraction"].items())
-        ax.set_title(f"Token lengths; padding cost per strategy: {costs}", fontsize=9)
+        ax.set_title(f"Token lengths of the training rows\npadding per strategy: {costs}", fontsize=9)
         figures.append(("lengths.png", "Token length histogram and the padding each strategy costs"))
         _save(fig, folder, "lengths.png", plt)
 

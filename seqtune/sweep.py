@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import statistics
 from dataclasses import dataclass, field, replace
 

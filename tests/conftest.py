@@ -4,6 +4,7 @@ Nothing here touches the network (the Makefile also sets HF_HUB_OFFLINE=1)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import pytest
@@ -41,6 +42,19 @@ def build_tiny_bert(folder: str, type_vocab_size: int = 2, max_position_embeddin
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     return build_tiny_bert(str(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture(scope="session")
+def no_dropout_model(tmp_path_factory) -> str:
+    """The tiny BERT without dropout: runs that must match step for step (accumulation, several processes)."""
+    folder = build_tiny_bert(str(tmp_path_factory.mktemp("tiny-nodrop")))
+    config_path = os.path.join(folder, "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    return folder
 
 
 def write_csv(path: str, rows: list[dict], delimiter: str = ",") -> str:

@@ -10,17 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import build_tiny_bert
 
-
-@pytest.fixture(scope="module")
-def no_dropout_model(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("tiny-ddp"))
-    build_tiny_bert(folder)
-    config = json.load(open(os.path.join(folder, "config.json")))
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    json.dump(config, open(os.path.join(folder, "config.json"), "w"))
-    return folder
 
 
 def run(launcher, model, files, out, batch):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqtune.cli import main
-from tests.conftest import build_tiny_bert, write_csv
+from tests.conftest import write_csv
 
 
 def read_log(out):
@@ -18,16 +18,6 @@ def read_log(out):
 
 def losses(out):
     return [r["loss"] for r in read_log(out) if "loss" in r]
-
-
-@pytest.fixture(scope="module")
-def no_dropout_model(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("tiny-nodrop"))
-    build_tiny_bert(folder)
-    config = json.load(open(os.path.join(folder, "config.json")))
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    json.dump(config, open(os.path.join(folder, "config.json"), "w"))
-    return folder
 
 
 def train(model, files, out, *extra):

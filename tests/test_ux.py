@@ -14,7 +14,6 @@ import sys
 import pytest
 import yaml
 
-from seqtune import config as config_module
 from seqtune.cli import COMMANDS, main
 from seqtune.tasks import GLUE_TASKS
 from tests.conftest import write_csv
