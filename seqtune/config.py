@@ -92,8 +92,8 @@ class TrainingArguments:
     eval_strategy: Literal["no", "epoch", "steps"] = _f("epoch", "When to evaluate on the validation split.")
     eval_steps: int | None = _f(None, "With --eval_strategy steps: evaluate every N optimizer steps.")
     logging_steps: int = _f(10, "Write the training loss to the step log every N optimizer steps.")
-    report_to: str = _f("jsonl", "Where step metrics go: jsonl (train_log.jsonl), tensorboard (events in "
-                        "OUTPUT_DIR/runs), both as jsonl,tensorboard, or none.")
+    report_to: str = _f("jsonl,tensorboard", "Where step metrics go: jsonl (train_log.jsonl), tensorboard (events "
+                        "in OUTPUT_DIR/runs), both (the default), or none.")
     disable_tqdm: bool = _f(False, "No progress bar.")
     save_steps: int | None = _f(None, "Also write a checkpoint every N optimizer steps (one is always written at the "
                                 "end of each epoch), for --resume_from_checkpoint.")

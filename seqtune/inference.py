@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from seqtune.batching import build_eval_dataloader, restore_order
+
+logger = logging.getLogger("seqtune")
 
 
 def predict_logits(model, dataset, collator, batch_size: int, accelerator=None, swapped=None) -> np.ndarray:
@@ -28,7 +34,9 @@ def _logits(model, dataset, collator, batch_size: int, accelerator=None) -> np.n
     was_training = model.training
     model.eval()
     outputs = []
-    for batch in loader:
+    quiet = (accelerator is not None and not accelerator.is_main_process) or logger.getEffectiveLevel() > logging.INFO
+    for batch in tqdm(loader, desc="Evaluating", unit="batch", leave=False, disable=quiet or len(loader) < 4,
+                      mininterval=0.5 if sys.stderr.isatty() else 30):
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         logits = model(**batch).logits.float()
         if accelerator is not None:
