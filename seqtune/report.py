@@ -33,16 +33,21 @@ def write_model_card(output_dir: str) -> str:
     config = _read_json(os.path.join(output_dir, "config.json"), {})
     data, model, training = args.get("data", {}), args.get("model", {}), args.get("training", {})
     base = model.get("model_name_or_path") or "all-MiniLM-L6-v2 (embedded in seqtune)"
-    source = data.get("task_name") and f"GLUE {data['task_name'].upper()}" or data.get("dataset_name") or ", ".join(
-        f for f in (data.get("train_file"), data.get("validation_file")) if f)
-    if data.get("dataset_name") and data.get("dataset_config_name"):
-        source += f" ({data['dataset_name']}, config {data['dataset_config_name']})"
+    if data.get("task_name"):
+        source = f"GLUE {data['task_name'].upper()}"
+    elif data.get("dataset_name"):
+        source = data["dataset_name"] + (f", config {data['dataset_config_name']}" if data.get("dataset_config_name")
+                                         else "")
+    else:
+        source = ", ".join(f for f in (data.get("train_file"), data.get("validation_file")) if f)
     labels = config.get("id2label", {})
     metrics = "\n".join(f"| {k[5:]} | {v:.4f} |" for k, v in results.items() if k.startswith("eval_"))
     hyper = {k: training.get(k) for k in ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                                           "gradient_accumulation_steps", "warmup_ratio", "weight_decay",
                                           "lr_scheduler_type", "bf16", "seed")}
     hyper.update({k: data.get(k) for k in ("max_seq_length", "padding", "group_by_length", "max_tokens_per_batch")})
+    symmetric = bool(config.get("seqtune_symmetric_pairs"))
+    hyper["symmetric pairs (trained on both orders, predictions average both)"] = symmetric
     pair = args.get("text_pair_column")
     example = ('"first text", "second text"' if pair else '"a text"')
     card = f"""---
@@ -77,6 +82,8 @@ classify = pipeline("text-classification", model="{output_dir}")
 classify({{"text": {example.split(', ')[0]}{', "text_pair": ' + example.split(', ')[1] if pair else ''}}})
 ```
 or `seqtune predict --model_name_or_path {output_dir} --sentence1 "..."{' --sentence2 "..."' if pair else ''}`.
+{'The scores above average both orders of each pair, as `seqtune predict` does; the pipeline scores one order.'
+ if symmetric else ''}
 
 ## Limitations
 Scores are measured on one validation split{' of a few hundred rows: expect several points of variance between seeds' if (results.get('train_samples') or 0) < 20000 else ''}.
