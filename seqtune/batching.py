@@ -187,17 +187,6 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **common)
 
 
-class _SortedSampler(Sampler[int]):
-    def __init__(self, order: Sequence[int]):
-        self.order = list(order)
-
-    def __iter__(self):
-        return iter(self.order)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-
 def build_eval_dataloader(dataset, collator, batch_size: int) -> tuple[DataLoader, np.ndarray]:
     """Evaluation batches of rows sorted by length (little padding, large no-grad batches). Returns the loader and
     the row order, so predictions can be put back in dataset order with `restore_order`."""
@@ -206,7 +195,7 @@ def build_eval_dataloader(dataset, collator, batch_size: int) -> tuple[DataLoade
     else:
         order = np.arange(len(dataset))
     loader = DataLoader(dataset.with_format(columns=model_columns(dataset)), batch_size=batch_size,
-                        sampler=_SortedSampler(order.tolist()), collate_fn=collator, generator=torch.Generator())
+                        sampler=order.tolist(), collate_fn=collator, generator=torch.Generator())
     return loader, order
 
 
