@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -342,14 +343,15 @@ def tokenize_datasets(
         key = Hasher.hash((SEQTUNE_CACHE_VERSION, ds._fingerprint, tok_hash, max_length, keep_token_type_ids,
                            columns.text, columns.text_pair, label_column, str(ds.features)))
         cache_file = os.path.join(cache_dir, f"{split}-{key}.arrow")
-        reused = os.path.exists(cache_file)
+        # with num_proc, datasets writes one file per process (NAME_00000_of_0000N.arrow) instead of NAME.arrow
+        reused = os.path.exists(cache_file) or bool(glob.glob(cache_file[:-len(".arrow")] + "_*_of_*.arrow"))
         logger.info("%s the %s split (%d rows): %s", "Reusing tokenized cache for" if reused else "Tokenizing",
                     split, len(ds), cache_file)
         tokenized[split] = ds.map(
             make_tokenize_fn(tokenizer, columns.text, columns.text_pair, max_length, keep_token_type_ids,
                              label_column),
             batched=True,
-            num_proc=num_proc if not reused else None,
+            num_proc=num_proc,
             remove_columns=ds.column_names,
             cache_file_name=cache_file,
             load_from_cache_file=True,

@@ -135,6 +135,17 @@ def test_single_sentences_and_truncation(tiny_model):
     assert all(set(t) == {0} for t in tokenized["token_type_ids"])
 
 
+def test_cache_reuse_is_reported_with_several_workers(tiny_model, tmp_path, caplog):
+    raw = DatasetDict({"train": Dataset.from_list(make_paraphrase_pairs(40, seed=2))})
+    cache = str(tmp_path / "cache")
+    with caplog.at_level(logging.INFO, logger="seqtune"):
+        first = _tokenize(raw, tiny_model, cache_dir=cache, num_proc=2)
+        caplog.clear()
+        second = _tokenize(raw, tiny_model, cache_dir=cache, num_proc=2)
+    assert "Reusing tokenized cache for the train split" in caplog.text
+    assert second["train"]["input_ids"] == first["train"]["input_ids"]
+
+
 def test_cache_reused_and_invalidated(tiny_model, tmp_path, caplog):
     raw = DatasetDict({"train": Dataset.from_list(ROWS)})
     cache = str(tmp_path / "cache")
