@@ -80,6 +80,8 @@ class TrainingArguments:
     gradient_accumulation_steps: int = _f(1, "Batches whose gradients are summed before each optimizer step.")
     learning_rate: float = _f(1e-4, "Peak learning rate of AdamW.")
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
+    layerwise_lr_decay: float = _f(1.0, "Layer-wise learning-rate decay: each encoder layer learns at this factor "
+                                   "of the layer above it (the head at --learning_rate). 1.0 = one rate for all.")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.999, "AdamW beta2.")
     adam_epsilon: float = _f(1e-8, "AdamW epsilon.")

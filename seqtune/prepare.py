@@ -145,6 +145,8 @@ def validate_training_args(data_args: DataArguments, args: TrainingArguments) ->
         problems.append(f"--learning_rate must be positive, got {args.learning_rate}.")
     if not 0 <= args.warmup_ratio < 1:
         problems.append(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}.")
+    if not 0 < args.layerwise_lr_decay <= 1:
+        problems.append(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}.")
     if args.eval_strategy == "steps" and args.eval_steps is None:
         problems.append("--eval_strategy steps needs --eval_steps N.")
     if args.output_dir is None:

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -29,18 +30,33 @@ logger = logging.getLogger("seqtune")
 BEST_MODEL_DIR = "best_model"
 
 
+def layer_depth(name: str, num_layers: int) -> int:
+    """How deep a parameter sits: 0 for the embeddings, i + 1 for encoder layer i, num_layers + 1 for what lies
+    above the encoder (pooler, classifier). Names follow transformers' encoders (`...layer.3.`, `...layers.3.`)."""
+    match = re.search(r"\.layers?\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if "embeddings" in name else num_layers + 1
+
+
 def build_optimizer(model, learning_rate: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8,
-                    implementation: str = "fused"):
+                    implementation: str = "fused", layerwise_lr_decay: float = 1.0):
     """AdamW without weight decay on biases and LayerNorm weights; by default one fused kernel for all parameters
-    (torch has it for CPU and CUDA), else `foreach` (multi-tensor) or `for_loop`."""
-    decay, no_decay = [], []
+    (torch has it for CPU and CUDA), else `foreach` (multi-tensor) or `for_loop`. With `layerwise_lr_decay` < 1
+    each layer below the head learns at that factor of the one above it (the head at `learning_rate`, the top
+    encoder layer at lr x decay, the embeddings at lr x decay^(layers + 1))."""
+    num_layers = getattr(model.config, "num_hidden_layers", 0) if layerwise_lr_decay != 1.0 else 0
+    groups: dict[tuple[float, float], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = 0.0 if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else weight_decay
+        scale = layerwise_lr_decay ** (num_layers + 1 - layer_depth(name, num_layers)) if num_layers else 1.0
+        groups.setdefault((scale, decay), []).append(param)
+    param_groups = [{"params": params, "weight_decay": decay, "lr": learning_rate * scale}
+                    for (scale, decay), params in groups.items()]
     flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[implementation]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, **flags)
+    return torch.optim.AdamW(param_groups, lr=learning_rate, betas=betas, eps=eps, **flags)
 
 
 def evaluate_model(model, dataset, collator, batch_size: int, metric_names, is_regression: bool,
@@ -155,7 +171,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
 
     # --- optimizer and schedule; accelerate places and shards everything
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2),
-                                args.adam_epsilon)
+                                args.adam_epsilon, layerwise_lr_decay=args.layerwise_lr_decay)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     epochs = args.num_train_epochs if args.num_train_epochs is not None else (2.0 if data.symmetric else 3.0)

@@ -153,3 +153,23 @@ def test_symmetric_pairs_train_on_both_orders_and_average_both_at_prediction(tin
         logits = (model(**tokenizer(a, b, return_tensors="pt")).logits
                   + model(**tokenizer(b, a, return_tensors="pt")).logits) / 2
     assert one["probability"] == pytest.approx(torch.softmax(logits, -1).max().item(), abs=1e-5)
+
+
+def test_layerwise_lr_decay_gives_each_layer_its_rate(tiny_model):
+    from transformers import AutoConfig
+
+    from seqtune import build_optimizer, load_model, resolve_model_path
+
+    checkpoint = resolve_model_path(tiny_model)
+    model = load_model(checkpoint, AutoConfig.from_pretrained(checkpoint, num_labels=2))
+    layers = model.config.num_hidden_layers
+    optimizer = build_optimizer(model, learning_rate=1e-3, weight_decay=0.01, layerwise_lr_decay=0.5)
+    rate = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert rate[id(named["classifier.weight"])] == (1e-3, 0.01)
+    assert rate[id(named[f"bert.encoder.layer.{layers - 1}.output.dense.weight"])] == (1e-3 * 0.5, 0.01)
+    assert rate[id(named["bert.encoder.layer.0.attention.output.LayerNorm.weight"])] == (1e-3 * 0.5 ** layers, 0.0)
+    assert rate[id(named["bert.embeddings.word_embeddings.weight"])] == (1e-3 * 0.5 ** (layers + 1), 0.01)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(named)
+    plain = build_optimizer(model, learning_rate=1e-3, weight_decay=0.01)
+    assert {g["lr"] for g in plain.param_groups} == {1e-3} and len(plain.param_groups) == 2
