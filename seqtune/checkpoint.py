@@ -55,6 +55,7 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, limit:
             shutil.rmtree(staging, ignore_errors=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(staging)
+        accelerator.wait_for_everyone()  # every rank's random states are in the folder before it is renamed
         if accelerator.is_main_process:
             with open(os.path.join(staging, STATE_FILE), "w") as f:
                 json.dump(state, f)
