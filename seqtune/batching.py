@@ -187,6 +187,20 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **common)
 
 
+def build_stream_dataloader(stream, collator, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                            buffer_size: int = 10_000) -> DataLoader:
+    """Training batches of an IterableDataset: shuffled in a buffer of rows (and by shard order), then split across
+    processes (`split_dataset_by_node`: whole shards per process when they divide evenly, else every
+    world_size-th row), padded per batch by the same collator. Length grouping needs the whole dataset, so a
+    stream's batches are padded to their own longest row."""
+    from datasets.distributed import split_dataset_by_node
+
+    stream = stream.shuffle(seed=seed, buffer_size=buffer_size)  # same seed on every rank: one shard order
+    stream = split_dataset_by_node(stream, rank=rank, world_size=world_size).remove_columns(["length"])
+    return DataLoader(stream, batch_size=batch_size, collate_fn=collator,
+                      generator=torch.Generator().manual_seed(seed))  # private: see build_train_dataloader
+
+
 def build_eval_dataloader(dataset, collator, batch_size: int) -> tuple[DataLoader, np.ndarray]:
     """Evaluation batches of rows sorted by length (little padding, large no-grad batches). Returns the loader and
     the row order, so predictions can be put back in dataset order with `restore_order`."""

@@ -35,6 +35,9 @@ class DataArguments:
     preprocessing_num_workers: int | None = _f(None, "Processes for tokenization (Dataset.map num_proc).")
     cache_dir: str | None = _f(None, "Folder for the tokenization cache. Default: $SEQTUNE_CACHE or "
                                "~/.cache/seqtune.")
+    streaming: bool = _f(False, "Read the training data while training (an IterableDataset: nothing downloaded or "
+                         "converted first), tokenized on the fly and split across processes; needs --max_steps. The "
+                         "evaluation and test splits are read into memory.")
     max_train_samples: int | None = _f(None, "Use only the first N training rows (for quick runs).")
     max_eval_samples: int | None = _f(None, "Use only the first N evaluation rows.")
     max_predict_samples: int | None = _f(None, "Use only the first N prediction rows.")

@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, IterableDatasetDict, Value, load_dataset
 from datasets.fingerprint import Hasher
 
 from seqtune.errors import SeqtuneError
@@ -52,20 +52,23 @@ def load_raw_datasets(
     train_file: str | None = None,
     validation_file: str | None = None,
     test_file: str | None = None,
-) -> DatasetDict:
-    """`load_dataset(name, config)` for the Hub or a local folder, or one builder over local data files."""
+    streaming: bool = False,
+) -> DatasetDict | IterableDatasetDict:
+    """`load_dataset(name, config)` for the Hub or a local folder, or one builder over local data files (a file
+    name may be a glob pattern, e.g. shards/train-*.parquet). With `streaming`, the splits are IterableDatasets
+    read as they are iterated (nothing downloaded or converted up front)."""
     files = {s: f for s, f in (("train", train_file), ("validation", validation_file), ("test", test_file)) if f}
     if files and dataset_name:
         raise SeqtuneError("give either --dataset_name or --train_file/--validation_file/--test_file, not both.")
     if files:
-        return _load_files(files)
+        return _load_files(files, streaming)
     if not dataset_name:
         raise SeqtuneError(
             "no data given: pass --task_name (e.g. mrpc), --dataset_name (a Hub id or a local folder) with "
             "--dataset_config_name, or --train_file/--validation_file/--test_file."
         )
     try:
-        raw = load_dataset(dataset_name, dataset_config_name)
+        raw = load_dataset(dataset_name, dataset_config_name, streaming=streaming)
     except (ConnectionError, OSError) as error:
         if is_local(dataset_name):
             raise SeqtuneError(f"could not read dataset folder '{dataset_name}': {error}") from error
@@ -73,8 +76,8 @@ def load_raw_datasets(
     except ValueError as error:  # e.g. a missing or unknown config name: datasets lists the valid ones
         raise SeqtuneError(f"--dataset_name {dataset_name} --dataset_config_name {dataset_config_name}: "
                            f"{str(error).splitlines()[0]}") from error
-    if not isinstance(raw, DatasetDict):
-        raw = DatasetDict({"train": raw})
+    if not isinstance(raw, (DatasetDict, IterableDatasetDict)):
+        raw = (IterableDatasetDict if streaming else DatasetDict)({"train": raw})
     return raw
 
 
@@ -100,14 +103,19 @@ def _utf8_problem(split: str, path: str) -> str | None:
     return None
 
 
-def _load_files(files: dict[str, str]) -> DatasetDict:
+def _load_files(files: dict[str, str], streaming: bool = False) -> DatasetDict | IterableDatasetDict:
     problems = []
-    for flag, path in files.items():
-        if not os.path.isfile(path):
-            problems.append(f"--{flag}_file {path}: no such file.")
-        elif os.path.getsize(path) == 0:
-            problems.append(f"--{flag}_file {path}: the file is empty.")
-    extensions = {os.path.splitext(p)[1].lower() for p in files.values()}
+    paths = {}  # split -> the files it names (a glob pattern names several: shards)
+    for flag, pattern in files.items():
+        paths[flag] = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not paths[flag]:
+            problems.append(f"--{flag}_file {pattern}: no file matches the pattern.")
+        for path in paths[flag]:
+            if not os.path.isfile(path):
+                problems.append(f"--{flag}_file {path}: no such file.")
+            elif os.path.getsize(path) == 0:
+                problems.append(f"--{flag}_file {path}: the file is empty.")
+    extensions = {os.path.splitext(p)[1].lower() for split in paths.values() for p in split}
     unknown = extensions - set(FILE_BUILDERS)
     if unknown:
         problems.append(f"unsupported data file type {', '.join(sorted(unknown))}: use .csv, .tsv, .json, .jsonl or "
@@ -115,12 +123,12 @@ def _load_files(files: dict[str, str]) -> DatasetDict:
     elif len({FILE_BUILDERS[e][0] for e in extensions} | {str(FILE_BUILDERS[e][1]) for e in extensions}) > 2:
         problems.append(f"data files mix formats ({', '.join(sorted(extensions))}): give all splits in one format.")
     if not problems:
-        problems += [p for flag, path in files.items() if (p := _utf8_problem(flag, path))]
+        problems += [p for flag, split in paths.items() for path in split if (p := _utf8_problem(flag, path))]
     if problems:
         raise SeqtuneError(*problems)
     builder, kwargs = FILE_BUILDERS[extensions.pop()]
     try:
-        raw = load_dataset(builder, data_files=files, **kwargs)
+        raw = load_dataset(builder, data_files=paths, streaming=streaming, **kwargs)
     except Exception as error:  # datasets wraps the parser's error; its cause says what is wrong
         cause = error
         while cause.__cause__ or cause.__context__:
@@ -138,7 +146,7 @@ def _load_files(files: dict[str, str]) -> DatasetDict:
         raise SeqtuneError(f"could not parse the data files {sorted(files.values())}: "
                            f"{text[-1] if text else type(cause).__name__}") from error
     for split, ds in raw.items():
-        if len(ds) == 0:
+        if not streaming and len(ds) == 0:
             raise SeqtuneError(f"--{split}_file {files[split]}: no rows (only a header?). Add data rows.")
     return raw
 
@@ -196,6 +204,7 @@ def resolve_columns(
 class LabelInfo:
     names: tuple[str, ...] | None  # None: regression
     labelled_splits: tuple[str, ...]  # splits whose labels can be scored; the others are prediction-only
+    mapping: tuple[tuple[object, int], ...] = ()  # (value in the data, label id) where the ids are not the values
 
     @property
     def num_labels(self) -> int:
@@ -212,13 +221,17 @@ def _is_unlabelled(ds: Dataset, label_column: str) -> bool:
 
 
 def prepare_labels(raw: DatasetDict, label_column: str | None, task: TaskSpec | None,
-                   train_split: str = "train") -> tuple[DatasetDict, LabelInfo]:
+                   train_split: str = "train", model_labels: tuple[str, ...] | None = None
+                   ) -> tuple[DatasetDict, LabelInfo]:
     """Map every split's labels to ids 0..K-1 (or floats for regression) and name them.
 
     ClassLabel names become the label names; string labels are sorted so the mapping is deterministic;
     integer labels keep their order; a float column means regression. A split whose labels are all -1 (or
-    missing) is prediction-only. Labels seen outside the training split but not in it are an error.
+    missing) is prediction-only. Labels seen outside the training split but not in it are an error. Without a
+    training split (evaluating a fine-tuned model) the model's own label names (`model_labels`) name them.
     """
+    if label_column is not None and train_split not in raw and model_labels and task is None:
+        return _labels_from_model(raw, label_column, model_labels)
     if label_column is None or train_split not in raw:
         if task is not None:
             return raw, LabelInfo(task.label_names, ())
@@ -269,7 +282,36 @@ def prepare_labels(raw: DatasetDict, label_column: str | None, task: TaskSpec | 
         raw = DatasetDict({
             s: ds.map(to_ids, batched=True, features=features[s]) if s in labelled else ds for s, ds in raw.items()
         })
-    return raw, LabelInfo(tuple(names), labelled)
+    return raw, LabelInfo(tuple(names), labelled, tuple(to_id.items()) if any(k != v for k, v in to_id.items())
+                          else ())
+
+
+def _labels_from_model(raw: DatasetDict, label_column: str, names: tuple[str, ...]) -> tuple[DatasetDict, LabelInfo]:
+    """Labels of data scored by a fine-tuned model: label names map to the model's ids, integers are ids."""
+    labelled = tuple(s for s, ds in raw.items() if label_column in ds.column_names
+                     and not _is_unlabelled(ds, label_column))
+    to_id = {name: i for i, name in enumerate(names)}
+    unseen, mapped = {}, {}
+    for split in labelled:
+        ds = raw[split]
+        feature = ds.features[label_column]
+        if isinstance(feature, ClassLabel):  # its ids follow its own names, which may be ordered otherwise
+            ds = ds.cast_column(label_column, Value("string"))
+        values = ds.unique(label_column)
+        if all(isinstance(v, int) for v in values):
+            bad = sorted(str(v) for v in values if not 0 <= v < len(names))
+        else:
+            bad = sorted(str(v) for v in values if v not in to_id)
+            ds = ds.map(lambda batch: {label_column: [to_id[v] for v in batch[label_column]]}, batched=True,
+                        features=Features({**ds.features, label_column: ClassLabel(names=list(names))}))
+        if bad:
+            unseen[split] = bad
+        mapped[split] = ds
+    if unseen:
+        raise SeqtuneError(*[f"labels {values} in the {split} split are not among the model's labels {list(names)} "
+                             f"(column '{label_column}'): use a model fine-tuned on these labels."
+                             for split, values in unseen.items()])
+    return DatasetDict({s: mapped.get(s, ds) for s, ds in raw.items()}), LabelInfo(tuple(names), labelled)
 
 
 def _raise_unseen(unseen: dict[str, list], train_problem: str | None, label_column: str) -> None:

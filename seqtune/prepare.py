@@ -6,13 +6,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from datasets import DatasetDict, concatenate_datasets
+from datasets import DatasetDict, IterableDataset, concatenate_datasets
 
 from seqtune.batching import Batching, validate_batching
 from seqtune.config import DataArguments, TrainingArguments
 from seqtune.data import (Columns, LabelInfo, load_raw_datasets, prepare_labels, resolve_columns, resolve_task,
                           tokenize_datasets, uses_token_type_ids)
 from seqtune.errors import SeqtuneError
+from seqtune.streaming import split_streams, tokenized_train_stream
 from seqtune.tasks import GLUE_TASKS, TaskSpec, default_metrics
 
 logger = logging.getLogger("seqtune")
@@ -28,6 +29,7 @@ class PreparedData:
     task: TaskSpec | None
     symmetric: bool = False
     swapped: dict = field(default_factory=dict)  # split -> tokenized (text_pair, text) rows, for symmetric pairs
+    train_stream: IterableDataset | None = None  # --streaming: the tokenized training rows, read as iterated
 
     @property
     def eval_split(self) -> str | None:
@@ -64,20 +66,38 @@ def swap_pair(text_column: str, text_pair_column: str):
     return swap
 
 
-def load_data(data_args: DataArguments) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None]:
-    """Load the raw splits, find the columns and map the labels (no tokenizer needed)."""
+def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = None
+              ) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None, IterableDataset | None]:
+    """Load the raw splits, find the columns and map the labels (no tokenizer needed; a fine-tuned model's
+    `model_labels` name the labels of data without a training split). With --streaming, the returned 'train'
+    split is the stream's first rows and the stream itself comes last."""
     task = task_for(data_args)
     name, config = dataset_source(data_args)
-    raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file)
-    for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples),
-                         ("test", data_args.max_predict_samples)):
-        if limit is not None and split in raw:
-            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file,
+                            data_args.streaming)
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+              "test": data_args.max_predict_samples}
+    stream = None
+    if data_args.streaming:
+        raw, stream = split_streams(raw, limits)
+    else:
+        for split, limit in limits.items():
+            if limit is not None and split in raw:
+                raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
     first = next(iter(raw.values()))
     columns = resolve_columns(first.column_names, task, data_args.text_column, data_args.text_pair_column,
                               data_args.label_column)
-    raw, labels = prepare_labels(raw, columns.label, task)
-    return raw, columns, labels, task
+    raw, labels = prepare_labels(raw, columns.label, task, model_labels=model_labels)
+    return raw, columns, labels, task, stream
+
+
+def fine_tuned_labels(model_config) -> tuple[str, ...] | None:
+    """The label names a fine-tuned classifier was trained with (not transformers' placeholder LABEL_i)."""
+    id2label = getattr(model_config, "id2label", None) or {}
+    names = tuple(str(id2label[i]) for i in sorted(id2label, key=int))
+    if getattr(model_config, "problem_type", None) == "regression" or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return None
+    return names
 
 
 def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list[str] | None = None,
@@ -85,7 +105,7 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     """Load, label and tokenize `splits` (default: all). Symmetric pair data (--symmetric_pairs, else the model's
     own setting, else the task's fact) also gets each split tokenized in (text_pair, text) order; with
     `augment_train`, the training split is doubled with its swapped rows."""
-    raw, columns, labels, task = load_data(data_args)
+    raw, columns, labels, task, stream = load_data(data_args, fine_tuned_labels(model_config))
     limit = min(getattr(model_config, "max_position_embeddings", 10**9), tokenizer.model_max_length)
     if data_args.max_seq_length > limit:
         raise SeqtuneError(f"--max_seq_length {data_args.max_seq_length} is above the model's limit of {limit} "
@@ -97,6 +117,11 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
         symmetric = bool(task and task.symmetric)
     symmetric = bool(symmetric and columns.text_pair)
     wanted = DatasetDict({s: ds for s, ds in raw.items() if splits is None or s in splits})
+    keep_token_types = uses_token_type_ids(tokenizer, model_config)
+    train_stream = None
+    if stream is not None and "train" in wanted:  # the rows in memory were a sample of the stream, for the labels
+        train_stream = tokenized_train_stream(stream, wanted.pop("train").column_names, columns, labels, tokenizer,
+                                              data_args.max_seq_length, keep_token_types, symmetric and augment_train)
     swapped_raw = DatasetDict()
     if symmetric:
         swap = swap_pair(columns.text, columns.text_pair)
@@ -105,13 +130,12 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
             wanted["train"] = concatenate_datasets([wanted["train"], wanted["train"].map(swap, batched=True)])
             logger.info("Symmetric pairs: training on both orders (%d rows); predictions average both orders",
                         len(wanted["train"]))
-    keep_token_types = uses_token_type_ids(tokenizer, model_config)
     tokenized = tokenize_datasets(wanted, tokenizer, columns, data_args.max_seq_length, keep_token_types,
                                   data_args.cache_dir, data_args.preprocessing_num_workers)
     swapped = dict(tokenize_datasets(swapped_raw, tokenizer, columns, data_args.max_seq_length, keep_token_types,
                                      data_args.cache_dir, data_args.preprocessing_num_workers)) if swapped_raw else {}
     metrics = task.metrics if task else default_metrics(labels.num_labels)
-    return PreparedData(raw, tokenized, columns, labels, metrics, task, symmetric, swapped)
+    return PreparedData(raw, tokenized, columns, labels, metrics, task, symmetric, swapped, train_stream)
 
 
 def batching_from_args(data_args: DataArguments) -> Batching:
@@ -145,6 +169,11 @@ def validate_training_args(data_args: DataArguments, args: TrainingArguments) ->
         problems.append(f"--learning_rate must be positive, got {args.learning_rate}.")
     if not 0 <= args.warmup_ratio < 1:
         problems.append(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}.")
+    if data_args.streaming and args.max_steps <= 0:
+        problems.append("--streaming needs --max_steps N: a stream's length is not known before it is read.")
+    if data_args.streaming and data_args.max_tokens_per_batch:
+        problems.append("--max_tokens_per_batch needs the whole dataset's lengths; with --streaming use "
+                        "--per_device_train_batch_size.")
     if not 0 < args.layerwise_lr_decay <= 1:
         problems.append(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}.")
     if args.eval_strategy == "steps" and args.eval_steps is None:

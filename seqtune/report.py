@@ -42,6 +42,7 @@ def write_model_card(output_dir: str) -> str:
         source = ", ".join(f for f in (data.get("train_file"), data.get("validation_file")) if f)
     labels = config.get("id2label", {})
     metrics = "\n".join(f"| {k[5:]} | {v:.4f} |" for k, v in results.items() if k.startswith("eval_"))
+    epochs = "streamed" if results.get("epoch") is None else f"{results.get('epoch')} epochs"
     hyper = {k: training.get(k) for k in ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                                           "gradient_accumulation_steps", "warmup_ratio", "weight_decay",
                                           "lr_scheduler_type", "bf16", "seed")}
@@ -69,7 +70,7 @@ A sequence classifier fine-tuned with seqtune from **{base}** on **{source}**
 | --- | --- |
 {metrics or '| (no evaluation split) | |'}
 
-Training: {results.get('global_step')} steps, {results.get('epoch')} epochs, {results.get('train_runtime', 0):.0f} s
+Training: {results.get('global_step')} steps, {epochs}, {results.get('train_runtime', 0):.0f} s
 ({results.get('train_samples_per_second', 0):.1f} samples/s).
 
 ## Hyperparameters

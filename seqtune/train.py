@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from seqtune.batching import build_collator, build_train_dataloader, pad_fraction, padding_strategies, plan_batches
+from seqtune.batching import (build_collator, build_stream_dataloader, build_train_dataloader, pad_fraction,
+                              padding_strategies, plan_batches)
 from seqtune.checkpoint import (INCOMPLETE_MARKER, disk_error, load_loop_state, resolve_resume_path,
                                 save_checkpoint)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments
@@ -25,6 +26,7 @@ from seqtune.metrics import compute_metrics
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
 from seqtune.prepare import batching_from_args, prepare_data, validate_training_args
 from seqtune.report import build_report, write_model_card
+from seqtune.streaming import EndlessBatches
 
 logger = logging.getLogger("seqtune")
 BEST_MODEL_DIR = "best_model"
@@ -134,10 +136,11 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     base_config = load_config(model_path, model_args.trust_remote_code)
     with accelerator.main_process_first():
         data = prepare_data(data_args, tokenizer, base_config, augment_train=True)
-    if "train" not in data.tokenized:
+    streaming = data.train_stream is not None
+    if "train" not in data.tokenized and not streaming:
         raise SeqtuneError(f"the data has no train split (splits: {list(data.tokenized)}): pass --train_file or a "
                            "dataset with a train split.")
-    train_set, eval_split = data.tokenized["train"], data.eval_split
+    train_set, eval_split = data.train_stream if streaming else data.tokenized["train"], data.eval_split
 
     # --- the model, with label names in its config
     label_kwargs = {"num_labels": data.labels.num_labels}
@@ -165,18 +168,33 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     # --- batches: the padding strategy chosen in one place
     batching = batching_from_args(data_args)
     collator = build_collator(tokenizer, batching.padding, data_args.max_seq_length, batching.pad_to_multiple_of)
-    train_loader = build_train_dataloader(train_set, collator, batching, args.per_device_train_batch_size,
-                                          args.seed)
-    sampler = train_loader.batch_sampler if batching.max_tokens_per_batch else train_loader.sampler
+    if streaming:  # each process reads its own part of the stream: not sharded again by accelerate
+        if batching.group_by_length:
+            logger.info("Streaming: batches are padded to their own longest row (length grouping needs the whole "
+                        "dataset)")
+        train_loader = EndlessBatches(build_stream_dataloader(
+            train_set, collator, args.per_device_train_batch_size, args.seed, accelerator.process_index,
+            accelerator.num_processes))
+    else:
+        train_loader = build_train_dataloader(train_set, collator, batching, args.per_device_train_batch_size,
+                                              args.seed)
+        sampler = train_loader.batch_sampler if batching.max_tokens_per_batch else train_loader.sampler
 
     # --- optimizer and schedule; accelerate places and shards everything
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2),
                                 args.adam_epsilon, layerwise_lr_decay=args.layerwise_lr_decay)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
-    epochs = args.num_train_epochs if args.num_train_epochs is not None else (2.0 if data.symmetric else 3.0)
-    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(epochs * steps_per_epoch)
+    if streaming:  # one endless pass: its length is unknown, so the run is --max_steps long
+        model, optimizer = accelerator.prepare(model, optimizer)
+        max_steps = steps_per_epoch = args.max_steps
+    else:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+        steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+        epochs = args.num_train_epochs if args.num_train_epochs is not None else (2.0 if data.symmetric else 3.0)
+        max_steps = args.max_steps if args.max_steps > 0 else math.ceil(epochs * steps_per_epoch)
     num_epochs = math.ceil(max_steps / steps_per_epoch)
+
+    def epoch_at(step: int) -> float | None:  # None for a stream: its epochs are not known
+        return None if streaming else round(step / steps_per_epoch, 4)
     # accelerate's scheduler wrapper steps once per process, so the schedule is counted in process-steps
     scheduler = accelerator.prepare(get_scheduler(
         args.lr_scheduler_type, optimizer,
@@ -185,8 +203,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     if args.torch_compile:
         model = torch.compile(model)
     global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    logger.info("Training %d rows for %d steps (%d epochs); global batch %s", len(train_set), max_steps,
-                num_epochs, f"~{data_args.max_tokens_per_batch} tokens x {accelerator.num_processes} processes x "
+    logger.info("Training %s for %d steps (%s); global batch %s",
+                "a stream of rows" if streaming else f"{len(train_set)} rows", max_steps,
+                "until --max_steps" if streaming else f"{num_epochs} epochs", f"~{data_args.max_tokens_per_batch} tokens x {accelerator.num_processes} processes x "
                 f"{args.gradient_accumulation_steps}" if batching.max_tokens_per_batch else
                 f"{global_batch} = {args.per_device_train_batch_size} per device x {accelerator.num_processes} "
                 f"processes x {args.gradient_accumulation_steps} accumulation")
@@ -219,7 +238,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         from torch.utils.tensorboard import SummaryWriter
 
         tensorboard = SummaryWriter(os.path.join(args.output_dir, "runs"))
-    if is_main:
+    if is_main and not streaming:  # a stream's lengths are not known in advance
         write_json(os.path.join(args.output_dir, "token_lengths.json"), length_report(
             train_set, batching, args.per_device_train_batch_size, data_args.max_seq_length, args.seed))
 
@@ -239,9 +258,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         metrics = evaluate_model(accelerator.unwrap_model(model), data.tokenized[eval_split], collator,
                                  args.per_device_eval_batch_size, data.metrics, data.labels.is_regression,
                                  accelerator, data.swapped.get(eval_split))
-        epoch = state["step"] / steps_per_epoch
-        log({"step": state["step"], "epoch": round(epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
-        logger.info("eval step %d epoch %.2f: %s", state["step"], epoch,
+        epoch = epoch_at(state["step"])
+        log({"step": state["step"], "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}})
+        logger.info("eval step %d%s: %s", state["step"], "" if epoch is None else f" epoch {epoch:.2f}",
                     " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))  # one line per evaluation
         value = metrics[main_metric]
         if state["best_metric"] is None or value > state["best_metric"]:  # NaN (constant outputs) never wins
@@ -259,8 +278,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             pending = list(values)
             last = [c for c in os.listdir(args.output_dir) if c.startswith("checkpoint-") and not c.endswith(".tmp")]
             raise SeqtuneError(
-                f"the training loss became {float(pending[bad]):.4g} at step {step} (epoch "
-                f"{step / steps_per_epoch:.2f}): lower --learning_rate, raise --warmup_ratio, check the data for "
+                f"the training loss became {float(pending[bad]):.4g} at step {step}"
+                f"{'' if streaming else f' (epoch {step / steps_per_epoch:.2f})'}: lower --learning_rate, raise --warmup_ratio, check the data for "
                 f"broken rows, or try --no_bf16. Nothing was saved after it; "
                 + (f"the last good checkpoints are {sorted(last)}." if last else "there is no checkpoint yet."))
 
@@ -275,11 +294,16 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
                     disable=args.disable_tqdm or not is_main or logger.getEffectiveLevel() > logging.INFO)
     start = time.perf_counter()
     while state["epoch"] < num_epochs and state["step"] < max_steps:
-        sampler.set_epoch(state["epoch"])
         loader = train_loader
-        if state["batches_in_epoch"]:
-            loader = accelerator.skip_first_batches(train_loader, state["batches_in_epoch"])
+        if streaming:
+            loader = train_loader.skip(state["batches_in_epoch"])
+        else:
+            sampler.set_epoch(state["epoch"])
+            if state["batches_in_epoch"]:
+                loader = accelerator.skip_first_batches(train_loader, state["batches_in_epoch"])
         for batch in loader:
+            if streaming:
+                batch = batch.to(accelerator.device)
             with accelerator.accumulate(model):
                 with autocast:
                     loss = model(**batch).loss
@@ -306,7 +330,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
                 pending_losses = [accelerator.reduce(torch.stack(pending_losses), reduction="mean")]  # all ranks
                 check_losses(pending_losses, stacked=True)
                 elapsed = state["train_time"] + time.perf_counter() - start
-                record = {"step": step, "epoch": round(step / steps_per_epoch, 4),
+                record = {"step": step, "epoch": epoch_at(step),
                           "loss": round(float(pending_losses[0].mean()), 6),
                           "learning_rate": scheduler.get_last_lr()[0],
                           "grad_norm": round(float(grad_norm), 4) if args.max_grad_norm > 0 else None,
@@ -351,7 +375,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     train_time = state["train_time"]
     results = {f"eval_{k}": v for k, v in (state["best_metrics"] or {}).items()}
     results.update({
-        "best_step": state["best_step"], "epoch": round(state["step"] / steps_per_epoch, 4),
+        "best_step": state["best_step"], "epoch": epoch_at(state["step"]),
         "global_step": state["step"], "train_runtime": round(train_time, 3), "train_samples": state["samples"],
         "train_samples_per_second": round(state["samples"] / train_time, 3),
         "train_tokens_per_second": round(state["real_tokens"] * accelerator.num_processes / train_time, 1),

@@ -9,15 +9,23 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.test_streaming import parquet_shards  # noqa: F401 (a fixture)
+
+TORCHRUN = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2",
+            "--master_port", "29533"]
+needs_torchrun = pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
+                                    reason="torchrun is not installed beside this Python")
 
 
-
-
-def run(launcher, model, files, out, batch):
+def run(launcher, model, files, out, batch, *extra):
     cmd = [*launcher, "-m", "seqtune", "train", "--model_name_or_path", model, "--train_file", files["train"],
            "--validation_file", files["validation"], "--output_dir", out, "--per_device_train_batch_size", str(batch),
            "--max_steps", "5", "--logging_steps", "1", "--no_bf16", "--learning_rate", "1e-3", "--disable_tqdm",
-           "--seed", "5", "--no_group_by_length", "--max_eval_samples", "13", "--per_device_eval_batch_size", "4"]  # uneven shards
+           "--seed", "5", "--no_group_by_length", "--max_eval_samples", "13", "--per_device_eval_batch_size", "4",  # uneven shards
+           *extra]
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -25,13 +33,10 @@ def run(launcher, model, files, out, batch):
     return result, log
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
-                    reason="torchrun is not installed beside this Python")
+@needs_torchrun
 def test_two_processes_batch_4_match_one_process_batch_8(no_dropout_model, pair_files, tmp_path):
-    torchrun = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2",
-                "--master_port", "29533"]
     single, single_log = run([sys.executable], no_dropout_model, pair_files, str(tmp_path / "one"), 8)
-    double, double_log = run(torchrun, no_dropout_model, pair_files, str(tmp_path / "two"), 4)
+    double, double_log = run(TORCHRUN, no_dropout_model, pair_files, str(tmp_path / "two"), 4)
     assert "global batch 8 = 4 per device x 2 processes x 1 accumulation" in double.stderr
     # both ranks see the same rows as the single process: DDP averages two 4-row means into the 8-row mean.
     # Tolerance 1e-5: gloo's all-reduce sums in another order than one 8-row backward.
@@ -45,3 +50,32 @@ def test_two_processes_batch_4_match_one_process_batch_8(no_dropout_model, pair_
     assert double_eval == single_eval
     # only the main process prints the results line
     assert len([line for line in double.stdout.splitlines() if line.startswith("{")]) == 1
+
+
+@needs_torchrun
+def test_resume_under_two_processes_equals_the_uninterrupted_run(tiny_model, pair_files, tmp_path):
+    """A 2-process run resumed from its mid-epoch checkpoint ends with the weights of the run that was not stopped
+    (dropout on: every rank's RNG state and data position are restored)."""
+    full = str(tmp_path / "full")
+    run(TORCHRUN, tiny_model, pair_files, full, 4, "--save_steps", "3", "--max_steps", "6", "--eval_strategy", "no")
+    resumed = str(tmp_path / "resumed")
+    os.makedirs(resumed)
+    shutil.copytree(os.path.join(full, "checkpoint-3"), os.path.join(resumed, "checkpoint-3"))
+    result, log = run(TORCHRUN, tiny_model, pair_files, resumed, 4, "--save_steps", "3", "--max_steps", "6",
+                      "--eval_strategy", "no", "--resume_from_checkpoint")
+    assert "Resumed from" in result.stderr and [r["step"] for r in log] == [4, 5, 6]
+    expected, observed = (load_file(os.path.join(d, "model.safetensors")) for d in (full, resumed))
+    assert expected.keys() == observed.keys()
+    for name in expected:
+        torch.testing.assert_close(observed[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+@needs_torchrun
+def test_streaming_over_two_processes_trains_and_evaluates(tiny_model, parquet_shards, tmp_path):  # noqa: F811
+    out = str(tmp_path / "stream")
+    result, log = run(TORCHRUN, tiny_model, parquet_shards, out, 4, "--streaming", "--eval_strategy", "steps",
+                      "--eval_steps", "5")
+    assert "global batch 8 = 4 per device x 2 processes" in result.stderr
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5]
+    results = json.load(open(os.path.join(out, "all_results.json")))
+    assert results["train_samples"] == 40 and 0 <= results["eval_accuracy"] <= 1
