@@ -21,6 +21,7 @@ import torch
 
 from seqtune.batching import Batching, build_collator, build_train_dataloader, padding_strategies
 from seqtune.config import DataArguments, ModelArguments
+from seqtune.fast_dropout import use_fast_dropout
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
 from seqtune.prepare import prepare_data
 from seqtune.train import build_optimizer
@@ -41,6 +42,8 @@ class BenchArguments:
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (throughput only)."})
     bf16: bool = field(default=True, metadata={"help": "bfloat16 autocast; --no_bf16 for float32."})
     torch_compile: bool = field(default=False, metadata={"help": "torch.compile the model."})
+    fast_dropout: bool = field(default=True, metadata={"help": "seqtune's fast CPU dropout (as `seqtune train`); "
+                                                                "--no_fast_dropout for torch's bernoulli_."})
     adamw: str = field(default="fused", metadata={"help": "AdamW implementation: fused (one kernel), foreach or "
                                                           "for_loop (one kernel per parameter)."})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
@@ -99,6 +102,8 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
     device = bench_device()
     torch.manual_seed(args.seed)
     model = load_model(model_path, config).to(device)
+    if args.fast_dropout and device.type == "cpu":
+        use_fast_dropout(model)
     model.train()
     if args.torch_compile:
         model = torch.compile(model)

@@ -106,6 +106,9 @@ class TrainingArguments:
     resume_from_checkpoint: str | None = _f(None, "Resume from this checkpoint folder; given without a value, from the "
                                             "newest checkpoint in --output_dir. Restores model, optimizer, schedule, "
                                             "random states and the position in the data.")
+    fast_dropout: bool = _f(True, "On CPUs, draw dropout masks 16 bits per element instead of torch's bernoulli_ "
+                            "(2.6x cheaper; the same Bernoulli masks). --no_fast_dropout for torch's own. GPUs keep "
+                            "torch's fused kernels.")
     torch_compile: bool = _f(False, "Compile the model with torch.compile (pad to multiples to bound recompiles).")
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's own choice, one per core).")
     debug: bool = _f(False, "Show full tracebacks for errors.")

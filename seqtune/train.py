@@ -21,6 +21,7 @@ from seqtune.checkpoint import (INCOMPLETE_MARKER, disk_error, load_loop_state, 
                                 save_checkpoint)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments
 from seqtune.errors import SeqtuneError
+from seqtune.fast_dropout import use_fast_dropout
 from seqtune.inference import logits_to_predictions, predict_logits
 from seqtune.metrics import compute_metrics
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
@@ -164,6 +165,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
                 torch.nn.init.normal_(module.weight, std=std)
                 torch.nn.init.zeros_(module.bias)
         logger.info("Re-initialised the pooler")
+
+    if args.fast_dropout and accelerator.device.type == "cpu":
+        logger.info("Fast CPU dropout on %d dropout layers", use_fast_dropout(model))
 
     # --- batches: the padding strategy chosen in one place
     batching = batching_from_args(data_args)
