@@ -14,17 +14,18 @@ from seqtune.batching import build_eval_dataloader, restore_order
 logger = logging.getLogger("seqtune")
 
 
-def predict_logits(model, dataset, collator, batch_size: int, accelerator=None, swapped=None) -> np.ndarray:
+def predict_logits(model, dataset, collator, batch_size: int, accelerator=None, swapped=None,
+                   progress: bool = True) -> np.ndarray:
     """Logits for every row of `dataset`, in dataset order; with `swapped` (the same rows as (text_pair, text)),
-    the mean of both orders' logits, for symmetric pair tasks."""
-    logits = _logits(model, dataset, collator, batch_size, accelerator)
+    the mean of both orders' logits, for symmetric pair tasks. `progress=False` hides the progress bar."""
+    logits = _logits(model, dataset, collator, batch_size, accelerator, progress)
     if swapped is not None:
-        logits = (logits + _logits(model, swapped, collator, batch_size, accelerator)) / 2
+        logits = (logits + _logits(model, swapped, collator, batch_size, accelerator, progress)) / 2
     return logits
 
 
 @torch.inference_mode()
-def _logits(model, dataset, collator, batch_size: int, accelerator=None) -> np.ndarray:
+def _logits(model, dataset, collator, batch_size: int, accelerator=None, progress: bool = True) -> np.ndarray:
     """Rows are batched longest first (little padding); under several processes each rank scores its share and
     `gather_for_metrics` drops the duplicates."""
     loader, order = build_eval_dataloader(dataset, collator, batch_size)
@@ -34,7 +35,7 @@ def _logits(model, dataset, collator, batch_size: int, accelerator=None) -> np.n
     was_training = model.training
     model.eval()
     outputs = []
-    quiet = (accelerator is not None and not accelerator.is_main_process) or logger.getEffectiveLevel() > logging.INFO
+    quiet = not progress or (accelerator is not None and not accelerator.is_main_process) or logger.getEffectiveLevel() > logging.INFO
     for batch in tqdm(loader, desc="Evaluating", unit="batch", leave=False, disable=quiet or len(loader) < 4,
                       mininterval=0.5 if sys.stderr.isatty() else 30):
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}

@@ -63,8 +63,8 @@ def build_optimizer(model, learning_rate: float, weight_decay: float, betas=(0.9
 
 
 def evaluate_model(model, dataset, collator, batch_size: int, metric_names, is_regression: bool,
-                   accelerator=None, swapped=None) -> dict[str, float]:
-    logits = predict_logits(model, dataset, collator, batch_size, accelerator, swapped)
+                   accelerator=None, swapped=None, progress: bool = True) -> dict[str, float]:
+    logits = predict_logits(model, dataset, collator, batch_size, accelerator, swapped, progress)
     predictions, _ = logits_to_predictions(logits, is_regression)
     return compute_metrics(metric_names, predictions, np.asarray(dataset.with_format(None)["labels"]))
 
@@ -261,7 +261,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             return
         metrics = evaluate_model(accelerator.unwrap_model(model), data.tokenized[eval_split], collator,
                                  args.per_device_eval_batch_size, data.metrics, data.labels.is_regression,
-                                 accelerator, data.swapped.get(eval_split))
+                                 accelerator, data.swapped.get(eval_split), not args.disable_tqdm)
         epoch = epoch_at(state["step"])
         log({"step": state["step"], "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}})
         logger.info("eval step %d%s: %s", state["step"], "" if epoch is None else f" epoch {epoch:.2f}",
@@ -387,7 +387,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     })
     if eval_split is not None and state["best_step"] is not None:  # for the report's confusion matrix
         logits = predict_logits(unwrapped, data.tokenized[eval_split], collator, args.per_device_eval_batch_size,
-                                accelerator, data.swapped.get(eval_split))
+                                accelerator, data.swapped.get(eval_split), not args.disable_tqdm)
         predictions, _ = logits_to_predictions(logits, data.labels.is_regression)
     if is_main:
         save_model(unwrapped, tokenizer, args.output_dir)
