@@ -4,7 +4,9 @@
 # `accelerate launch --cpu --num_processes 2` starts a single process (accelerate's CPU launcher), hence torchrun.
 set -euo pipefail
 DATA="--dataset_name ../shared/data/glue --dataset_config_name mrpc --disable_tqdm --overwrite_output_dir"
-for seed in "${@:-1 2}"; do
+seeds=("$@")
+[ ${#seeds[@]} -eq 0 ] && seeds=(1 2)
+for seed in "${seeds[@]}"; do
   OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 -m seqtune train $DATA --per_device_train_batch_size 16 \
       --seed "$seed" --output_dir "runs/ddp2_seed$seed"
   .venv/bin/seqtune train $DATA --seed "$seed" --output_dir "runs/ddp1_seed$seed"
