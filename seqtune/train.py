@@ -209,7 +209,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("Training %s for %d steps (%s); global batch %s",
                 "a stream of rows" if streaming else f"{len(train_set)} rows", max_steps,
-                "until --max_steps" if streaming else f"{num_epochs} epochs", f"~{data_args.max_tokens_per_batch} tokens x {accelerator.num_processes} processes x "
+                "until --max_steps" if streaming else f"{num_epochs} epochs",
+                f"~{data_args.max_tokens_per_batch} tokens x {accelerator.num_processes} processes x "
                 f"{args.gradient_accumulation_steps}" if batching.max_tokens_per_batch else
                 f"{global_batch} = {args.per_device_train_batch_size} per device x {accelerator.num_processes} "
                 f"processes x {args.gradient_accumulation_steps} accumulation")
