@@ -74,3 +74,25 @@ def test_streaming_needs_max_steps(tiny_model, parquet_shards, tmp_path, capsys)
                  "--streaming", "--output_dir", str(tmp_path / "run")]) == 2
     assert "--streaming needs --max_steps" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_streaming_run_resumes_to_the_same_weights(tiny_model, parquet_shards, tmp_path, capsys):
+    """Resuming re-reads the stream up to the checkpoint's batch: the same rows, shuffles and dropout follow."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    def run(out, *extra):
+        assert main(["train", "--model_name_or_path", tiny_model, "--train_file", parquet_shards["train"],
+                     "--streaming", "--max_steps", "9", "--save_steps", "4", "--per_device_train_batch_size", "8",
+                     "--eval_strategy", "no", "--no_bf16", "--output_dir", out, "--disable_tqdm", *extra]) == 0
+
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    run(full)
+    os.makedirs(resumed)
+    shutil.copytree(os.path.join(full, "checkpoint-8"), os.path.join(resumed, "checkpoint-8"))  # mid second pass
+    run(resumed, "--resume_from_checkpoint")
+    expected, observed = (load_file(os.path.join(d, "model.safetensors")) for d in (full, resumed))
+    for name in expected:
+        assert torch.equal(observed[name], expected[name]), name
