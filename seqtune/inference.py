@@ -29,8 +29,12 @@ def _logits(model, dataset, collator, batch_size: int, accelerator=None, progres
     """Rows are batched longest first (little padding); under several processes each rank scores its share and
     `gather_for_metrics` drops the duplicates."""
     loader, order = build_eval_dataloader(dataset, collator, batch_size)
-    if accelerator is not None:
-        loader = accelerator.prepare_data_loader(loader, device_placement=True)
+    if accelerator is not None:  # the module-level function: Accelerator.prepare_data_loader would register
+        # every evaluation's loader for save_state, and each checkpoint would carry their sampler states
+        from accelerate.data_loader import prepare_data_loader
+
+        loader = prepare_data_loader(loader, accelerator.device, num_processes=accelerator.num_processes,
+                                     process_index=accelerator.process_index, put_on_device=True)
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
