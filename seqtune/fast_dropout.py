@@ -45,7 +45,9 @@ def attention_with_fast_dropout(module, query, key, value, attention_mask, dropo
     """transformers' attention-function signature: (batch, heads, tokens, dim) in, (batch, tokens, heads, dim) out."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if dropout == 0.0 or query.shape[1] != key.shape[1]:  # evaluation, or grouped heads: transformers' own path
+    causal = kwargs.get("is_causal", getattr(module, "is_causal", False))
+    if dropout == 0.0 or causal or query.shape[1] != key.shape[1]:  # evaluation, a decoder's causal mask (often
+        # implicit), grouped heads: transformers' own path
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     scores = torch.matmul(query, key.transpose(-1, -2)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)

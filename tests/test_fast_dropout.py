@@ -41,6 +41,11 @@ def test_attention_equals_sdpa_when_nothing_is_dropped():
     expected, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=0.0, scaling=0.3)
     observed, _ = attention_with_fast_dropout(module, q, k, v, mask, dropout=1e-9, scaling=0.3)  # nothing dropped
     torch.testing.assert_close(observed, expected, rtol=1e-5, atol=1e-5)
+    # a decoder's causal attention (no mask tensor: SDPA's is_causal) is left to transformers' own path
+    module.is_causal = True
+    causal, _ = sdpa_attention_forward(module, q, k, v, None, dropout=0.0, scaling=0.3)
+    observed, _ = attention_with_fast_dropout(module, q, k, v, None, dropout=1e-9, scaling=0.3)
+    torch.testing.assert_close(observed, causal, rtol=1e-4, atol=1e-4)
 
 
 def test_use_fast_dropout_swaps_every_dropout_and_keeps_evaluation_unchanged(tiny_model, tmp_path):
