@@ -323,6 +323,15 @@ def _raise_unseen(unseen: dict[str, list], train_problem: str | None, label_colu
         raise SeqtuneError(*problems)
 
 
+def swap_pair(text_column: str, text_pair_column: str):
+    """Batched map to the (text_pair, text) order of each pair (symmetric tasks)."""
+
+    def swap(batch):
+        return {text_column: batch[text_pair_column], text_pair_column: batch[text_column]}
+
+    return swap
+
+
 # ----------------------------------------------------------------------------------------------- tokenizing
 def default_cache_dir() -> str:
     return os.environ.get("SEQTUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "seqtune")

@@ -11,7 +11,7 @@ from datasets import DatasetDict, IterableDataset, concatenate_datasets
 from seqtune.batching import Batching, validate_batching
 from seqtune.config import DataArguments, TrainingArguments
 from seqtune.data import (Columns, LabelInfo, load_raw_datasets, prepare_labels, resolve_columns, resolve_task,
-                          tokenize_datasets, uses_token_type_ids)
+                          swap_pair, tokenize_datasets, uses_token_type_ids)
 from seqtune.errors import SeqtuneError
 from seqtune.streaming import split_streams, tokenized_train_stream
 from seqtune.tasks import GLUE_TASKS, TaskSpec, default_metrics
@@ -59,13 +59,6 @@ def task_for(data_args: DataArguments) -> TaskSpec | None:
     return None
 
 
-def swap_pair(text_column: str, text_pair_column: str):
-    def swap(batch):
-        return {text_column: batch[text_pair_column], text_pair_column: batch[text_column]}
-
-    return swap
-
-
 def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = None
               ) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None, IterableDataset | None]:
     """Load the raw splits, find the columns and map the labels (no tokenizer needed; a fine-tuned model's
@@ -95,7 +88,8 @@ def fine_tuned_labels(model_config) -> tuple[str, ...] | None:
     """The label names a fine-tuned classifier was trained with (not transformers' placeholder LABEL_i)."""
     id2label = getattr(model_config, "id2label", None) or {}
     names = tuple(str(id2label[i]) for i in sorted(id2label, key=int))
-    if getattr(model_config, "problem_type", None) == "regression" or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+    placeholders = all(n == f"LABEL_{i}" for i, n in enumerate(names))
+    if getattr(model_config, "problem_type", None) == "regression" or placeholders:
         return None
     return names
 

@@ -15,7 +15,7 @@ import logging
 
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
-from seqtune.data import Columns, LabelInfo, make_tokenize_fn
+from seqtune.data import Columns, LabelInfo, make_tokenize_fn, swap_pair
 from seqtune.errors import SeqtuneError
 
 logger = logging.getLogger("seqtune")
@@ -69,8 +69,10 @@ def label_fn(label_column: str, labels: LabelInfo):
 def with_swapped_pairs(text_column: str, text_pair_column: str):
     """Batched map that adds each pair in (text_pair, text) order after the batch (symmetric tasks)."""
 
+    swap = swap_pair(text_column, text_pair_column)
+
     def add(batch):
-        swapped = {**batch, text_column: batch[text_pair_column], text_pair_column: batch[text_column]}
+        swapped = {**batch, **swap(batch)}
         return {key: list(values) + list(swapped[key]) for key, values in batch.items()}
 
     return add
