@@ -195,7 +195,8 @@ def build_stream_dataloader(stream, collator, batch_size: int, seed: int, rank: 
     stream's batches are padded to their own longest row."""
     from datasets.distributed import split_dataset_by_node
 
-    stream = stream.shuffle(seed=seed, buffer_size=buffer_size)  # same seed on every rank: one shard order
+    # same seed on every rank: one shard order; a 10,000-row buffer (datasets' own default is 1,000)
+    stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
     stream = split_dataset_by_node(stream, rank=rank, world_size=world_size).remove_columns(["length"])
     return DataLoader(stream, batch_size=batch_size, collate_fn=collator,
                       generator=torch.Generator().manual_seed(seed))  # private: see build_train_dataloader

@@ -21,7 +21,6 @@ from seqtune.errors import SeqtuneError
 logger = logging.getLogger("seqtune")
 
 PEEK_ROWS = 10_000  # training rows read up front to find the columns and name the labels
-SHUFFLE_BUFFER = 10_000  # rows in the shuffle buffer (datasets' own default is 1,000)
 
 
 def split_streams(raw: IterableDatasetDict, limits: dict[str, int | None]
