@@ -1,194 +1,384 @@
 """What a run leaves for people: a model card (README.md) and a report (PNG plots + an HTML page embedding them).
 
 `seqtune report DIR` rebuilds both from the files a training run wrote: seqtune_args.json, all_results.json,
-train_log.jsonl, eval_predictions.json and token_lengths.json."""
+config.json, train_log.jsonl, eval_predictions.json and token_lengths.json. Any of them may be missing, partial
+or hold NaN metrics (an interrupted or diverged run): both writers render what they can and never raise on it.
+Label names and other user text are shown literally: code spans in the card, escaped HTML, no mathtext in plots."""
 
 from __future__ import annotations
 
 import html
 import json
+import logging
+import math
 import os
+import re
+
+from seqtune.fileio import atomic_write, read_json
+from seqtune.hub import is_local
+from seqtune.modeling import EMBEDDED_ALIASES
+
+logger = logging.getLogger("seqtune")
 
 REPORT_DIR = "report"
+EMBEDDED_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # the Hub id of the packaged default model
+GLUE_DATASET = "nyu-mll/glue"  # GLUE's Hub id ("glue" redirects to it)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+HYPERPARAMETERS = {  # seqtune_args.json section -> the flags the card lists
+    "training": ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "warmup_ratio", "weight_decay", "lr_scheduler_type", "bf16", "seed"),
+    "data": ("max_seq_length", "padding", "group_by_length", "max_tokens_per_batch"),
+}
 
 
-def _read_json(path: str, default=None):
-    if not os.path.isfile(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
+# --- reading what a run wrote, whatever state it is in
+
+def _read_dict(output_dir: str, name: str) -> dict:
+    """A JSON object written by the run, or {} when it is missing, unreadable or not an object."""
+    path = os.path.join(output_dir, name)
+    try:
+        value = read_json(path, {})
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        logger.warning("%s is unreadable (%s): the report leaves it out.", path, error)
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _read_log(output_dir: str) -> list[dict]:
+    """The records of train_log.jsonl; a line cut short by a kill is skipped."""
     path = os.path.join(output_dir, "train_log.jsonl")
-    if not os.path.isfile(path):
+    records = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and _is_number(record.get("step")):
+                    records.append(record)
+    except OSError:
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return records
 
 
-def write_model_card(output_dir: str) -> str:
-    args = _read_json(os.path.join(output_dir, "seqtune_args.json"), {})
-    results = _read_json(os.path.join(output_dir, "all_results.json"), {})
-    config = _read_json(os.path.join(output_dir, "config.json"), {})
-    data, model, training = args.get("data", {}), args.get("model", {}), args.get("training", {})
-    base = model.get("model_name_or_path") or "all-MiniLM-L6-v2 (embedded in seqtune)"
-    if data.get("task_name"):
-        source = f"GLUE {data['task_name'].upper()}"
-    elif data.get("dataset_name"):
-        source = data["dataset_name"] + (f", config {data['dataset_config_name']}" if data.get("dataset_config_name")
-                                         else "")
-    else:
-        source = ", ".join(f for f in (data.get("train_file"), data.get("validation_file")) if f)
-    labels = config.get("id2label", {})
-    metrics = "\n".join(f"| {k[5:]} | {v:.4f} |" for k, v in results.items() if k.startswith("eval_"))
-    epochs = "streamed" if results.get("epoch") is None else f"{results.get('epoch')} epochs"
-    hyper = {k: training.get(k) for k in ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                                          "gradient_accumulation_steps", "warmup_ratio", "weight_decay",
-                                          "lr_scheduler_type", "bf16", "seed")}
-    hyper.update({k: data.get(k) for k in ("max_seq_length", "padding", "group_by_length", "max_tokens_per_batch")})
-    symmetric = bool(config.get("seqtune_symmetric_pairs"))
-    hyper["symmetric pairs (trained on both orders, predictions average both)"] = symmetric
-    pair = args.get("text_pair_column")
-    example = ('"first text", "second text"' if pair else '"a text"')
-    card = f"""---
-library_name: transformers
-pipeline_tag: text-classification
-tags: [seqtune, text-classification]
----
-# {os.path.basename(os.path.abspath(output_dir))}
-
-A sequence classifier fine-tuned with seqtune from **{base}** on **{source}**
-({'text pairs: ' + args.get('text_column', '?') + ' + ' + pair if pair else 'single texts: ' + str(args.get('text_column'))}).
-
-## Labels
-{', '.join(f'`{i}` = {n}' for i, n in labels.items()) if labels and config.get('problem_type') != 'regression'
- else 'regression: one score'}
-
-## Results on the {results.get('evaluated_split', 'validation')} split (best checkpoint, step {results.get('best_step')})
-| metric | value |
-| --- | --- |
-{metrics or '| (no evaluation split) | |'}
-
-Training: {results.get('global_step')} steps, {epochs}, {results.get('train_runtime', 0):.0f} s
-({results.get('train_samples_per_second', 0):.1f} samples/s).
-
-## Hyperparameters
-{chr(10).join(f'- {k}: {v}' for k, v in hyper.items() if v is not None)}
-
-## How to use
-```python
-from transformers import pipeline
-classify = pipeline("text-classification", model="{output_dir}")
-classify({{"text": {example.split(', ')[0]}{', "text_pair": ' + example.split(', ')[1] if pair else ''}}})
-```
-or `seqtune predict --model_name_or_path {output_dir} --sentence1 "..."{' --sentence2 "..."' if pair else ''}`.
-{'The scores above average both orders of each pair, as `seqtune predict` does; the pipeline scores one order.'
- if symmetric else ''}
-
-## Limitations
-Scores are measured on one validation split{' of a few hundred rows: expect several points of variance between seeds' if (results.get('train_samples') or 0) < 20000 else ''}.
-The model inherits the biases of its base model and of its training data, and only knows the labels above; texts
-longer than {data.get('max_seq_length', 128)} tokens were truncated in training.
-"""
-    path = os.path.join(output_dir, "README.md")
-    with open(path, "w") as f:
-        f.write(card)
-    return path
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def build_report(output_dir: str) -> str:
-    """PNG plots and report/index.html for a finished (or interrupted) run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    folder = os.path.join(output_dir, REPORT_DIR)
-    os.makedirs(folder, exist_ok=True)
-    log = _read_log(output_dir)
-    steps = [r for r in log if "loss" in r]
-    evals = [r for r in log if any(k.startswith("eval_") for k in r)]
-    figures: list[tuple[str, str]] = []
-
-    if steps:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color="#4c72b0", label="training loss")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("loss")
-        ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in steps], [r["learning_rate"] for r in steps], color="#dd8452", label="learning rate")
-        ax2.set_ylabel("learning rate")
-        lines = ax.get_lines() + ax2.get_lines()
-        ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
-        ax.set_title("Loss and learning rate per step")
-        figures.append(("loss_lr.png", "Training loss and learning rate"))
-        _save(fig, folder, "loss_lr.png", plt)
-    if evals:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        for key in [k for k in evals[0] if k.startswith("eval_")]:
-            ax.plot([r["step"] for r in evals], [r[key] for r in evals], marker="o", label=key[5:])
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("validation metric")
-        ax.legend()
-        ax.set_title("Metrics per evaluation")
-        figures.append(("metrics.png", "Validation metrics per evaluation"))
-        _save(fig, folder, "metrics.png", plt)
-    predictions = _read_json(os.path.join(output_dir, "eval_predictions.json"))
-    if predictions and predictions.get("label_names"):
-        names = predictions["label_names"]
-        matrix = np.zeros((len(names), len(names)), dtype=int)
-        for y, p in zip(predictions["labels"], predictions["predictions"]):
-            matrix[y, p] += 1
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-        ax.imshow(matrix, cmap="Blues")
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-        ax.set_yticks(range(len(names)), names)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        for (i, j), count in np.ndenumerate(matrix):
-            ax.text(j, i, str(count), ha="center", va="center",
-                    color="white" if count > matrix.max() / 2 else "black")
-        ax.set_title(f"Confusion matrix ({predictions.get('split', 'validation')})")
-        figures.append(("confusion.png", "Confusion matrix of the saved model"))
-        _save(fig, folder, "confusion.png", plt)
-    lengths = _read_json(os.path.join(output_dir, "token_lengths.json"))
-    if lengths:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.bar(range(len(lengths["histogram"])), lengths["histogram"], width=1.0, color="#55a868")
-        ax.set_xlabel("tokens per training row")
-        ax.set_ylabel("rows")
-        costs = ", ".join(f"{k} {v:.0%}" for k, v in lengths["pad_fraction"].items())
-        ax.set_title(f"Token lengths of the training rows\npadding per strategy: {costs}", fontsize=9)
-        figures.append(("lengths.png", "Token length histogram and the padding each strategy costs"))
-        _save(fig, folder, "lengths.png", plt)
-
-    results = _read_json(os.path.join(output_dir, "all_results.json"), {})
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in
-                   results.items())
-    images = "".join(f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'
-                     "</figcaption></figure>" for name, caption in figures)
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>seqtune report: {html.escape(os.path.basename(os.path.abspath(output_dir)))}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}table{{border-collapse:collapse}}
-td{{border:1px solid #ccc;padding:.2em .6em}}img{{max-width:100%}}figure{{margin:1.5em 0}}</style></head>
-<body><h1>seqtune run: {html.escape(os.path.abspath(output_dir))}</h1>
-<h2>Results</h2><table>{rows or '<tr><td>no results yet (unfinished run)</td></tr>'}</table>
-<h2>Plots</h2>{images or '<p>No training log.</p>'}
-</body></html>
-"""
-    path = os.path.join(folder, "index.html")
-    with open(path, "w") as f:
-        f.write(page)
-    return path
+def _finite(value) -> bool:
+    return _is_number(value) and math.isfinite(value)
 
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _save(fig, folder: str, name: str, plt) -> None:
-    fig.tight_layout()
-    fig.savefig(os.path.join(folder, name), dpi=90)
-    plt.close(fig)
+def _num(value, spec: str) -> str:
+    """A number formatted with `spec`, or "?" where the run did not record one."""
+    return format(value, spec) if _finite(value) else "?"
+
+
+def _code(text) -> str:
+    """A Markdown code span, so a label such as `$x^2$`, `a_b` or `<b>` shows literally (no math, emphasis or HTML)."""
+    text = str(text).replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _label_names(config: dict, predictions: dict) -> dict[str, str]:
+    """id -> name of a classifier's labels (config.json's id2label, else eval_predictions.json's names)."""
+    if config.get("problem_type") == "regression":
+        return {}
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict) and id2label:
+        return {str(i): str(name) for i, name in id2label.items()}
+    names = predictions.get("label_names")
+    return {str(i): str(name) for i, name in enumerate(names)} if isinstance(names, list) else {}
+
+
+def _has_weights(output_dir: str) -> bool:
+    return any(os.path.isfile(os.path.join(output_dir, name)) for name in WEIGHT_FILES)
+
+
+# --- the model card
+
+def _base_model_id(model: dict) -> str | None:
+    """The base model's Hub id (front matter takes Hub ids only): None for a local folder."""
+    if not model:  # no seqtune_args.json: the base model is not known
+        return None
+    name = model.get("model_name_or_path")
+    if not isinstance(name, str) or name.lower() in EMBEDDED_ALIASES:
+        return EMBEDDED_BASE_MODEL
+    return None if is_local(name) else name
+
+
+def _base_license(model: dict) -> str | None:
+    """The license in the base model's own card (local folder, or the Hub cache: never the network)."""
+    from huggingface_hub import metadata_load, try_to_load_from_cache
+
+    source = model.get("resolved") or model.get("model_name_or_path")
+    if not isinstance(source, str):
+        return None
+    try:
+        readme = (os.path.join(source, "README.md") if os.path.isdir(source)
+                  else try_to_load_from_cache(source, "README.md"))
+        meta = metadata_load(readme) if isinstance(readme, str) and os.path.isfile(readme) else None
+    except Exception as error:  # an odd repo id or a malformed card: the license is just not known
+        logger.debug("no license from %s: %s", source, error)
+        return None
+    license_ = (meta or {}).get("license")
+    return license_ if isinstance(license_, str) else None
+
+
+def _dataset(data: dict) -> tuple[str | None, str | None, str]:
+    """(Hub dataset id or None for local data, its configuration, a human description of the data)."""
+    name, config, task = data.get("dataset_name"), data.get("dataset_config_name"), data.get("task_name")
+    if task or (isinstance(name, str) and os.path.basename(os.path.normpath(name)) == "glue"):
+        config = config or task
+        return GLUE_DATASET, config, f"GLUE {str(config).upper()}" if config else "GLUE"
+    if isinstance(name, str) and name:
+        described = name + (f", config {config}" if config else "")
+        return (None if is_local(name) else name), config, described
+    files = [f for f in (data.get("train_file"), data.get("validation_file")) if isinstance(f, str)]
+    return None, None, ", ".join(files) or "unknown data"
+
+
+def _card_data(output_dir: str, args: dict, results: dict):
+    """The card's front matter: Hub metadata and a model-index of the evaluation results."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    model = args.get("model") if isinstance(args.get("model"), dict) else {}
+    dataset_id, config, described = _dataset(args.get("data") if isinstance(args.get("data"), dict) else {})
+    metrics = {k[5:]: v for k, v in results.items() if k.startswith("eval_") and _finite(v)}
+    split = results.get("evaluated_split")
+    evals = [EvalResult(task_type="text-classification", task_name="Text Classification",
+                        dataset_type=dataset_id or "local", dataset_name=described, dataset_config=config,
+                        dataset_split=split, metric_type=name, metric_value=float(value))
+             for name, value in metrics.items()] if isinstance(split, str) else []
+    return ModelCardData(
+        base_model=_base_model_id(model), datasets=[dataset_id] if dataset_id else None,
+        library_name="transformers", pipeline_tag="text-classification", tags=["seqtune", "text-classification"],
+        license=_base_license(model), metrics=list(metrics) or None,
+        model_name=os.path.basename(os.path.abspath(output_dir)) if evals else None, eval_results=evals or None)
+
+
+def _usage(output_dir: str, pair: str | None, symmetric: bool) -> str:
+    import shlex
+
+    inputs = '{"text": "first text", "text_pair": "second text"}' if pair else '"a text"'
+    sentences = '--sentence1 "..." --sentence2 "..."' if pair else '--sentence1 "..."'
+    note = ("\nThe scores above average both orders of each pair, as `seqtune predict` does; the pipeline scores "
+            "one order." if symmetric else "")
+    return (f'```python\nfrom transformers import pipeline\n'
+            f'classify = pipeline("text-classification", model={json.dumps(output_dir)})\nclassify({inputs})\n```\n'
+            f"or `seqtune predict --model_name_or_path {shlex.quote(output_dir)} {sentences}`.{note}")
+
+
+def _card_text(output_dir: str, args: dict, results: dict, config: dict) -> str:
+    """The card's sections for people: labels, results, hyperparameters, usage, limitations."""
+    sections = {key: args.get(key) if isinstance(args.get(key), dict) else {} for key in ("data", "model", "training")}
+    base = sections["model"].get("model_name_or_path") or (
+        "all-MiniLM-L6-v2 (embedded in seqtune)" if sections["model"] else "an unrecorded base model")
+    text, pair = args.get("text_column"), args.get("text_pair_column")
+    labels = _label_names(config, {})
+    label_text = (", ".join(f"`{i}` = {_code(n)}" for i, n in labels.items()) if labels else
+                  "regression: one score" if config.get("problem_type") == "regression" else "not recorded")
+    columns = (f"text pairs: {_code(text)} + {_code(pair)}" if pair else f"single texts: {_code(text)}" if text
+               else "columns not recorded")
+    epochs = "streamed" if results.get("epoch") is None else f"{_num(results.get('epoch'), 'g')} epochs"
+    training = (f"Training: {results.get('global_step')} steps, {epochs}, "
+                f"{_num(results.get('train_runtime'), '.0f')} s "
+                f"({_num(results.get('train_samples_per_second'), '.1f')} samples/s)." if results else
+                "Training: no results recorded (an unfinished run).")
+    symmetric = bool(config.get("seqtune_symmetric_pairs"))
+    hyper = {k: sections[part].get(k) for part, keys in HYPERPARAMETERS.items() for k in keys}
+    hyper["symmetric pairs (trained on both orders, predictions average both)"] = symmetric
+    metrics = "\n".join(f"| {_code(k[5:])} | {_fmt(v)} |" for k, v in results.items() if k.startswith("eval_"))
+    small = not _is_number(results.get("train_samples")) or results["train_samples"] < 20000
+    variance = " of a few hundred rows: expect several points of variance between seeds" if small else ""
+    split = _code(results.get("evaluated_split", "validation"))
+    usage = (_usage(output_dir, pair, symmetric) if _has_weights(output_dir) else
+             "This folder holds no model weights (`seqtune sweep` keeps only each run's metrics unless "
+             "`--keep_models`): this card and `all_results.json` record its results only.")
+    return f"""
+# {os.path.basename(os.path.abspath(output_dir))}
+
+A sequence classifier fine-tuned with seqtune from {_code(base)} on {_code(_dataset(sections['data'])[2])}
+({columns}).
+
+## Labels
+{label_text}
+
+## Results on the {split} split (best checkpoint, step {results.get('best_step')})
+| metric | value |
+| --- | --- |
+{metrics or '| (no evaluation split) | |'}
+
+{training}
+
+## Hyperparameters
+{chr(10).join(f'- {k}: {v}' for k, v in hyper.items() if v is not None)}
+
+## How to use
+{usage}
+
+## Limitations
+Scores are measured on one validation split{variance}.
+The model inherits the biases of its base model and of its training data, and only knows the labels above; texts
+longer than {sections['data'].get('max_seq_length', 128)} tokens were truncated in training.
+"""
+
+
+def write_model_card(output_dir: str) -> str:
+    """README.md for the model in `output_dir`: huggingface_hub `ModelCardData` front matter (base model, data,
+    license when the base model's card names one, a model-index of the evaluation results) and the human sections."""
+    from huggingface_hub import ModelCard
+
+    args = _read_dict(output_dir, "seqtune_args.json")
+    results = _read_dict(output_dir, "all_results.json")
+    config = _read_dict(output_dir, "config.json")
+    data = _card_data(output_dir, args, results)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{_card_text(output_dir, args, results, config)}")
+    path = os.path.join(output_dir, "README.md")
+    with atomic_write(path, encoding="utf-8") as f:
+        f.write(str(card))
+    return path
+
+
+# --- the report: PNG plots and an HTML page
+
+def _numbers(records: list[dict], key: str) -> list[float]:
+    return [float(r[key]) if _is_number(r.get(key)) else math.nan for r in records]
+
+
+def _plot_loss_lr(log: list[dict]):
+    from matplotlib.figure import Figure
+
+    steps = [r for r in log if _is_number(r.get("loss"))]
+    if not steps:
+        return None
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    ax.plot(_numbers(steps, "step"), _numbers(steps, "loss"), color="#4c72b0", label="training loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(_numbers(steps, "step"), _numbers(steps, "learning_rate"), color="#dd8452", label="learning rate")
+    ax2.set_ylabel("learning rate")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
+    ax.set_title("Loss and learning rate per step")
+    return fig
+
+
+def _plot_metrics(log: list[dict]):
+    from matplotlib.figure import Figure
+
+    evals = [r for r in log if any(k.startswith("eval_") for k in r)]
+    keys = list(dict.fromkeys(k for r in evals for k in r if k.startswith("eval_")))
+    if not keys:
+        return None
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    for key in keys:
+        ax.plot(_numbers(evals, "step"), _numbers(evals, key), marker="o", label=key[5:])
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("validation metric")
+    ax.legend()
+    ax.set_title("Metrics per evaluation")
+    return fig
+
+
+def _plot_confusion(predictions: dict):
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    names = [str(n) for n in predictions.get("label_names") or []]
+    pairs = [(y, p) for y, p in zip(predictions.get("labels") or [], predictions.get("predictions") or [])
+             if isinstance(y, int) and isinstance(p, int) and 0 <= y < len(names) and 0 <= p < len(names)]
+    if not pairs:
+        return None
+    fig = Figure(figsize=(4.5 + 0.3 * len(names), 4 + 0.3 * len(names)))
+    ax = fig.subplots()
+    ConfusionMatrixDisplay.from_predictions([y for y, _ in pairs], [p for _, p in pairs], labels=range(len(names)),
+                                            display_labels=names, ax=ax, cmap="Blues", colorbar=False,
+                                            xticks_rotation=30)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix ({predictions.get('split', 'validation')})")
+    return fig
+
+
+def _plot_lengths(lengths: dict):
+    from matplotlib.figure import Figure
+
+    histogram = lengths.get("histogram")
+    if not isinstance(histogram, list) or not histogram:
+        return None
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    ax.bar(range(len(histogram)), histogram, width=1.0, color="#55a868")
+    ax.set_xlabel("tokens per training row")
+    ax.set_ylabel("rows")
+    pads = lengths.get("pad_fraction") if isinstance(lengths.get("pad_fraction"), dict) else {}
+    costs = ", ".join(f"{k} {v:.0%}" for k, v in pads.items() if _finite(v))
+    ax.set_title(f"Token lengths of the training rows\npadding per strategy: {costs}", fontsize=9)
+    return fig
+
+
+def _html_page(output_dir: str, figures: list[tuple[str, str]], results: dict, labels: dict[str, str]) -> str:
+    esc = html.escape
+    title = esc(os.path.basename(os.path.abspath(output_dir)))
+    rows = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(_fmt(v))}</td></tr>" for k, v in results.items())
+    label_rows = "".join(f"<tr><td>{esc(i)}</td><td><code>{esc(n)}</code></td></tr>" for i, n in labels.items())
+    images = "".join(f'<figure><img src="{esc(name)}" alt="{esc(caption)}"><figcaption>{esc(caption)}'
+                     "</figcaption></figure>" for name, caption in figures)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>seqtune report: {title}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}table{{border-collapse:collapse}}
+td{{border:1px solid #ccc;padding:.2em .6em}}img{{max-width:100%}}figure{{margin:1.5em 0}}</style></head>
+<body><h1>seqtune run: {esc(os.path.abspath(output_dir))}</h1>
+<h2>Results</h2><table>{rows or '<tr><td>no results yet (unfinished run)</td></tr>'}</table>
+<h2>Labels</h2>{f'<table>{label_rows}</table>' if label_rows else '<p>regression, or no labels recorded.</p>'}
+<h2>Plots</h2>{images or '<p>No training log.</p>'}
+</body></html>
+"""
+
+
+def build_report(output_dir: str) -> str:
+    """PNG plots and report/index.html for a finished or interrupted run. Odd input (missing, partial or
+    unreadable files, empty logs, NaN metrics) never raises: what cannot be drawn is left out, with a warning."""
+    import matplotlib
+
+    folder = os.path.join(output_dir, REPORT_DIR)
+    os.makedirs(folder, exist_ok=True)
+    log = _read_log(output_dir)
+    predictions = _read_dict(output_dir, "eval_predictions.json")
+    plots = [("loss_lr.png", "Training loss and learning rate", _plot_loss_lr, log),
+             ("metrics.png", "Validation metrics per evaluation", _plot_metrics, log),
+             ("confusion.png", "Confusion matrix of the saved model", _plot_confusion, predictions),
+             ("lengths.png", "Token length histogram and the padding each strategy costs", _plot_lengths,
+              _read_dict(output_dir, "token_lengths.json"))]
+    figures = []
+    # label names and user text are drawn as written: "$x^2$" or "50% $off" must not be parsed as mathtext
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        for name, caption, plot, source in plots:
+            try:
+                fig = plot(source)
+                if fig is None:
+                    continue
+                fig.tight_layout()
+                with atomic_write(os.path.join(folder, name), "wb") as f:
+                    fig.savefig(f, format="png", dpi=90)
+            except Exception as error:  # one plot that cannot be drawn must not cost the others, or the run
+                logger.warning("report: %s left out: %s", name, error)
+                continue
+            figures.append((name, caption))
+    labels = _label_names(_read_dict(output_dir, "config.json"), predictions)
+    page = _html_page(output_dir, figures, _read_dict(output_dir, "all_results.json"), labels)
+    path = os.path.join(folder, "index.html")
+    with atomic_write(path, encoding="utf-8") as f:
+        f.write(page)
+    return path
