@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from seqtune.demo import make_paraphrase_pairs  # noqa: E402
+from seqtune.demo_data.generate import make_paraphrase_pairs  # noqa: E402
 
 
 def build_tiny_bert(folder: str, type_vocab_size: int = 2, max_position_embeddings: int = 128) -> str:
