@@ -20,7 +20,6 @@ from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
-
 @dataclass(frozen=True)
 class Batching:
     """How training rows are grouped into batches and padded."""
@@ -80,14 +79,11 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     packed greedily; the order of the batches is shuffled again so lengths do not come in a trend.
     """
 
-    def __init__(self, lengths: Sequence[int], max_tokens: int, pad_to_multiple_of: int | None = None,
-                 seed: int = 0, max_rows: int | None = None, shuffle: bool = True):
+    def __init__(self, lengths: Sequence[int], max_tokens: int, pad_to_multiple_of: int | None = None, seed: int = 0):
         self.lengths = np.asarray(lengths)
         self.max_tokens = max_tokens
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.max_rows = max_rows
         self.seed = seed
-        self.shuffle = shuffle
         self.epoch = 0
         self._batches = self._make_batches(self.epoch)
 
@@ -98,7 +94,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def _make_batches(self, epoch: int) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        order = rng.permutation(len(self.lengths))
         mean_rows = max(1, self.max_tokens // max(1, int(self.lengths.mean())))
         mega = max(1, 64 * mean_rows)
         batches = []
@@ -109,16 +105,14 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             for index in chunk:
                 new_longest = max(longest, int(self.lengths[index]))
                 cost = (len(batch) + 1) * padded_length(new_longest, "longest", 0, self.pad_to_multiple_of)
-                full = self.max_rows is not None and len(batch) >= self.max_rows
-                if batch and (cost > self.max_tokens or full):
+                if batch and cost > self.max_tokens:
                     batches.append(batch)
                     batch, new_longest = [], int(self.lengths[index])
                 batch.append(int(index))
                 longest = new_longest
             if batch:
                 batches.append(batch)
-        if self.shuffle:
-            rng.shuffle(batches)
+        rng.shuffle(batches)
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -165,8 +159,7 @@ def model_columns(dataset) -> list[str]:
     return [c for c in dataset.column_names if c != "length"]
 
 
-def build_train_dataloader(dataset, collator, batching: Batching, batch_size: int, seed: int,
-                           num_workers: int = 0) -> DataLoader:
+def build_train_dataloader(dataset, collator, batching: Batching, batch_size: int, seed: int) -> DataLoader:
     """The training DataLoader for a strategy: rows, grouped rows, or token-budget batches."""
     dataset = dataset.with_format(columns=model_columns(dataset))
     lengths = None
@@ -174,8 +167,7 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
         lengths = dataset.with_format(None)["length"] if "length" in dataset.column_names else None
     # a private generator: iterating a DataLoader draws a worker seed from it, which must not shift the global
     # RNG that dropout uses (or a resumed run would differ from an uninterrupted one)
-    common = dict(collate_fn=collator, num_workers=num_workers, persistent_workers=num_workers > 0,
-                  generator=torch.Generator().manual_seed(seed))
+    common = dict(collate_fn=collator, generator=torch.Generator().manual_seed(seed))
     if batching.max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler(lengths, batching.max_tokens_per_batch, batching.pad_to_multiple_of,
                                           seed=seed)
@@ -187,8 +179,8 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **common)
 
 
-def build_stream_dataloader(stream, collator, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                            buffer_size: int = 10_000) -> DataLoader:
+def build_stream_dataloader(stream, collator, batch_size: int, seed: int, rank: int = 0,
+                            world_size: int = 1) -> DataLoader:
     """Training batches of an IterableDataset: shuffled in a buffer of rows (and by shard order), then split across
     processes (`split_dataset_by_node`: whole shards per process when they divide evenly, else every
     world_size-th row), padded per batch by the same collator. Length grouping needs the whole dataset, so a
@@ -196,7 +188,7 @@ def build_stream_dataloader(stream, collator, batch_size: int, seed: int, rank: 
     from datasets.distributed import split_dataset_by_node
 
     # same seed on every rank: one shard order; a 10,000-row buffer (datasets' own default is 1,000)
-    stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
+    stream = stream.shuffle(seed=seed, buffer_size=10_000)
     stream = split_dataset_by_node(stream, rank=rank, world_size=world_size).remove_columns(["length"])
     return DataLoader(stream, batch_size=batch_size, collate_fn=collator,
                       generator=torch.Generator().manual_seed(seed))  # private: see build_train_dataloader

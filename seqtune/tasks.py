@@ -12,18 +12,13 @@ class TaskSpec:
     text_column: str
     text_pair_column: str | None
     label_names: tuple[str, ...] | None  # None: regression (one float output)
-    metrics: tuple[str, ...]  # the first one is the main metric (best checkpoint, sweeps)
+    metrics: tuple[str, ...]  # the first one is the main metric: it picks the best checkpoint
     eval_split: str = "validation"
     symmetric: bool = False  # (a, b) means the same as (b, a): train on both orders, average both at prediction
-    dataset_name: str = "glue"
 
     @property
     def is_regression(self) -> bool:
         return self.label_names is None
-
-    @property
-    def main_metric(self) -> str:
-        return self.metrics[0]
 
 
 GLUE_TASKS: dict[str, TaskSpec] = {
