@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 EMBEDDED_MODEL = "all-MiniLM-L6-v2 (embedded)"
+# the schedules transformers' get_scheduler builds from warmup and total steps alone and that step without a metric
+# (the loop calls scheduler.step() without one; the min-lr and warmup-stable-decay ones need more arguments)
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt")
 
 
 def _f(default, help: str, **kwargs):
@@ -89,7 +93,7 @@ class TrainingArguments:
     adam_beta2: float = _f(0.999, "AdamW beta2.")
     adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _f(1.0, "Clip the gradient norm to this value (0 disables clipping).")
-    lr_scheduler_type: str = _f("linear", "Schedule after warmup: linear, cosine, constant, ... (get_scheduler).")
+    lr_scheduler_type: Literal[LR_SCHEDULERS] = _f("linear", "Schedule after warmup (transformers' get_scheduler).")
     warmup_ratio: float = _f(0.1, "Fraction of the optimizer steps spent warming the learning rate up from 0.")
     bf16: bool = _f(True, "bfloat16 autocast (float32 master weights). Fast on CPUs with AVX-512 BF16/AMX and on "
                     "GPUs since Ampere; --no_bf16 for float32.")
@@ -103,9 +107,11 @@ class TrainingArguments:
     save_steps: int | None = _f(None, "Also write a checkpoint every N optimizer steps (one is always written at the "
                                 "end of each epoch), for --resume_from_checkpoint.")
     save_total_limit: int | None = _f(2, "Keep only the newest N checkpoints (the best model is kept apart).")
+    # nargs/const go to argparse's add_argument with the help (HfArgumentParser passes a field's metadata on):
+    # the bare flag, as in transformers' Trainer, means the newest checkpoint
     resume_from_checkpoint: str | None = _f(None, "Resume from this checkpoint folder; given without a value, from the "
                                             "newest checkpoint in --output_dir. Restores model, optimizer, schedule, "
-                                            "random states and the position in the data.")
+                                            "random states and the position in the data.", nargs="?", const="latest")
     fast_dropout: bool = _f(True, "On CPUs, draw dropout masks 16 bits per element instead of torch's bernoulli_ "
                             "(2.6x cheaper; the same Bernoulli masks). --no_fast_dropout for torch's own. GPUs keep "
                             "torch's fused kernels.")

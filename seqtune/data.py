@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from datasets import ClassLabel, Dataset, DatasetDict, Features, IterableDatasetDict, Value, load_dataset
 from datasets.fingerprint import Hasher
 
+from seqtune.datacheck import check_label_columns, is_unlabelled, label_kind
 from seqtune.errors import SeqtuneError
 from seqtune.hub import is_local, offline_hint
 from seqtune.tasks import GLUE_TASKS, TaskSpec
@@ -103,13 +105,22 @@ def _utf8_problem(split: str, path: str) -> str | None:
     return None
 
 
+def data_file_paths(pattern: str) -> list[str]:
+    """The files a --*_file value names: the file itself when it exists (its name may hold glob characters such as
+    `[`), else the files its glob pattern matches."""
+    if os.path.exists(pattern):
+        return [pattern]
+    return sorted(glob.glob(pattern)) if glob.has_magic(pattern) else []
+
+
 def _load_files(files: dict[str, str], streaming: bool = False) -> DatasetDict | IterableDatasetDict:
     problems = []
     paths = {}  # split -> the files it names (a glob pattern names several: shards)
     for flag, pattern in files.items():
-        paths[flag] = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        paths[flag] = data_file_paths(pattern)
         if not paths[flag]:
-            problems.append(f"--{flag}_file {pattern}: no file matches the pattern.")
+            problems.append(f"--{flag}_file {pattern}: "
+                            + ("no file matches the pattern." if glob.has_magic(pattern) else "no such file."))
         for path in paths[flag]:
             if not os.path.isfile(path):
                 problems.append(f"--{flag}_file {path}: no such file.")
@@ -128,7 +139,9 @@ def _load_files(files: dict[str, str], streaming: bool = False) -> DatasetDict |
         raise SeqtuneError(*problems)
     builder, kwargs = FILE_BUILDERS[extensions.pop()]
     try:
-        raw = load_dataset(builder, data_files=paths, streaming=streaming, **kwargs)
+        # datasets reads data_files as glob patterns: escape the names found above (one may hold `[`)
+        escaped = {split: [glob.escape(p) for p in split_paths] for split, split_paths in paths.items()}
+        raw = load_dataset(builder, data_files=escaped, streaming=streaming, **kwargs)
     except Exception as error:  # datasets wraps the parser's error; its cause says what is wrong
         cause = error
         while cause.__cause__ or cause.__context__:
@@ -215,20 +228,17 @@ class LabelInfo:
         return self.names is None
 
 
-def _is_unlabelled(ds: Dataset, label_column: str) -> bool:
-    values = ds.unique(label_column)
-    return all(v is None or v == -1 for v in values)
-
-
 def prepare_labels(raw: DatasetDict, label_column: str | None, task: TaskSpec | None,
                    train_split: str = "train", model_labels: tuple[str, ...] | None = None
                    ) -> tuple[DatasetDict, LabelInfo]:
     """Map every split's labels to ids 0..K-1 (or floats for regression) and name them.
 
     ClassLabel names become the label names; string labels are sorted so the mapping is deterministic;
-    integer labels keep their order; a float column means regression. A split whose labels are all -1 (or
-    missing) is prediction-only. Labels seen outside the training split but not in it are an error. Without a
-    training split (evaluating a fine-tuned model) the model's own label names (`model_labels`) name them.
+    integer labels keep their order; a float column means regression; a task's labels are its ids or its names.
+    A split whose labels are all -1 (or missing) is prediction-only. Mixed types, rows without a label, scores
+    that are not numbers, labels outside a task's set and labels seen outside the training split but not in it
+    are errors naming the split and a row (`seqtune.datacheck`). Without a training split (evaluating a
+    fine-tuned model) the model's own label names (`model_labels`) name them.
     """
     if label_column is not None and train_split not in raw and model_labels and task is None:
         return _labels_from_model(raw, label_column, model_labels)
@@ -239,40 +249,44 @@ def prepare_labels(raw: DatasetDict, label_column: str | None, task: TaskSpec | 
             raise SeqtuneError(f"no label column found among {raw[train_split].column_names}: name it with "
                                "--label_column.")
         return raw, LabelInfo(None, ())
-    train = raw[train_split]
-    feature = train.features[label_column]
+    raw = check_label_columns(raw, label_column, task, train_split)
     labelled = tuple(s for s, ds in raw.items() if label_column in ds.column_names
-                     and not _is_unlabelled(ds, label_column))
+                     and not is_unlabelled(ds, label_column))
     if train_split not in labelled:
         raise SeqtuneError(f"the training split has no labels (column '{label_column}' is all -1 or empty): "
                            "train on labelled data.")
+    feature = raw[train_split].features[label_column]
     if isinstance(feature, ClassLabel):
         names = tuple(task.label_names) if task and task.label_names else tuple(feature.names)
-        seen = {s: set(raw[s].unique(label_column)) for s in labelled}
-        bad = {s: sorted(v for v in values if not 0 <= v < len(names)) for s, values in seen.items()}
-        _raise_unseen({s: v for s, v in bad.items() if v}, "-1 in the training split" if -1 in seen[train_split]
-                      else None, label_column)
+        bad = {s: sorted(v for v in raw[s].unique(label_column) if not 0 <= v < len(names)) for s in labelled}
+        _raise_unseen({s: v for s, v in bad.items() if v}, label_column)
         return raw, LabelInfo(names, labelled)
-    dtype = getattr(feature, "dtype", None)
-    if task is not None and task.is_regression or (dtype is not None and dtype.startswith("float")):
+    if task is not None and task.is_regression or label_kind(feature) == "float":
         raw = DatasetDict({s: ds.cast_column(label_column, Value("float32")) if s in labelled else ds
                            for s, ds in raw.items()})
         return raw, LabelInfo(None, labelled)
-    train_values = train.unique(label_column)
-    if None in train_values or -1 in train_values:
-        raise SeqtuneError(f"the training split has rows without a label (None or -1 in '{label_column}'): "
-                           "remove them or put them in the test split.")
-    if task is not None and task.label_names and all(isinstance(v, int) for v in train_values):
+    return _map_class_labels(raw, label_column, task, labelled, train_split)
+
+
+def _map_class_labels(raw: DatasetDict, label_column: str, task: TaskSpec | None, labelled: tuple[str, ...],
+                      train_split: str) -> tuple[DatasetDict, LabelInfo]:
+    """Integer or string labels to ids: a task's ids or names (checked by check_label_columns), else the training
+    split's values in order (numbers first, then strings)."""
+    train_values = raw[train_split].unique(label_column)
+    if task is not None and task.label_names:
         names = task.label_names
-        to_id = {i: i for i in range(len(names))}
+        ints = all(isinstance(v, int) for v in train_values)
+        to_id = {i: i for i in range(len(names))} if ints else {name: i for i, name in enumerate(names)}
     else:
         ordered = sorted(train_values, key=lambda v: (not isinstance(v, (int, float)), v))
         names = tuple(str(v) for v in ordered)
         to_id = {v: i for i, v in enumerate(ordered)}
     unseen = {s: sorted(map(str, set(raw[s].unique(label_column)) - set(to_id))) for s in labelled if s != train_split}
-    _raise_unseen({s: v for s, v in unseen.items() if v}, None, label_column)
-    if any(k != v for k, v in to_id.items()):
+    _raise_unseen({s: v for s, v in unseen.items() if v}, label_column)
+    remapped = any(k != v for k, v in to_id.items())
+    if remapped:
         logger.info("Label mapping: %s", {str(k): v for k, v in to_id.items()})
+
         def to_ids(batch):
             return {label_column: [to_id.get(v, -1) for v in batch[label_column]]}
         features = {s: ds.features.copy() for s, ds in raw.items()}
@@ -282,14 +296,14 @@ def prepare_labels(raw: DatasetDict, label_column: str | None, task: TaskSpec | 
         raw = DatasetDict({
             s: ds.map(to_ids, batched=True, features=features[s]) if s in labelled else ds for s, ds in raw.items()
         })
-    return raw, LabelInfo(tuple(names), labelled, tuple(to_id.items()) if any(k != v for k, v in to_id.items())
-                          else ())
+    return raw, LabelInfo(tuple(names), labelled, tuple(to_id.items()) if remapped else ())
 
 
 def _labels_from_model(raw: DatasetDict, label_column: str, names: tuple[str, ...]) -> tuple[DatasetDict, LabelInfo]:
     """Labels of data scored by a fine-tuned model: label names map to the model's ids, integers are ids."""
+    raw = check_label_columns(raw, label_column, None)
     labelled = tuple(s for s, ds in raw.items() if label_column in ds.column_names
-                     and not _is_unlabelled(ds, label_column))
+                     and not is_unlabelled(ds, label_column))
     to_id = {name: i for i, name in enumerate(names)}
     unseen, mapped = {}, {}
     for split in labelled:
@@ -314,11 +328,9 @@ def _labels_from_model(raw: DatasetDict, label_column: str, names: tuple[str, ..
     return DatasetDict({s: mapped.get(s, ds) for s, ds in raw.items()}), LabelInfo(tuple(names), labelled)
 
 
-def _raise_unseen(unseen: dict[str, list], train_problem: str | None, label_column: str) -> None:
+def _raise_unseen(unseen: dict[str, list], label_column: str) -> None:
     problems = [f"labels {values} in the {split} split were never seen in training (column '{label_column}'): "
                 "fix the data or add examples of them to the training split." for split, values in unseen.items()]
-    if train_problem:
-        problems.append(f"the training split has unlabelled rows ({train_problem}): remove them.")
     if problems:
         raise SeqtuneError(*problems)
 
@@ -355,9 +367,13 @@ def make_tokenize_fn(tokenizer, text_column: str, text_pair_column: str | None, 
     def tokenize(batch):
         texts = batch[text_column]
         pairs = batch[text_pair_column] if text_pair_column else None
-        for column, values in ((text_column, texts), (text_pair_column, pairs)):
+        for column, values in ((text_column, texts), (text_pair_column, pairs)):  # streams: not checked before
             if values is not None and any(v is None for v in values):
                 raise SeqtuneError(f"column '{column}' has empty (null) text: remove or fill those rows.")
+            if values is not None and any(not isinstance(v, str) for v in values):
+                kind = type(next(v for v in values if not isinstance(v, str))).__name__
+                raise SeqtuneError(f"column '{column}' holds {kind} values, not text: name the text columns with "
+                                   "--text_column / --text_pair_column, or store the values as text.")
         encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length,
                             return_token_type_ids=keep_token_type_ids)
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]  # for length grouping and token budgets
@@ -394,8 +410,7 @@ def tokenize_datasets(
         key = Hasher.hash((SEQTUNE_CACHE_VERSION, ds._fingerprint, tok_hash, max_length, keep_token_type_ids,
                            columns.text, columns.text_pair, label_column, str(ds.features)))
         cache_file = os.path.join(cache_dir, f"{split}-{key}.arrow")
-        # with num_proc, datasets writes one file per process (NAME_00000_of_0000N.arrow) instead of NAME.arrow
-        reused = os.path.exists(cache_file) or bool(glob.glob(cache_file[:-len(".arrow")] + "_*_of_*.arrow"))
+        reused = _whole_cache_exists(cache_file, len(ds), split)
         logger.info("%s the %s split (%d rows): %s", "Reusing tokenized cache for" if reused else "Tokenizing",
                     split, len(ds), cache_file)
         tokenized[split] = ds.map(
@@ -410,6 +425,56 @@ def tokenize_datasets(
             desc=f"Tokenizing {split}",
         )
     return DatasetDict(tokenized)
+
+
+def _cache_files(cache_file: str) -> list[str]:
+    """The cached files of one key: NAME.arrow, or with num_proc one file per process (NAME_00000_of_0000N.arrow)."""
+    shards = sorted(glob.glob(glob.escape(cache_file[:-len(".arrow")]) + "_*_of_*.arrow"))
+    return ([cache_file] if os.path.exists(cache_file) else []) + shards
+
+
+def _whole_cache_exists(cache_file: str, rows: int, split: str) -> bool:
+    """Whether the split's tokenized cache exists and is whole. A damaged one (truncated or overwritten by
+    something else: unreadable, or not `rows` rows) would make `Dataset.map` fail or load wrong rows, so it is
+    removed with a warning naming it, and the split is tokenized again."""
+    files = _cache_files(cache_file)
+    if not files:
+        return False
+    counts, problem = {}, None
+    for path in files:
+        try:
+            counts[path] = Dataset.from_file(path).num_rows
+        except Exception as error:  # pyarrow and datasets raise several types for a damaged file; all mean damaged
+            lines = str(error).strip().splitlines()
+            problem = (path, lines[0] if lines else type(error).__name__)
+            break
+    if problem is None:
+        sets: dict[str, list[str]] = {}
+        for path in files:
+            sets.setdefault(path.rsplit("_of_", 1)[-1] if path != cache_file else "whole", []).append(path)
+        for group, paths in sets.items():
+            whole = group == "whole" or len(paths) == int(group[:-len(".arrow")])
+            total = sum(counts[p] for p in paths)
+            if whole and total != rows:
+                problem = (paths[0], f"{total} rows instead of the split's {rows}")
+    if problem is None:
+        return True
+    logger.warning("The tokenization cache file %s is damaged (%s): removed it; tokenizing the %s split again.",
+                   *problem, split)
+    for path in files:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    return False
+
+
+def check_room_for_text(tokenizer, max_length: int, pair: bool) -> None:
+    """--max_seq_length must leave room for at least one token of each text beside the special tokens."""
+    specials = tokenizer.num_special_tokens_to_add(pair=pair)
+    needed = specials + (2 if pair else 1)
+    if max_length < needed:
+        raise SeqtuneError(f"--max_seq_length {max_length} leaves no room for the text: {'a pair' if pair else 'a text'}"
+                           f" takes {specials} special tokens plus at least one token of "
+                           f"{'each text' if pair else 'text'}; use --max_seq_length {needed} or more (128 is usual).")
 
 
 def length_stats(lengths) -> dict[str, float]:

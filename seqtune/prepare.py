@@ -1,4 +1,4 @@
-"""The data stages every recipe shares: load -> columns -> labels -> tokenize, plus argument checks."""
+"""The data stages every recipe shares: load -> columns -> labels -> tokenize (flag checks: seqtune.validation)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 
 from datasets import DatasetDict, IterableDataset, concatenate_datasets
 
-from seqtune.batching import Batching, validate_batching
-from seqtune.config import DataArguments, TrainingArguments
-from seqtune.data import (Columns, LabelInfo, load_raw_datasets, prepare_labels, resolve_columns, resolve_task,
-                          swap_pair, tokenize_datasets, uses_token_type_ids)
+from seqtune.batching import Batching
+from seqtune.config import DataArguments
+from seqtune.data import (Columns, LabelInfo, check_room_for_text, load_raw_datasets, prepare_labels,
+                          resolve_columns, resolve_task, swap_pair, tokenize_datasets, uses_token_type_ids)
+from seqtune.datacheck import check_text_columns, check_trainable
 from seqtune.errors import SeqtuneError
 from seqtune.streaming import split_streams, tokenized_train_stream
 from seqtune.tasks import GLUE_TASKS, TaskSpec, default_metrics
+from seqtune.validation import validate_training_args  # noqa: F401  (re-exported: train.py, sweep.py)
 
 logger = logging.getLogger("seqtune")
 
@@ -104,6 +106,9 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     if data_args.max_seq_length > limit:
         raise SeqtuneError(f"--max_seq_length {data_args.max_seq_length} is above the model's limit of {limit} "
                            f"tokens: use --max_seq_length {min(limit, 512)} or less.")
+    check_room_for_text(tokenizer, data_args.max_seq_length, columns.text_pair is not None)
+    if augment_train and "train" in raw:  # training, not scoring: the split must be something to learn from
+        check_trainable(raw["train"], columns.label, labels.num_labels, labels.is_regression)
     symmetric = data_args.symmetric_pairs
     if symmetric is None:
         symmetric = getattr(model_config, "seqtune_symmetric_pairs", None)
@@ -111,6 +116,7 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
         symmetric = bool(task and task.symmetric)
     symmetric = bool(symmetric and columns.text_pair)
     wanted = DatasetDict({s: ds for s, ds in raw.items() if splits is None or s in splits})
+    check_text_columns(wanted, (columns.text, columns.text_pair))
     keep_token_types = uses_token_type_ids(tokenizer, model_config)
     train_stream = None
     if stream is not None and "train" in wanted:  # the rows in memory were a sample of the stream, for the labels
@@ -135,50 +141,3 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
 def batching_from_args(data_args: DataArguments) -> Batching:
     return Batching(data_args.padding, data_args.pad_to_multiple_of, data_args.group_by_length,
                     data_args.max_tokens_per_batch)
-
-
-def validate_training_args(data_args: DataArguments, args: TrainingArguments) -> None:
-    """Every problem with the flags, reported at once, before anything is loaded or written."""
-    problems = validate_batching(batching_from_args(data_args), data_args.max_seq_length)
-    if data_args.task_name is not None:
-        try:
-            resolve_task(data_args.task_name)
-        except SeqtuneError as error:
-            problems += error.problems
-    positive = {"--max_seq_length": data_args.max_seq_length,
-                "--per_device_train_batch_size": args.per_device_train_batch_size,
-                "--per_device_eval_batch_size": args.per_device_eval_batch_size,
-                "--gradient_accumulation_steps": args.gradient_accumulation_steps,
-                "--logging_steps": args.logging_steps}
-    for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers"):
-        if getattr(data_args, flag) is not None:
-            positive[f"--{flag}"] = getattr(data_args, flag)
-    for flag in ("eval_steps", "save_steps", "save_total_limit", "num_threads"):
-        if getattr(args, flag) is not None:
-            positive[f"--{flag}"] = getattr(args, flag)
-    problems += [f"{flag} must be a positive number, got {value}." for flag, value in positive.items() if value <= 0]
-    if args.max_steps <= 0 and args.num_train_epochs is not None and args.num_train_epochs <= 0:
-        problems.append(f"--num_train_epochs must be positive (got {args.num_train_epochs}), or set --max_steps.")
-    if args.learning_rate <= 0:
-        problems.append(f"--learning_rate must be positive, got {args.learning_rate}.")
-    if not 0 <= args.warmup_ratio < 1:
-        problems.append(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}.")
-    if data_args.streaming and args.max_steps <= 0:
-        problems.append("--streaming needs --max_steps N: a stream's length is not known before it is read.")
-    if data_args.streaming and data_args.max_tokens_per_batch:
-        problems.append("--max_tokens_per_batch needs the whole dataset's lengths; with --streaming use "
-                        "--per_device_train_batch_size.")
-    if not 0 < args.layerwise_lr_decay <= 1:
-        problems.append(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}.")
-    if args.eval_strategy == "steps" and args.eval_steps is None:
-        problems.append("--eval_strategy steps needs --eval_steps N.")
-    if args.output_dir is None:
-        problems.append("--output_dir is required: the folder that receives the model, metrics and logs.")
-    elif os.path.isfile(args.output_dir):
-        problems.append(f"--output_dir {args.output_dir} is a file, not a folder.")
-    elif (os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir
-          and not args.resume_from_checkpoint):
-        problems.append(f"--output_dir {args.output_dir} is not empty: pass --overwrite_output_dir to write into it, "
-                        "or choose another folder.")
-    if problems:
-        raise SeqtuneError(*problems)

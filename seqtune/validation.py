@@ -1,0 +1,203 @@
+"""One pass over every flag before anything heavy is loaded or anything is written: choices, ranges, combinations,
+data files that must exist, folders and files that must be writable. Every problem found is reported at once
+(`SeqtuneError(*problems)`), each naming the flag, what was given and the fix."""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+
+from seqtune.batching import Batching, validate_batching
+from seqtune.config import LR_SCHEDULERS, DataArguments, EvalArguments, TrainingArguments
+from seqtune.data import data_file_paths, default_cache_dir
+from seqtune.errors import SeqtuneError
+from seqtune.tasks import GLUE_TASKS
+
+REPORTERS = ("jsonl", "tensorboard")  # --report_to values besides "none"
+PREDICTION_FORMATS = (".tsv", ".csv", ".jsonl")
+
+
+def validate_training_args(data_args: DataArguments, args: TrainingArguments) -> None:
+    """Every problem with `seqtune train`'s flags, reported at once, before anything is loaded or written."""
+    problems = _data_problems(data_args, needs_data=True) + _training_problems(data_args, args)
+    if args.output_dir is None:
+        problems.append("--output_dir is required: the folder that receives the model, metrics and logs.")
+    else:
+        problems += _output_dir_problems(args)
+    if problems:
+        raise SeqtuneError(*problems)
+
+
+def validate_eval_args(data_args: DataArguments, eval_args: EvalArguments, command: str) -> None:
+    """Every problem with `seqtune evaluate` / `seqtune predict` flags, reported at once, before the model loads."""
+    one_input = eval_args.sentence1 is not None
+    problems = _data_problems(data_args, needs_data=command == "evaluate", reads_data=not one_input)
+    problems += _positive({"--per_device_eval_batch_size": eval_args.per_device_eval_batch_size})
+    if command == "evaluate":
+        if one_input or eval_args.sentence2 is not None:
+            problems.append("--sentence1/--sentence2 are for `seqtune predict`; evaluate scores a labelled split.")
+    else:
+        problems += _predict_problems(data_args, eval_args)
+    if eval_args.output_file and not one_input:
+        problem = writable_file_problem(eval_args.output_file, "--output_file")
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise SeqtuneError(*problems)
+
+
+def has_data(data_args: DataArguments) -> bool:
+    return bool(data_args.dataset_name or data_args.task_name or data_args.train_file or data_args.validation_file
+                or data_args.test_file)
+
+
+def _predict_problems(data_args: DataArguments, eval_args: EvalArguments) -> list[str]:
+    problems = []
+    if eval_args.sentence2 is not None and eval_args.sentence1 is None:
+        problems.append("--sentence2 needs --sentence1: give the first text of the pair with --sentence1.")
+    if eval_args.sentence1 is not None and (has_data(data_args) or eval_args.output_file):
+        problems.append("--sentence1 classifies one input and prints the result: leave out the data flags and "
+                        "--output_file, or leave out --sentence1 to predict the data into --output_file.")
+    output = eval_args.output_file
+    if output and os.path.splitext(output)[1].lower() not in PREDICTION_FORMATS:
+        problems.append(f"--output_file {output}: use a .tsv, .csv or .jsonl file name.")
+    if eval_args.sentence1 is None and has_data(data_args) and not output:
+        problems.append("--output_file is required to predict a split or file (.tsv, .csv or .jsonl); or give "
+                        "--sentence1 \"...\" [--sentence2 \"...\"] for one input.")
+    return problems
+
+
+def _data_problems(data_args: DataArguments, needs_data: bool, reads_data: bool = True) -> list[str]:
+    """Flags of DataArguments: ranges, the task, the batching strategy, the data files and the cache folder."""
+    problems = validate_batching(Batching(data_args.padding, data_args.pad_to_multiple_of,
+                                          data_args.group_by_length, data_args.max_tokens_per_batch),
+                                 data_args.max_seq_length)
+    if data_args.task_name is not None and data_args.task_name.lower() not in GLUE_TASKS:
+        problems.append(f"--task_name '{data_args.task_name}' is not a known task; choose one of: "
+                        f"{', '.join(GLUE_TASKS)}.")
+    sizes = {"--max_seq_length": data_args.max_seq_length}
+    for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers"):
+        if getattr(data_args, flag) is not None:
+            sizes[f"--{flag}"] = getattr(data_args, flag)
+    problems += _positive(sizes)
+    files = [(f"--{s}_file", getattr(data_args, f"{s}_file")) for s in ("train", "validation", "test")]
+    files = [(flag, path) for flag, path in files if path]
+    if files and data_args.dataset_name:
+        problems.append("give either --dataset_name or --train_file/--validation_file/--test_file, not both.")
+    if needs_data and not has_data(data_args):
+        problems.append("no data given: pass --task_name (e.g. mrpc), --dataset_name (a Hub id or a local folder) "
+                        "with --dataset_config_name, or --train_file/--validation_file/--test_file.")
+    problems += [f"{flag} {path}: " + ("no file matches the pattern." if glob.has_magic(path) else "no such file.")
+                 for flag, path in files if not data_file_paths(path)]
+    if reads_data and has_data(data_args):  # the tokenization cache is written under --cache_dir
+        problem = writable_dir_problem(data_args.cache_dir or default_cache_dir(), "--cache_dir")
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _training_problems(data_args: DataArguments, args: TrainingArguments) -> list[str]:
+    problems = _positive({
+        "--per_device_train_batch_size": args.per_device_train_batch_size,
+        "--per_device_eval_batch_size": args.per_device_eval_batch_size,
+        "--gradient_accumulation_steps": args.gradient_accumulation_steps, "--logging_steps": args.logging_steps,
+        **{f"--{flag}": getattr(args, flag) for flag in ("eval_steps", "save_steps", "save_total_limit",
+                                                          "num_threads") if getattr(args, flag) is not None}})
+    if args.max_steps <= 0 and args.num_train_epochs is not None and args.num_train_epochs <= 0:
+        problems.append(f"--num_train_epochs must be positive (got {args.num_train_epochs}), or set --max_steps.")
+    if not args.learning_rate > 0:
+        problems.append(f"--learning_rate must be positive, got {args.learning_rate}.")
+    if not args.adam_epsilon > 0:
+        problems.append(f"--adam_epsilon must be positive, got {args.adam_epsilon}.")
+    for flag, value in (("--weight_decay", args.weight_decay), ("--max_grad_norm", args.max_grad_norm)):
+        if not value >= 0:
+            problems.append(f"{flag} must be 0 or more, got {value}.")
+    for flag, value in (("--warmup_ratio", args.warmup_ratio), ("--adam_beta1", args.adam_beta1),
+                        ("--adam_beta2", args.adam_beta2)):
+        if not 0 <= value < 1:
+            problems.append(f"{flag} must be in [0, 1), got {value}.")
+    if not 0 < args.layerwise_lr_decay <= 1:
+        problems.append(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}.")
+    if not 0 <= args.seed < 2**32:
+        problems.append(f"--seed must be in [0, 2**32), got {args.seed}.")
+    if args.lr_scheduler_type not in LR_SCHEDULERS:
+        problems.append(f"--lr_scheduler_type '{args.lr_scheduler_type}' is unknown: use one of "
+                        f"{', '.join(LR_SCHEDULERS)}.")
+    problems += _report_to_problems(args.report_to)
+    if args.eval_strategy == "steps" and args.eval_steps is None:
+        problems.append("--eval_strategy steps needs --eval_steps N.")
+    if data_args.streaming and args.max_steps <= 0:
+        problems.append("--streaming needs --max_steps N: a stream's length is not known before it is read.")
+    if data_args.streaming and data_args.max_tokens_per_batch:
+        problems.append("--max_tokens_per_batch needs the whole dataset's lengths; with --streaming use "
+                        "--per_device_train_batch_size.")
+    return problems
+
+
+def _report_to_problems(report_to: str) -> list[str]:
+    values = [v.strip() for v in report_to.split(",") if v.strip()]
+    unknown = [v for v in values if v not in (*REPORTERS, "none")]
+    if unknown or not values or ("none" in values and len(values) > 1):
+        return [f"--report_to '{report_to}' is not valid: use jsonl, tensorboard or both (comma-separated: "
+                "jsonl,tensorboard), or none."]
+    return []
+
+
+def _positive(values: dict[str, float]) -> list[str]:
+    return [f"{flag} must be a positive number, got {value}." for flag, value in values.items() if value <= 0]
+
+
+def _output_dir_problems(args: TrainingArguments) -> list[str]:
+    output_dir = args.output_dir
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not args.overwrite_output_dir \
+            and not args.resume_from_checkpoint:
+        return [f"--output_dir {output_dir} is not empty: pass --overwrite_output_dir to write into it, or choose "
+                "another folder."]
+    problem = writable_dir_problem(output_dir, f"--output_dir {output_dir}")
+    return [problem] if problem else []
+
+
+def writable_dir_problem(path: str, subject: str) -> str | None:
+    """Whether `path` is, or can be created as, a folder this process can write in, tried for real: a probe file is
+    written in the folder or, while the folder does not exist yet, in its nearest existing parent, then removed.
+    Nothing is created or left behind, and each process probes with its own file name (ranks probe at once).
+    `subject` starts the message (e.g. "--output_dir runs/x")."""
+    target = os.path.abspath(os.path.expanduser(path))
+    if os.path.islink(target) and not os.path.exists(target):
+        return (f"{subject} is a symbolic link to {os.readlink(target)}, which does not exist: create that folder, "
+                "remove the link, or choose another path.")
+    if os.path.exists(target) and not os.path.isdir(target):
+        return f"{subject} is a file, not a folder: choose a folder."
+    existing = target
+    while not os.path.isdir(existing):
+        if os.path.lexists(existing):  # a file or a broken link where a folder would have to be created
+            return f"{subject} cannot be created: {existing} is not a folder."
+        existing = os.path.dirname(existing)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".seqtune-write-probe-", dir=existing)
+        try:
+            os.write(fd, b"probe")
+        finally:
+            os.close(fd)
+            os.remove(probe)
+    except OSError as error:
+        where = "" if existing == target else f" (it would be created in {existing})"
+        return (f"{subject} is not writable{where}: {error.strerror or error}; choose another folder or fix its "
+                "permissions.")
+    return None
+
+
+def writable_file_problem(path: str, flag: str) -> str | None:
+    """Whether the file `path` can be written (replaced if it exists); its folder is created when written."""
+    target = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(target):
+        return f"{flag} {path} is a folder: give a file name."
+    if os.path.islink(target) and not os.path.exists(target):
+        return f"{flag} {path} is a symbolic link to {os.readlink(target)}, which does not exist: remove the link."
+    if os.path.exists(target) and not os.path.isfile(target):
+        return f"{flag} {path} is not a regular file: give a file name."
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        return f"{flag} {path} is read-only: make it writable or choose another file."
+    folder = os.path.dirname(target)
+    return writable_dir_problem(folder, f"{flag} {path}: its folder {os.path.dirname(path) or '.'}")
