@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+from seqtune.errors import SeqtuneError
 from seqtune.hub import go_offline_if_unreachable
 
 COMMANDS = {
@@ -43,52 +44,102 @@ def _dataclasses_for(command: str):
     return common + [BenchArguments]
 
 
-def _prescan(argv: list[str]) -> argparse.Namespace:
-    """The few flags needed before transformers/datasets are imported (Hub reachability, logging)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    for flag in ("--model_name_or_path", "--dataset_name", "--task_name", "--train_file"):
+class _ReportingParser:
+    """argparse prints its whole usage and exits on a bad flag; seqtune reports one line naming it (see `main`)."""
+
+    def error(self, message):
+        raise SeqtuneError(f"{message} (see `{self.prog} --help`).")
+
+
+class _ArgumentParser(_ReportingParser, argparse.ArgumentParser):
+    pass
+
+
+def _to_bool(value: str) -> bool:
+    if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return value.lower() in ("true", "yes", "1")
+
+
+def _prescan(command: str, argv: list[str], config: dict | None = None) -> argparse.Namespace:
+    """The few flags needed before transformers/datasets are imported (Hub reachability, logging, --config), with
+    the config file's values as defaults."""
+    pre = _ArgumentParser(prog=f"seqtune {command}", add_help=False, allow_abbrev=False)
+    for flag in ("--model_name_or_path", "--dataset_name", "--task_name", "--train_file", "--config"):
         pre.add_argument(flag)
     pre.add_argument("--log_level", default="info")
-    pre.add_argument("--debug", action="store_true")
+    pre.add_argument("--debug", nargs="?", const=True, default=False, type=_to_bool)
+    known = {action.dest for action in pre._actions}
+    pre.set_defaults(**{key: value for key, value in (config or {}).items() if key in known and key != "config"})
     return pre.parse_known_args(argv)[0]
 
 
-def _bare_resume_means_latest(args: list[str]) -> list[str]:
-    """`--resume_from_checkpoint` without a path (as in transformers' Trainer): the newest checkpoint."""
-    args = list(args)
-    for i, arg in enumerate(args):
-        if arg in ("--resume_from_checkpoint", "--resume-from-checkpoint") and (
-                i + 1 == len(args) or args[i + 1].startswith("--")):
-            args.insert(i + 1, "latest")
-    return args
-
-
-def _expand_config(args: list[str]) -> list[str]:
-    """`--config run.yaml`: its keys become flags placed before the command line's, so the command line wins."""
-    if "--config" not in args:
-        return args
-    i = args.index("--config")
-    if i + 1 >= len(args):
-        raise SystemExit("seqtune: error: --config needs a YAML file")
-    path = args[i + 1]
+def read_config_file(path: str) -> dict:
+    """A YAML file of `flag: value` lines, as a dict; its syntax errors name the line and column."""
     import yaml
 
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = yaml.safe_load(f)
     except OSError as error:
-        raise SystemExit(f"seqtune: error: --config {path}: {error.strerror}") from error
+        raise SeqtuneError(f"--config {path}: {error.strerror.lower() if error.strerror else error}.") from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SeqtuneError(f"--config {path} is not valid YAML{where}: {problem}. Each line is `flag_name: value`."
+                           ) from error
+    if values is None:
+        return {}
     if not isinstance(values, dict):
-        raise SystemExit(f"seqtune: error: --config {path} must be a mapping of flag names to values")
-    flags = []
+        raise SeqtuneError(f"--config {path} must be a mapping of flag names to values (`learning_rate: 2e-5`), "
+                           f"not a {type(values).__name__}.")
+    # the command line spells flags with - or _; a key is the flag's name without the leading --
+    return {str(key).replace("-", "_"): value for key, value in values.items() if value is not None}
+
+
+def apply_config_defaults(parser: argparse.ArgumentParser, path: str, values: dict) -> None:
+    """The config file's values become the parser's defaults (so the command line overrides them), each checked
+    against the flag it sets: its name exactly (no prefixes), its type and its choices."""
+    import difflib
+
+    actions = {a.dest: a for a in parser._actions if f"--{a.dest}" in a.option_strings and a.dest not in
+               ("help", "config")}
+    problems, defaults = [], {}
     for key, value in values.items():
-        if value is None:
+        action = actions.get(key)
+        if action is None:
+            close = difflib.get_close_matches(key, list(actions), n=1)
+            problems.append(f"--config {path}: unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close
+                                                                        else "") + "; keys are flag names.")
             continue
-        flags += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
-    return flags + args[:i] + args[i + 2:]
+        try:
+            defaults[key] = _config_value(action, value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
+            problems.append(f"--config {path}: {key}: {str(error).rstrip('.')}.")
+    if problems:
+        raise SeqtuneError(*problems)
+    parser.set_defaults(**defaults)
+
+
+def _config_value(action: argparse.Action, value):
+    """A YAML value as the flag's own type would read it from the command line."""
+    if isinstance(value, (list, dict)):
+        raise ValueError(f"expected a single value, got {type(value).__name__} {value!r}")
+    text = value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    try:
+        converted = action.type(text) if action.type is not None else text
+    except (TypeError, ValueError) as error:
+        kind = getattr(action.type, "__name__", "value")
+        raise ValueError(f"{value!r} is not a valid {kind}") from error
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(f"{value!r} is not one of {', '.join(map(str, action.choices))}")
+    return converted
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line's error boundary: a user error is one line and exit 2, anything else one line naming the
+    exception and exit 1 (--debug re-raises both with their traceback), Ctrl-C exit 130."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: seqtune {" + ",".join(COMMANDS) + "} [flags]   (seqtune COMMAND --help for its flags)\n")
@@ -99,63 +150,104 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nseqtune: error: unknown command '{argv[0]}'", file=sys.stderr)
             return 2
         return 0
-    command, rest = argv[0], _bare_resume_means_latest(_expand_config(argv[1:]))
-    pre = _prescan(rest)
-    # under torchrun/accelerate launch only the main process talks; the others report warnings and errors
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    level = getattr(logging, pre.log_level.upper(), logging.INFO)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=level if is_main else max(level, logging.WARNING))
-    dataset = pre.dataset_name or ("glue" if pre.task_name and not pre.train_file else None)
-    if go_offline_if_unreachable(pre.model_name_or_path, dataset):
-        logger.info("The Hugging Face Hub is unreachable: using local files and the local cache only.")
-    from seqtune.errors import SeqtuneError
-
+    command, rest = argv[0], argv[1:]
+    options = argparse.Namespace(debug="--debug" in rest)  # until the flags are read
     try:
-        return _run(command, rest)
+        return _main(command, rest, options)
     except SeqtuneError as error:
-        if pre.debug:
+        if options.debug:
             raise
         print(f"seqtune {command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"seqtune {command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug or an unforeseen failure: still one line, the traceback on request
+        if options.debug:
+            raise
+        lines = str(error).strip().splitlines()
+        print(f"seqtune {command}: error: unexpected {type(error).__name__}: {lines[0] if lines else ''} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
-def _run(command: str, rest: list[str]) -> int:
+def _main(command: str, rest: list[str], options: argparse.Namespace) -> int:
+    pre = _prescan(command, rest)
+    config = read_config_file(pre.config) if pre.config else {}
+    if config:
+        pre = _prescan(command, rest, config)
+    options.debug = pre.debug
+    # under torchrun/accelerate launch only the main process talks; the others report warnings and errors
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    level = getattr(logging, str(pre.log_level).upper(), logging.INFO)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=level if is_main else max(level, logging.WARNING))
+    dataset = pre.dataset_name or ("glue" if pre.task_name and not pre.train_file else None)
+    if go_offline_if_unreachable(pre.model_name_or_path, dataset):
+        logger.info("The Hugging Face Hub is unreachable: using local files and the local cache only.")
+    if command == "report":
+        return _report(rest)
+    return _run(command, rest, pre.config, config)
+
+
+def _report(rest: list[str]) -> int:
+    parser = _ArgumentParser(prog="seqtune report", description=COMMANDS["report"], allow_abbrev=False)
+    parser.add_argument("output_dir", help="A training run's --output_dir.")
+    parser.add_argument("--log_level", default="info")
+    parser.add_argument("--debug", action="store_true")
+    directory = parser.parse_args(rest).output_dir
+    if not os.path.isfile(os.path.join(directory, "seqtune_args.json")) and not os.path.isfile(
+            os.path.join(directory, "train_log.jsonl")):
+        raise SeqtuneError(f"{directory} is not a seqtune training run (no seqtune_args.json or train_log.jsonl).")
+    from seqtune.report import build_report, write_model_card
+
+    if os.path.isfile(os.path.join(directory, "seqtune_args.json")):
+        print(write_model_card(directory))
+    print(build_report(directory))
+    return 0
+
+
+def _unknown_arguments(extra: list[str], parser: argparse.ArgumentParser, command: str) -> SeqtuneError:
+    """Flags are matched by their exact names (no prefixes): name the unknown ones and the closest real flag."""
+    import difflib
+
+    flags = [opt for action in parser._actions for opt in action.option_strings if opt.startswith("--")]
+    problems = []
+    for arg in [x for x in extra if x.startswith("-")] or extra:
+        name = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(name, flags, n=1) if name.startswith("-") else []
+        problems.append(f"unknown {'flag' if name.startswith('-') else 'argument'} {name}"
+                        + (f" (did you mean {close[0]}?)" if close else "")
+                        + f": see `seqtune {command} --help`.")
+    return SeqtuneError(*problems)
+
+
+def _parse(command: str, rest: list[str], config_path: str | None, config: dict) -> list:
     from transformers import HfArgumentParser
 
-    from seqtune.errors import SeqtuneError
+    class Parser(_ReportingParser, HfArgumentParser):
+        pass
 
-    if command == "report":
-        parser = argparse.ArgumentParser(prog="seqtune report", description=COMMANDS[command])
-        parser.add_argument("output_dir", help="A training run's --output_dir.")
-        parser.add_argument("--log_level", default="info")
-        parser.add_argument("--debug", action="store_true")
-        directory = parser.parse_args(rest).output_dir
-        if not os.path.isfile(os.path.join(directory, "seqtune_args.json")) and not os.path.isfile(
-                os.path.join(directory, "train_log.jsonl")):
-            raise SeqtuneError(f"{directory} is not a seqtune training run (no seqtune_args.json or train_log.jsonl).")
-        from seqtune.report import build_report, write_model_card
-
-        if os.path.isfile(os.path.join(directory, "seqtune_args.json")):
-            print(write_model_card(directory))
-        print(build_report(directory))
-        return 0
-
-    parser = HfArgumentParser(_dataclasses_for(command), prog=f"seqtune {command}",
-                              description=COMMANDS[command])
+    parser = Parser(_dataclasses_for(command), prog=f"seqtune {command}", description=COMMANDS[command],
+                    allow_abbrev=False)
     parser.add_argument("--log_level", default="info", help="Logging level: debug, info, warning, error.")
     parser.add_argument("--config", help="A YAML file of flags (flag: value); flags on the command line override it.")
-    try:
-        *parsed, extra = parser.parse_args_into_dataclasses(rest, return_remaining_strings=True)
-    except SystemExit as exit_:  # argparse already printed what is wrong
-        return int(exit_.code or 0)
-    parsed = [p for p in parsed if not isinstance(p, argparse.Namespace)]  # --log_level was read by _prescan
+    if config:
+        apply_config_defaults(parser, config_path, config)
+    # look_for_args_file=False: no flags from a stray `<script>.args` file next to the entry point
+    *parsed, extra = parser.parse_args_into_dataclasses(rest, return_remaining_strings=True,
+                                                        look_for_args_file=False)
     extra = [x for x in extra if x]
     if extra:
-        raise SeqtuneError(f"unknown arguments {extra}: see `seqtune {command} --help`.")
+        raise _unknown_arguments(extra, parser, command)
+    return [p for p in parsed if not isinstance(p, argparse.Namespace)]  # --log_level was read by _prescan
+
+
+def _run(command: str, rest: list[str], config_path: str | None = None, config: dict | None = None) -> int:
+    try:
+        parsed = _parse(command, rest, config_path, config or {})
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
     _quiet_libraries()
     if command == "train":
         from seqtune.train import train
