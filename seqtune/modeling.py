@@ -7,6 +7,7 @@ import os
 
 from seqtune.errors import SeqtuneError
 from seqtune.hub import is_local, offline_hint
+from seqtune.modelfiles import check_model_folder, damaged_file_problem
 
 logger = logging.getLogger("seqtune")
 
@@ -31,12 +32,21 @@ def resolve_model_path(model_name_or_path: str | None) -> str:
 
 
 def load_tokenizer(model_name_or_path: str, trust_remote_code: bool = False):
+    """The model's tokenizer. Loaded first by every command, so a local folder's files are checked here (no
+    tokenizer files, truncated weights: refused before anything else loads)."""
     from transformers import AutoTokenizer
 
+    check_model_folder(model_name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     except OSError as error:
-        raise _load_error(model_name_or_path, error) from error
+        problem = damaged_file_problem(model_name_or_path)
+        raise (SeqtuneError(problem) if problem else _load_error(model_name_or_path, error)) from error
+    except Exception as error:  # json/tokenizers errors of a damaged file: name the file; anything else is a bug
+        problem = damaged_file_problem(model_name_or_path)
+        if problem is None:
+            raise
+        raise SeqtuneError(problem) from error
     if not tokenizer.is_fast:
         logger.warning("The tokenizer of %s is not a fast (Rust) tokenizer: tokenization will be slow.",
                        model_name_or_path)
@@ -49,7 +59,8 @@ def load_config(model_name_or_path: str, trust_remote_code: bool = False, **kwar
     try:
         return AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as error:
-        raise _load_error(model_name_or_path, error) from error
+        problem = damaged_file_problem(model_name_or_path)
+        raise (SeqtuneError(problem) if problem else _load_error(model_name_or_path, error)) from error
     except ValueError as error:
         raise SeqtuneError(f"--model_name_or_path {model_name_or_path}: {str(error).splitlines()[0]}") from error
 
@@ -58,6 +69,7 @@ def load_model(model_name_or_path: str, config, trust_remote_code: bool = False,
                ignore_mismatched_sizes: bool = False):
     """`AutoModelForSequenceClassification`, from safetensors unless pickled weights are explicitly trusted
     (a pickled .bin file can run code when loaded)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForSequenceClassification
 
     _check_head(model_name_or_path, config, ignore_mismatched_sizes)
@@ -71,9 +83,11 @@ def load_model(model_name_or_path: str, config, trust_remote_code: bool = False,
                                "can run code when loaded: convert them to safetensors, or pass "
                                "--allow_pickle_weights if you trust their source.") from error
         raise _load_error(model_name_or_path, error) from error
-    except (RuntimeError, ValueError) as error:
+    except (RuntimeError, ValueError, SafetensorError) as error:
+        problem = damaged_file_problem(model_name_or_path) if is_local(model_name_or_path) else None
         first = str(error).strip().splitlines()
-        raise SeqtuneError(f"could not load {model_name_or_path}: {first[0] if first else error}") from error
+        raise SeqtuneError(problem or f"could not load {model_name_or_path}: {first[0] if first else error}") \
+            from error
     return model
 
 
@@ -86,8 +100,11 @@ def _check_head(model_name_or_path: str, config, ignore_mismatched_sizes: bool) 
     saved_config = os.path.join(model_name_or_path, "config.json")
     if not os.path.isfile(saved_config):
         return
-    with open(saved_config) as f:
-        saved = json.load(f)
+    try:
+        with open(saved_config) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):  # a damaged config.json is named where it is loaded (load_config)
+        return
     saved_labels = len(saved["id2label"]) if "id2label" in saved else saved.get("num_labels")
     is_classifier = any(a.endswith("ForSequenceClassification") for a in saved.get("architectures") or [])
     if is_classifier and saved_labels is not None and saved_labels != config.num_labels:
