@@ -12,20 +12,26 @@ import numpy as np
 
 from seqtune.batching import build_collator
 from seqtune.config import DataArguments, EvalArguments, ModelArguments
+from seqtune.data import check_room_for_text
 from seqtune.errors import SeqtuneError
+from seqtune.fileio import atomic_write, disk_error, write_json
 from seqtune.inference import logits_to_predictions, predict_logits
 from seqtune.metrics import compute_metrics
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
 from seqtune.prepare import prepare_data
+from seqtune.validation import has_data, validate_eval_args
 
 logger = logging.getLogger("seqtune")
 
 
 def _load_finetuned(model_args: ModelArguments):
+    """Tokenizer first: it checks the model folder's files (a damaged or missing one is named before the weights
+    load)."""
     path = resolve_model_path(model_args.model_name_or_path)
+    tokenizer = load_tokenizer(path, model_args.trust_remote_code)
     config = load_config(path, model_args.trust_remote_code)
     model = load_model(path, config, model_args.trust_remote_code, model_args.allow_pickle_weights)
-    return load_tokenizer(path, model_args.trust_remote_code), config, model
+    return tokenizer, config, model
 
 
 def _check_label_space(config, data) -> None:
@@ -34,19 +40,26 @@ def _check_label_space(config, data) -> None:
                            f"{data.labels.num_labels}: use a model fine-tuned on this task.")
 
 
-def _pick_split(data, requested: str | None, default: str) -> str:
-    split = requested or default
-    if split not in data.tokenized:
-        raise SeqtuneError(f"--split {split}: the data has no such split; its splits are {list(data.tokenized)}.")
-    return split
+def _pick_split(data, requested: str | None, preferred: tuple[str | None, ...]) -> str:
+    """--split, else the first of `preferred` the data has, else its only split."""
+    if requested is None:
+        present = [s for s in preferred if s in data.tokenized]
+        if present or len(data.tokenized) != 1:
+            requested = present[0] if present else preferred[0]
+        else:
+            requested = next(iter(data.tokenized))
+    if requested not in data.tokenized:
+        raise SeqtuneError(f"--split {requested}: the data has no such split; its splits are {list(data.tokenized)}.")
+    return requested
 
 
 def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> dict[str, float]:
     """Score a fine-tuned model on a labelled split with the task's metrics."""
+    validate_eval_args(data_args, eval_args, "evaluate")
     tokenizer, config, model = _load_finetuned(model_args)
     data = prepare_data(data_args, tokenizer, config, splits=[eval_args.split] if eval_args.split else None)
     _check_label_space(config, data)
-    split = _pick_split(data, eval_args.split, data.eval_split or "validation")
+    split = _pick_split(data, eval_args.split, (data.eval_split or "validation",))
     if split not in data.labels.labelled_splits:
         raise SeqtuneError(f"the {split} split has no labels (all -1 or missing), so it cannot be scored: use "
                            "`seqtune predict` for it, or --split validation.")
@@ -56,27 +69,26 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
     predictions, _ = logits_to_predictions(logits, data.labels.is_regression)
     metrics = compute_metrics(data.metrics, predictions, np.asarray(data.tokenized[split]["labels"]))
     if eval_args.output_file:
-        with open(eval_args.output_file, "w") as f:
-            json.dump(metrics, f, indent=2)
+        _make_folder_of(eval_args.output_file)
+        write_json(eval_args.output_file, metrics)
     return metrics
 
 
 def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> list[dict]:
     """Predict a split (default test) or a file and write one row per example; or classify one input."""
+    validate_eval_args(data_args, eval_args, "predict")
     if eval_args.sentence1 is not None:
         return [predict_one(model_args, eval_args.sentence1, eval_args.sentence2, data_args.max_seq_length)]
-    has_data = data_args.dataset_name or data_args.task_name or data_args.train_file or data_args.validation_file \
-        or data_args.test_file
-    if not has_data and not sys.stdin.isatty():
+    if not has_data(data_args) and not sys.stdin.isatty():
         return predict_stream(model_args, sys.stdin, sys.stdout, data_args.max_seq_length,
                               eval_args.per_device_eval_batch_size)
     if not eval_args.output_file:
         raise SeqtuneError("--output_file is required to predict a split or file (.tsv, .csv or .jsonl); or give "
                            "--sentence1 \"...\" [--sentence2 \"...\"] for one input.")
-    writer = _row_writer(eval_args.output_file)  # checks the extension before the work
+    writer = _row_writer(eval_args.output_file)
     tokenizer, config, model = _load_finetuned(model_args)
     data = prepare_data(data_args, tokenizer, config, splits=[eval_args.split] if eval_args.split else None)
-    split = _pick_split(data, eval_args.split, "test" if "test" in data.tokenized else data.eval_split or "train")
+    split = _pick_split(data, eval_args.split, ("test", data.eval_split, "validation", "train"))
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
     logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
                             swapped=data.swapped.get(split))
@@ -117,6 +129,7 @@ def _classify(tokenizer, config, model, texts: list[str], pairs: list[str] | Non
 
 def predict_one(model_args: ModelArguments, sentence1: str, sentence2: str | None, max_length: int) -> dict:
     tokenizer, config, model = _load_finetuned(model_args)
+    check_room_for_text(tokenizer, max_length, sentence2 is not None)
     model.eval()
     return _classify(tokenizer, config, model, [sentence1], [sentence2] if sentence2 is not None else None,
                      max_length)[0]
@@ -124,32 +137,59 @@ def predict_one(model_args: ModelArguments, sentence1: str, sentence2: str | Non
 
 def predict_stream(model_args: ModelArguments, lines, out, max_length: int, batch_size: int) -> list[dict]:
     """Shell pipelines: read `text[<TAB>text_pair]` lines, write `prediction<TAB>probability` lines (or the score
-    for regression), in order, batch by batch."""
+    for regression), in order, batch by batch: exactly one output line per input line (an empty line is an empty
+    text, or an empty pair once the input has shown it holds pairs)."""
     tokenizer, config, model = _load_finetuned(model_args)
     model.eval()
     rows: list[dict] = []
+    width, first = None, None  # texts per line (1 or 2), set by the first non-empty line (number `first`)
 
     def flush(chunk: list[list[str]]) -> None:
         if not chunk:
             return
-        if len({len(parts) for parts in chunk}) > 1 or len(chunk[0]) > 2:
-            raise SeqtuneError("standard input must have one text, or two tab-separated texts, on every line.")
-        pairs = [p[1] for p in chunk] if len(chunk[0]) == 2 else None
-        for row in _classify(tokenizer, config, model, [p[0] for p in chunk], pairs, max_length):
+        parts = [p if p != [""] else [""] * (width or 1) for p in chunk]
+        pairs = [p[1] for p in parts] if width == 2 else None
+        check_room_for_text(tokenizer, max_length, pairs is not None)
+        for row in _classify(tokenizer, config, model, [p[0] for p in parts], pairs, max_length):
             out.write("\t".join(str(v) for v in row.values()) + "\n")
             rows.append(row)
         out.flush()
 
     chunk: list[list[str]] = []
-    for line in lines:
-        line = line.rstrip("\n")
-        if line:
-            chunk.append(line.split("\t"))
+    for number, line in enumerate(_decoded(lines), 1):
+        parts = line.rstrip("\r\n").split("\t")
+        if parts != [""]:
+            width, first = width or len(parts), first or number
+            if len(parts) != width or width > 2:
+                seen = f" but line {first} has {width}" if number != first else ""
+                raise SeqtuneError(f"standard input line {number} has {len(parts)} tab-separated texts{seen}: give "
+                                   "one text, or two tab-separated texts, on every line.")
+        chunk.append(parts)
         if len(chunk) == batch_size:
             flush(chunk)
             chunk = []
     flush(chunk)
     return rows
+
+
+def _decoded(lines):
+    """The lines of a text stream; bytes that are not UTF-8 are one error naming the line, not a traceback."""
+    number = 0
+    try:
+        for number, line in enumerate(lines, 1):
+            yield line
+    except UnicodeDecodeError as error:
+        raise SeqtuneError(f"standard input is not UTF-8 text (after line {number}: {error.reason}): convert it "
+                           "to UTF-8.") from error
+
+
+def _make_folder_of(path: str) -> None:
+    """evaluate's and predict's --output_file: a missing folder is created (validation checked it can be)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise disk_error(error, folder) from error
 
 
 def _row_writer(path: str):
@@ -158,9 +198,8 @@ def _row_writer(path: str):
         raise SeqtuneError(f"--output_file {path}: use a .tsv, .csv or .jsonl file name.")
 
     def write(rows: list[dict]) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        _make_folder_of(path)
+        with atomic_write(path, newline="") as f:
             if ext == ".jsonl":
                 f.writelines(json.dumps(row) + "\n" for row in rows)
             else:
@@ -168,6 +207,5 @@ def _row_writer(path: str):
                 w = csv.DictWriter(f, fieldnames=fields, delimiter="\t" if ext == ".tsv" else ",")
                 w.writeheader()
                 w.writerows(rows)
-        os.replace(tmp, path)
 
     return write
