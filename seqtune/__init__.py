@@ -14,7 +14,7 @@ _EXPORTS = {
     "load_raw_datasets": "data", "make_tokenize_fn": "data", "prepare_labels": "data", "resolve_columns": "data",
     "tokenize_datasets": "data", "uses_token_type_ids": "data",
     "SeqtuneError": "errors", "compute_metrics": "metrics",
-    "build_optimizer": "train", "train": "train", "evaluate": "evaluate", "predict": "evaluate",
+    "build_optimizer": "optim", "train": "train", "evaluate": "evaluate", "predict": "evaluate",
     "load_model": "modeling", "load_tokenizer": "modeling", "load_config": "modeling",
     "resolve_model_path": "modeling", "GLUE_TASKS": "tasks", "TaskSpec": "tasks",
 }

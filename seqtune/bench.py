@@ -24,7 +24,7 @@ from seqtune.config import DataArguments, ModelArguments
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
 from seqtune.prepare import prepare_data
-from seqtune.train import build_optimizer
+from seqtune.optim import build_optimizer
 
 logger = logging.getLogger("seqtune")
 

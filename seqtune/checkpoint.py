@@ -1,19 +1,24 @@
-"""Checkpoints that survive kills: written to a temporary folder and renamed into place (atomic on one file
-system), rotated to the newest N, found again by --resume_from_checkpoint."""
+"""Checkpoints that survive kills and resume exactly, or refuse.
+
+A checkpoint is accelerate's `save_state` (model, optimizer, schedule, every process's random states) plus the
+loop state (`trainer_state.json`: step, epoch, position in the data, best metric so far), the settings that
+determine the run, and the best model's weights when they are not the checkpoint's own. It is written into
+`checkpoint-N.tmp` and renamed into place, so a kill never leaves a half-written checkpoint that looks complete
+(hand-written because accelerate writes in place)."""
 
 from __future__ import annotations
 
-import errno
-import json
+import logging
 import os
 import re
-import shutil
 
 from seqtune.errors import SeqtuneError
+from seqtune.fileio import WRITE_ERRORS, disk_error, read_json, remove_tree, write_json
 
+logger = logging.getLogger("seqtune")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
-INCOMPLETE_MARKER = "INCOMPLETE"  # present in output_dir while a run has not finished
+BEST_WEIGHTS_FILE = "best_model.safetensors"  # the best evaluation's weights, when not this checkpoint's own
 
 
 def checkpoints(output_dir: str) -> list[str]:
@@ -25,11 +30,11 @@ def checkpoints(output_dir: str) -> list[str]:
     return [os.path.join(output_dir, name) for _, name in sorted(found)]
 
 
-def resolve_resume_path(value: str | None, output_dir: str) -> str | None:
+def resolve_resume_path(value: str | None, output_dir: str | None) -> str | None:
     if value is None:
         return None
     if value == "latest":
-        found = checkpoints(output_dir)
+        found = checkpoints(output_dir) if output_dir else []
         if not found:
             raise SeqtuneError(f"--resume_from_checkpoint: no checkpoint in --output_dir {output_dir} to resume from; "
                                "start without the flag.")
@@ -39,39 +44,124 @@ def resolve_resume_path(value: str | None, output_dir: str) -> str | None:
     return value
 
 
-def disk_error(error: OSError, where: str) -> SeqtuneError:
-    if error.errno == errno.ENOSPC:
-        return SeqtuneError(f"no space left on the device while writing {where}: free some space or choose another "
-                            "--output_dir; the run is marked INCOMPLETE and its last checkpoint is intact.")
-    return SeqtuneError(f"could not write {where}: {error.strerror or error}.")
+def previous_checkpoint(path: str) -> str | None:
+    folder = os.path.dirname(os.path.abspath(path))
+    older = [c for c in checkpoints(folder) if os.path.abspath(c) != os.path.abspath(path)
+             and int(c.rsplit("-", 1)[1]) < int(path.rstrip("/").rsplit("-", 1)[1])]
+    return older[-1] if older else None
 
 
-def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, limit: int | None) -> str:
-    """accelerate's save_state (model, optimizer, scheduler, random states) plus our loop state, atomically."""
+# ----------------------------------------------------------------------------------------------- saving
+def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, best_weights=None,
+                    keep: list[str] | None = None) -> str:
+    """Write checkpoint-`step` atomically; `best_weights` (a CPU state dict) are stored beside the model when the
+    best evaluation was not at this step. Returns the checkpoint's path. Every process must call it."""
     final = os.path.join(output_dir, f"checkpoint-{step}")
     staging = final + ".tmp"
+    failure = None
     try:
         if accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging)
         accelerator.wait_for_everyone()
         accelerator.save_state(staging)
-        accelerator.wait_for_everyone()  # every rank's random states are in the folder before it is renamed
-        if accelerator.is_main_process:
-            with open(os.path.join(staging, STATE_FILE), "w") as f:
-                json.dump(state, f)
-            shutil.rmtree(final, ignore_errors=True)
+    except WRITE_ERRORS as error:  # torch.save reports a full disk as RuntimeError
+        failure = error
+    # accelerate's save_state has no closing barrier: every rank's random states are in the folder before renaming
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and failure is None:
+        try:
+            if best_weights is not None:
+                from safetensors.torch import save_file
+
+                save_file(best_weights, os.path.join(staging, BEST_WEIGHTS_FILE))
+            write_json(os.path.join(staging, STATE_FILE), state, indent=None)
+            remove_tree(final)
             os.replace(staging, final)
-            if limit:
-                for old in checkpoints(output_dir)[:-limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-    except OSError as error:
+        except (*WRITE_ERRORS, SeqtuneError) as error:
+            failure = error
+    if failure is not None:
         if accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise disk_error(error, final) from error
+            remove_tree(staging)
+        found = checkpoints(output_dir)
+        raise disk_error(failure, final, found[-1] if found else None) from failure
     accelerator.wait_for_everyone()
     return final
 
 
+def rotate_checkpoints(output_dir: str, limit: int | None, owned) -> None:
+    """Keep the newest `limit` checkpoints that this output folder's runs wrote (`owned(name)`)."""
+    if not limit:
+        return
+    for old in [c for c in checkpoints(output_dir) if owned(os.path.basename(c))][:-limit]:
+        remove_tree(old)
+
+
+# ----------------------------------------------------------------------------------------------- resuming
 def load_loop_state(path: str) -> dict:
-    with open(os.path.join(path, STATE_FILE)) as f:
-        return json.load(f)
+    return read_json(os.path.join(path, STATE_FILE))
+
+
+def verify_checkpoint(path: str, num_processes: int) -> None:
+    """Every part a resume needs is there and readable, before accelerate loads any of it (accelerate skips an
+    unreadable random-state file with an INFO line, and the run would silently stop being exact)."""
+    from accelerate.utils.other import load
+    from safetensors import safe_open
+
+    parts = ["model.safetensors", "optimizer.bin", "scheduler.bin"] + [f"random_states_{rank}.pkl"
+                                                                       for rank in range(num_processes)]
+    for name in parts:
+        file = os.path.join(path, name)
+        try:
+            if not os.path.isfile(file):
+                raise FileNotFoundError("missing")
+            if name.endswith(".safetensors"):
+                with safe_open(file, framework="pt") as f:
+                    f.keys()
+            else:
+                load(file, map_location="cpu", weights_only=not name.startswith("random_states"))
+        except Exception as error:  # noqa: BLE001 - any failure to read a part means the same to the user
+            raise damaged(path, name, error) from error
+    if os.path.isfile(os.path.join(path, BEST_WEIGHTS_FILE)):
+        try:
+            with safe_open(os.path.join(path, BEST_WEIGHTS_FILE), framework="pt") as f:
+                f.keys()
+        except Exception as error:  # noqa: BLE001
+            raise damaged(path, BEST_WEIGHTS_FILE, error) from error
+
+
+def damaged(path: str, part: str, error: BaseException) -> SeqtuneError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    previous = previous_checkpoint(path)
+    fix = (f"resume from the previous checkpoint with --resume_from_checkpoint {previous}" if previous
+           else "start again without --resume_from_checkpoint")
+    return SeqtuneError(f"checkpoint {path} is damaged: {part} cannot be read ({reason}): {fix}.")
+
+
+def load_best_weights(path: str) -> dict | None:
+    file = os.path.join(path, BEST_WEIGHTS_FILE)
+    if not os.path.isfile(file):
+        return None
+    from safetensors.torch import load_file
+
+    return load_file(file)
+
+
+def settings_differences(saved: dict | None, current: dict) -> list[str]:
+    """The settings that determine a run and differ between a checkpoint and this command."""
+    if saved is None:
+        return ["the checkpoint records no settings (written by an older seqtune)"]
+    return [f"{key}: checkpoint {saved.get(key)!r}, now {value!r}" for key, value in current.items()
+            if saved.get(key) != value]
+
+
+def check_resume_settings(path: str, saved: dict | None, current: dict, allow: bool) -> None:
+    differences = settings_differences(saved, current)
+    if not differences:
+        return
+    if not allow:
+        raise SeqtuneError(f"--resume_from_checkpoint {path} was written by a run with other settings, so resuming "
+                           "would not continue it exactly:", *[f"  {d}" for d in differences],
+                           "Resume with the checkpoint's settings, start a new run in another --output_dir, or pass "
+                           "--allow_inexact_resume to continue anyway.")
+    logger.warning("Resuming from %s with other settings (--allow_inexact_resume): the run is NOT an exact "
+                   "continuation. %s", path, "; ".join(differences))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from seqtune.batching import padding_strategies, pad_fraction, plan_batches
+import numpy as np
+
+from seqtune.batching import Batching, pad_fraction, padding_strategies, plan_batches
 from seqtune.config import DataArguments, DataStatsArguments, ModelArguments
 from seqtune.data import length_stats
 from seqtune.modeling import load_config, load_tokenizer, resolve_model_path
@@ -34,3 +36,13 @@ def show_data(data_args: DataArguments, model_args: ModelArguments, args: DataSt
         print(f"{split:<12}{len(ds):>7}{stats['mean']:>7.1f}{stats['p50']:>6.0f}{stats['p95']:>6.0f}"
               f"{stats['max']:>6}  " + "".join(f"{pads[n]:>12.1%} " for n in strategies))
     return report
+
+
+def length_report(train_set, batching: Batching, batch_size: int, max_length: int, seed: int) -> dict:
+    """Token-length histogram of the training rows and the pad fraction each strategy would cost (for the report)."""
+    lengths = train_set.with_format(None)["length"]
+    strategies = padding_strategies(max_length)
+    strategies["this run"] = batching
+    return {"histogram": np.bincount(lengths, minlength=max_length + 1).tolist(),
+            "pad_fraction": {name: pad_fraction(lengths, plan_batches(lengths, b, batch_size, seed), b.padding,
+                                                max_length, b.pad_to_multiple_of) for name, b in strategies.items()}}

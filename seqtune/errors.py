@@ -11,3 +11,13 @@ class SeqtuneError(Exception):
     def __init__(self, *problems: str):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class StoppedBySignal(SeqtuneError):
+    """Training stopped on SIGTERM/SIGINT after writing a checkpoint; the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signum: int, checkpoint: str):
+        import signal
+
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name} after writing {checkpoint}")

@@ -15,7 +15,8 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from seqtune.checkpoint import INCOMPLETE_MARKER, checkpoints, resolve_resume_path
+from seqtune.checkpoint import checkpoints, resolve_resume_path
+from seqtune.output_dir import INCOMPLETE_MARKER
 from seqtune.cli import main
 from seqtune.errors import SeqtuneError
 from tests.conftest import write_csv
@@ -33,14 +34,14 @@ def train_cmd(tiny_model, pair_files, out, *extra):
 STALLING_CHILD = textwrap.dedent("""
     import sys, time
     import seqtune.train as t
-    original = t.save_checkpoint
-    def stalling(accelerator, output_dir, step, *a, **k):
-        path = original(accelerator, output_dir, step, *a, **k)
-        if step == {kill_after}:
+    original = t.write_checkpoint
+    def stalling(accelerator, out, state, *a, **k):
+        path = original(accelerator, out, state, *a, **k)
+        if state.step == {kill_after}:
             open(sys.argv[1], "w").close()
             time.sleep(600)
         return path
-    t.save_checkpoint = stalling
+    t.write_checkpoint = stalling
     from seqtune.cli import main
     sys.exit(main(sys.argv[2:]))
 """)

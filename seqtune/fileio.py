@@ -1,0 +1,69 @@
+"""Writing files so that a kill, a full disk or a failed write never leaves a half-written file that looks complete.
+
+Every file seqtune writes goes through `atomic_write` (or `write_json`): the content goes to `NAME.tmp.PID`, is
+flushed, then renamed over NAME (atomic on one file system); on any failure the temporary file is removed and the
+error becomes a one-line `SeqtuneError` naming the file. Folders are staged the same way by their writers
+(checkpoints, the saved model) and renamed into place."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+
+from seqtune.errors import SeqtuneError
+
+# errors a write can raise that mean "the disk or the folder refused it": torch.save raises RuntimeError with the
+# OS message inside ("PytorchStreamWriter failed writing file ...: file write failed"), safetensors its own errors
+WRITE_ERRORS = (OSError, RuntimeError)
+
+
+def disk_error(error: BaseException, where: str, last_good: str | None = None) -> SeqtuneError:
+    """The one-line message for a failed write: what failed, why, and what is still intact."""
+    no_space = getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error) or \
+        "file write failed" in str(error)
+    intact = f"; the last good checkpoint is {last_good}" if last_good else ""
+    if no_space:
+        return SeqtuneError(f"no space left on the device while writing {where}: free some space or choose another "
+                            f"--output_dir; nothing half-written was left behind{intact}.")
+    lines = str(error).strip().splitlines()
+    reason = getattr(error, "strerror", None) or (lines[0] if lines else type(error).__name__)
+    return SeqtuneError(f"could not write {where}: {reason}{intact}.")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w", **open_kwargs):
+    """`with atomic_write(path) as f: ...` writes `path` whole or not at all."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+        os.replace(tmp, path)
+    except WRITE_ERRORS as error:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise disk_error(error, path) from error
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: str, data, indent: int | None = 2) -> None:
+    with atomic_write(path) as f:
+        json.dump(data, f, indent=indent)
+
+
+def read_json(path: str, default=None):
+    """A JSON file's content, or `default` when it does not exist."""
+    if not os.path.isfile(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

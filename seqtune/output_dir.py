@@ -1,0 +1,137 @@
+"""The training run's --output_dir: owned, locked and marked while a run writes into it.
+
+- A lock (filelock) stops a second run from writing into a folder in use; the lock file names the holder.
+- A manifest records every top-level entry a seqtune run wrote, so --overwrite_output_dir removes only those
+  (never a user's own files or folders, whatever their names).
+- An INCOMPLETE marker stays until the run has finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import sys
+import time
+
+from seqtune.errors import SeqtuneError
+from seqtune.fileio import atomic_write, read_json, remove_tree, write_json
+
+LOCK_FILE = ".seqtune.lock"
+MANIFEST_FILE = ".seqtune_manifest.json"
+INCOMPLETE_MARKER = "INCOMPLETE"  # present in output_dir while a run has not finished
+BOOKKEEPING = {LOCK_FILE, MANIFEST_FILE}
+
+
+class OutputDir:
+    """The main process's handle on --output_dir. Other processes get one with `is_main=False`: it does nothing."""
+
+    def __init__(self, path: str, is_main: bool = True):
+        self.path, self.is_main = path, is_main
+        self._lock = None
+        self._created = False
+
+    # ------------------------------------------------------------------ lifetime
+    def open(self) -> "OutputDir":
+        """Lock the folder (creating it if needed). Nothing else is written until `start`."""
+        if not self.is_main:
+            return self
+        self._created = not os.path.isdir(self.path)
+        os.makedirs(self.path, exist_ok=True)
+        self._acquire_lock()
+        return self
+
+    def start(self, overwrite: bool) -> None:
+        """Training is about to write: with `overwrite`, remove what earlier runs wrote here; mark INCOMPLETE."""
+        if not self.is_main:
+            return
+        owned = self.owned()
+        if overwrite and owned:
+            for name in owned:
+                target = os.path.join(self.path, name)
+                remove_tree(target) if os.path.isdir(target) else _remove(target)
+            write_json(self._manifest_path(), {"written_by_seqtune": []})
+        self.mark_incomplete()
+
+    def close(self, keep_if_empty: bool = True) -> None:
+        """Release the lock; a folder this run created and left with nothing in it is removed again."""
+        if not self.is_main or self._lock is None:
+            return
+        self._lock.release()
+        self._lock = None
+        _remove(os.path.join(self.path, LOCK_FILE))
+        leftovers = set(os.listdir(self.path)) - BOOKKEEPING if os.path.isdir(self.path) else set()
+        if self._created and not leftovers and not keep_if_empty:
+            remove_tree(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(keep_if_empty=exc_type is None)
+
+    # ------------------------------------------------------------------ what the runs wrote
+    def owned(self) -> list[str]:
+        return list(read_json(self._manifest_path(), {}).get("written_by_seqtune", []))
+
+    def is_owned(self, name: str) -> bool:
+        return name in self.owned()
+
+    def record(self, *names: str) -> None:
+        """Add top-level entries (file or folder names) to the manifest before they are written."""
+        if not self.is_main:
+            return
+        owned = self.owned()
+        new = [n for n in names if n not in owned]
+        if new:
+            write_json(self._manifest_path(), {"written_by_seqtune": owned + new})
+
+    def file(self, name: str) -> str:
+        """The path of a file this run writes, recorded as seqtune's."""
+        self.record(name.split(os.sep)[0])
+        return os.path.join(self.path, name)
+
+    def mark_incomplete(self) -> None:
+        if self.is_main:
+            with atomic_write(self.file(INCOMPLETE_MARKER)) as f:
+                f.write("This run has not finished: the model here may be missing or partial. Resume it with "
+                        "--resume_from_checkpoint.\n")
+
+    def mark_complete(self) -> None:
+        if self.is_main:
+            _remove(os.path.join(self.path, INCOMPLETE_MARKER))
+
+    # ------------------------------------------------------------------ internals
+    def _manifest_path(self) -> str:
+        return os.path.join(self.path, MANIFEST_FILE)
+
+    def _acquire_lock(self) -> None:
+        from filelock import FileLock, Timeout
+
+        path = os.path.join(self.path, LOCK_FILE)
+        lock = FileLock(path, timeout=0, is_singleton=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise SeqtuneError(f"--output_dir {self.path} is in use by another seqtune run ({_holder(path)}): wait for "
+                               "it to finish, or choose another --output_dir.") from None
+        self._lock = lock
+        with open(path, "w") as f:  # the file stays locked; it says who holds it
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "command": shlex.join(["seqtune", *sys.argv[1:]])}, f)
+
+
+def _holder(lock_path: str) -> str:
+    try:
+        with open(lock_path) as f:
+            info = json.load(f)
+        return f"process {info['pid']} on {info['host']}, started {info['started']}: {info['command']}"
+    except (OSError, ValueError, KeyError):
+        return "a process that has not said which"
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,183 @@
+"""Exact resume on the default configuration (symmetric pairs, length grouping, per-epoch evaluation, fast dropout,
+bf16): a run killed at an awkward moment (mid-epoch, right after the epoch boundary, during an evaluation, by
+SIGTERM) and resumed ends bitwise equal to the run that was never stopped. Also: settings that change the run are
+refused on resume, damaged checkpoints are named, and the best model survives resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from seqtune.checkpoint import checkpoints
+from seqtune.cli import main
+from seqtune.output_dir import INCOMPLETE_MARKER
+
+# 48 pairs x 2 orders = 96 rows, batch 8: 12 steps per epoch, 2 epochs (the default when pairs are doubled);
+# a checkpoint every 5 steps and at each epoch end: 5, 10, 12, 15, 20, 24
+STEPS_PER_EPOCH, TOTAL = 12, 24
+
+
+def defaults_cmd(model, files, out, *extra):
+    return ["train", "--model_name_or_path", model, "--train_file", files["train"], "--validation_file",
+            files["validation"], "--output_dir", out, "--symmetric_pairs", "true", "--per_device_train_batch_size",
+            "8", "--save_steps", "5", "--save_total_limit", "3", "--logging_steps", "1", "--seed", "3",
+            "--disable_tqdm", *extra]
+
+
+# The real CLI in a child process, which stops at a chosen point and tells the test through a file: after writing
+# a checkpoint, inside an evaluation, or by sending itself SIGTERM after a step.
+CHILD = textwrap.dedent("""
+    import os, signal, sys, time
+    import seqtune.train as t, seqtune.best_model as b
+    flag, where, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    def stall():
+        open(flag, "w").close()
+        time.sleep(600)
+    if where == "after_checkpoint":
+        original = t.write_checkpoint
+        def write_checkpoint(accelerator, out, state, *a, **k):
+            path = original(accelerator, out, state, *a, **k)
+            if state.step == at:
+                stall()
+            return path
+        t.write_checkpoint = write_checkpoint
+    elif where == "during_eval":
+        original_eval = b.BestModel.__call__
+        def evaluate(self, state):
+            if state.step == at:
+                stall()
+            return original_eval(self, state)
+        b.BestModel.__call__ = evaluate
+    elif where == "sigterm":
+        original_fit = t.fit
+        def fit(*a, **k):
+            hooks = a[7]
+            hooks.after_step.append(lambda s: os.kill(os.getpid(), signal.SIGTERM) if s.step == at else None)
+            return original_fit(*a, **k)
+        t.fit = fit
+    from seqtune.cli import main
+    sys.exit(main(sys.argv[4:]))
+""")
+
+
+def run_child(tmp_path, where, at, args, kill=True):
+    flag = str(tmp_path / f"stopped-{where}-{at}")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, flag, where, str(at), *args], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not kill:
+        out, err = child.communicate(timeout=300)
+        return child.returncode, err
+    deadline = time.time() + 240
+    while not os.path.exists(flag) and child.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert os.path.exists(flag), f"the child never reached {where} {at}: {child.communicate()[1][-2000:]}"
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+    return -9, ""
+
+
+def assert_same_weights(expected_dir, observed_dir):
+    expected, observed = (load_file(os.path.join(d, "model.safetensors")) for d in (expected_dir, observed_dir))
+    assert expected.keys() == observed.keys()
+    for name in expected:
+        assert expected[name].equal(observed[name]), name
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, pair_files, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("reference") / "run")
+    assert main(defaults_cmd(tiny_model, pair_files, out)) == 0
+    return out
+
+
+@pytest.mark.parametrize("where,at,resumes_from", [
+    ("after_checkpoint", 10, 10),  # mid-epoch 0: the resumed run crosses the epoch boundary
+    ("after_checkpoint", 12, 12),  # right at the epoch boundary (evaluated, checkpointed)
+    ("after_checkpoint", 15, 15),  # in epoch 1
+    ("during_eval", 12, 10),  # killed while evaluating at the epoch end: its checkpoint was never written
+    ("after_checkpoint", 24, 24),  # after the last checkpoint, before the model was saved
+])
+def test_killed_and_resumed_equals_uninterrupted(reference, tiny_model, pair_files, tmp_path, where, at,
+                                                 resumes_from):
+    out = str(tmp_path / "run")
+    run_child(tmp_path, where, at, defaults_cmd(tiny_model, pair_files, out))
+    assert os.path.exists(os.path.join(out, INCOMPLETE_MARKER))
+    assert os.path.basename(checkpoints(out)[-1]) == f"checkpoint-{resumes_from}"
+    assert main(defaults_cmd(tiny_model, pair_files, out, "--resume_from_checkpoint")) == 0
+    assert_same_weights(reference, out)
+    expected, observed = (json.load(open(os.path.join(d, "all_results.json"))) for d in (reference, out))
+    for key in ("eval_f1", "eval_accuracy", "best_step", "global_step", "train_samples"):
+        assert observed[key] == expected[key], key
+    log = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, TOTAL + 1))  # no step logged twice
+    assert [r["step"] for r in log if "eval_f1" in r] == [STEPS_PER_EPOCH, TOTAL]
+
+
+def test_sigterm_checkpoints_and_says_how_to_resume(reference, tiny_model, pair_files, tmp_path):
+    out = str(tmp_path / "run")
+    code, err = run_child(tmp_path, "sigterm", 7, defaults_cmd(tiny_model, pair_files, out), kill=False)
+    assert code == 143, err[-2000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert "stopped by SIGTERM after writing" in last and "checkpoint-7; resume with: seqtune train" in last
+    assert last.endswith("--resume_from_checkpoint")
+    assert os.path.basename(checkpoints(out)[-1]) == "checkpoint-7"
+    assert os.path.exists(os.path.join(out, INCOMPLETE_MARKER))
+    assert main(defaults_cmd(tiny_model, pair_files, out, "--resume_from_checkpoint")) == 0
+    assert_same_weights(reference, out)
+
+
+def test_resume_with_other_settings_is_refused_or_logged(reference, tiny_model, pair_files, tmp_path, capsys,
+                                                         caplog):
+    out = str(tmp_path / "run")
+    shutil.copytree(reference, out)
+    shutil.rmtree(os.path.join(out, "checkpoint-24"))  # resume from checkpoint-20
+    before = sorted(os.listdir(out))
+    code = main(defaults_cmd(tiny_model, pair_files, out, "--resume_from_checkpoint",
+                             "--per_device_train_batch_size", "4", "--learning_rate", "3e-4"))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "per_device_train_batch_size: checkpoint 8, now 4" in err and "learning_rate" in err
+    assert "--allow_inexact_resume" in err
+    assert sorted(os.listdir(out)) == before  # nothing written or removed
+    code = main(defaults_cmd(tiny_model, pair_files, out, "--resume_from_checkpoint", "--learning_rate", "3e-4",
+                             "--allow_inexact_resume"))
+    assert code == 0 and "NOT an exact continuation" in caplog.text
+
+
+def test_a_finished_run_resumed_ships_its_best_step(reference, tiny_model, pair_files, tmp_path, capsys):
+    """Resuming a finished run, or extending it with a larger --max_steps, keeps the weights of the best step."""
+    out = str(tmp_path / "run")
+    # a learning rate high enough that the last epoch is not the best one
+    args = defaults_cmd(tiny_model, pair_files, out, "--learning_rate", "3e-2", "--eval_strategy", "steps",
+                        "--eval_steps", "4")
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    weights = load_file(os.path.join(out, "model.safetensors"))
+    assert main(args + ["--resume_from_checkpoint"]) == 0  # resumes the finished run: nothing to train
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["best_step"] == first["best_step"] and again["eval_f1"] == first["eval_f1"]
+    for name, tensor in load_file(os.path.join(out, "model.safetensors")).items():
+        assert tensor.equal(weights[name]), name
+    assert main(args + ["--resume_from_checkpoint", "--max_steps", "28", "--allow_inexact_resume"]) == 0
+    extended = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert extended["global_step"] == 28
+    log = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
+    evals = {r["step"]: r["eval_f1"] for r in log if "eval_f1" in r}
+    best_step = max(evals, key=lambda s: (evals[s], -s))  # the first evaluation with the best value wins
+    assert extended["best_step"] == best_step and extended["eval_f1"] == evals[best_step]
+    if best_step == first["best_step"]:  # the best is still from before the extension: its weights are kept
+        for name, tensor in load_file(os.path.join(out, "model.safetensors")).items():
+            assert tensor.equal(weights[name]), name
+    else:
+        assert best_step > TOTAL
