@@ -187,7 +187,7 @@ def _main(command: str, rest: list[str], options: argparse.Namespace) -> int:
         logger.info("The Hugging Face Hub is unreachable: using local files and the local cache only.")
     if command == "report":
         return _report(rest)
-    return _run(command, rest, pre.config, config)
+    return _run(command, rest, pre.config, config, progress_bars=level <= logging.INFO)
 
 
 def _report(rest: list[str]) -> int:
@@ -243,12 +243,13 @@ def _parse(command: str, rest: list[str], config_path: str | None, config: dict)
     return [p for p in parsed if not isinstance(p, argparse.Namespace)]  # --log_level was read by _prescan
 
 
-def _run(command: str, rest: list[str], config_path: str | None = None, config: dict | None = None) -> int:
+def _run(command: str, rest: list[str], config_path: str | None = None, config: dict | None = None,
+         progress_bars: bool = True) -> int:
     try:
         parsed = _parse(command, rest, config_path, config or {})
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
-    _quiet_libraries()
+    _quiet_libraries(progress_bars)
     if command == "train":
         from seqtune.train import train
 
@@ -280,15 +281,17 @@ def _run(command: str, rest: list[str], config_path: str | None = None, config: 
     return 0
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(progress_bars: bool = True) -> None:
     """transformers/datasets warnings that do not concern the user of a CLI (e.g. the freshly initialised
-    classifier head, which fine-tuning is meant to train)."""
+    classifier head, which fine-tuning is meant to train). Above --log_level info, datasets' progress bars
+    ("Generating train split", "Tokenizing") are hidden too, as seqtune's own are."""
     import datasets
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
     datasets.logging.set_verbosity_error()
+    (datasets.enable_progress_bars if progress_bars else datasets.disable_progress_bars)()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datasets import ClassLabel, Dataset, DatasetDict, Features, IterableDatasetDict, Value, load_dataset
 from datasets.fingerprint import Hasher
 
-from seqtune.datacheck import check_label_columns, is_unlabelled, label_kind
+from seqtune.datacheck import as_float32, check_label_columns, is_unlabelled, label_kind
 from seqtune.errors import SeqtuneError
 from seqtune.hub import is_local, offline_hint
 from seqtune.tasks import GLUE_TASKS, TaskSpec
@@ -156,12 +156,27 @@ def _load_files(files: dict[str, str], streaming: bool = False) -> DatasetDict |
         if empty:
             split = empty.group(1)
             raise SeqtuneError(f"--{split}_file {files.get(split, '')}: no rows (only a header?). Add data rows.") from error
+        if "column names don't match" in str(cause) and len(escaped) > 1:
+            raise SeqtuneError(_columns_differ(builder, kwargs, escaped, files)) from error
         raise SeqtuneError(f"could not parse the data files {sorted(files.values())}: "
                            f"{text[-1] if text else type(cause).__name__}") from error
     for split, ds in raw.items():
         if not streaming and len(ds) == 0:
             raise SeqtuneError(f"--{split}_file {files[split]}: no rows (only a header?). Add data rows.")
     return raw
+
+
+def _columns_differ(builder: str, kwargs: dict, data_files: dict[str, list[str]], files: dict[str, str]) -> str:
+    """The message for splits whose files have different columns: each split's columns (read one split at a time,
+    only once loading them together has failed)."""
+    columns = {}
+    for split, split_files in data_files.items():
+        try:
+            columns[split] = load_dataset(builder, data_files={split: split_files}, split=split, **kwargs).column_names
+        except Exception:  # this split alone does not load either: its own error is reported when it is fixed
+            columns[split] = "unreadable"
+    listed = ", ".join(f"--{split}_file {files[split]} has {names}" for split, names in columns.items())
+    return f"the data files have different columns ({listed}): give every split the same columns."
 
 
 # ----------------------------------------------------------------------------------------------- columns
@@ -262,8 +277,7 @@ def prepare_labels(raw: DatasetDict, label_column: str | None, task: TaskSpec | 
         _raise_unseen({s: v for s, v in bad.items() if v}, label_column)
         return raw, LabelInfo(names, labelled)
     if task is not None and task.is_regression or label_kind(feature) == "float":
-        raw = DatasetDict({s: ds.cast_column(label_column, Value("float32")) if s in labelled else ds
-                           for s, ds in raw.items()})
+        raw = DatasetDict({s: as_float32(ds, label_column) if s in labelled else ds for s, ds in raw.items()})
         return raw, LabelInfo(None, labelled)
     return _map_class_labels(raw, label_column, task, labelled, train_split)
 

@@ -9,12 +9,13 @@ import math
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import ClassLabel, Dataset, DatasetDict, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from seqtune.errors import SeqtuneError
 from seqtune.tasks import TaskSpec
 
 TEXT_DTYPES = ("string", "large_string")
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def split_name(split: str, train_split: str = "train") -> str:
@@ -82,8 +83,28 @@ def check_label_columns(raw: DatasetDict, column: str, task: TaskSpec | None, tr
             if not is_unlabelled(ds, column):
                 _check_missing(ds, split, column, task, train_split)
                 _check_task_labels(ds, split, column, task)
+                kind = label_kind(ds.features[column])
+                if (task.is_regression if task is not None else kind == "float") and kind in ("int", "float"):
+                    _check_scores(ds, split, column)
         checked[split] = ds
     return DatasetDict(checked)
+
+
+def _check_scores(ds: Dataset, split: str, column: str) -> None:
+    """Regression scores become float32 (the model's dtype): each must be a finite number within its range (ints
+    beyond 2**53 cannot even pass through float64 exactly)."""
+    limit = 2**53 if label_kind(ds.features[column]) == "int" else FLOAT32_MAX
+    bad = next((v for v in ds.unique(column) if not is_missing(v) and not abs(v) <= limit), None)
+    if bad is not None:
+        raise SeqtuneError(f"column '{column}' of the {split} split has the score {bad} (row {row_of(ds, column, bad)}),"
+                           f" which is not a finite number of at most {limit:.3g} in size: fix or remove the row.")
+
+
+def as_float32(ds: Dataset, column: str) -> Dataset:
+    """Regression scores as float32; ints pass through float64 (a safe cast from int64 refuses ints above 2**24)."""
+    if label_kind(ds.features[column]) == "int":
+        ds = ds.cast_column(column, Value("float64"))
+    return ds.cast_column(column, Value("float32"))
 
 
 def _typed_labels(ds: Dataset, split: str, column: str, task: TaskSpec | None) -> Dataset:
@@ -94,13 +115,15 @@ def _typed_labels(ds: Dataset, split: str, column: str, task: TaskSpec | None) -
         shown = f" (its first rows hold {', '.join(repr(v) for v in values)})" if values else ""
         raise SeqtuneError(f"{where} does not hold one label per row: its values are of mixed or nested types"
                            f"{shown}. Make every label a name (e.g. pos, neg) or every label a number.")
-    if kind == "bool":
-        return ds.cast_column(column, Value("string"))
+    if kind == "bool":  # true/false: label names (and not numbers, for a regression)
+        ds, kind = ds.cast_column(column, Value("string")), "string"
     regression = task is not None and task.is_regression
     values = [v for v in ds.unique(column) if not is_missing(v)]
-    if kind == "float" and task is not None and not regression and all(float(v).is_integer() for v in values):
-        # ints with an empty cell read as floats; the missing cells are reported by _check_missing
-        return ds.cast_column(column, Value("int64")) if not any(is_missing(v) for v in ds.unique(column)) else ds
+    if kind == "float" and task is not None and not regression:
+        # a task's ids read as floats (a CSV column with an empty cell): back to ints when they all are ids; other
+        # values are reported by _check_missing and _check_task_labels
+        ids = all(float(v).is_integer() and -1 <= v < len(task.label_names) for v in values)
+        return ds.cast_column(column, Value("int64")) if ids and len(values) == len(ds.unique(column)) else ds
     if kind != "string":
         return ds
     numbers = [v for v in values if is_number(v)]
@@ -109,7 +132,9 @@ def _typed_labels(ds: Dataset, split: str, column: str, task: TaskSpec | None) -
         if names:
             raise SeqtuneError(f"{where} must hold numbers for the regression task: row {row_of(ds, column, names[0])}"
                                f" has {names[0]!r}. Fix the score or remove the row.")
-        return ds.cast_column(column, Value("float32"))
+        # Python's float() reads what a person writes (" 1", "1_000"); Arrow's string cast does not
+        return ds.map(lambda batch: {column: [None if v is None else float(v) for v in batch[column]]},
+                      batched=True, features=Features({**ds.features, column: Value("float64")}))
     if numbers and len(numbers) < len(values):
         name = next(v for v in values if not is_number(v))
         raise SeqtuneError(f"{where} mixes numbers and names: row {row_of(ds, column, numbers[0])} has "
@@ -143,7 +168,7 @@ def _check_task_labels(ds: Dataset, split: str, column: str, task: TaskSpec | No
     elif kind == "string":
         bad = sorted(v for v in ds.unique(column) if v not in names)
     elif kind == "float":
-        bad = sorted(v for v in ds.unique(column) if not float(v).is_integer())
+        bad = sorted(v for v in ds.unique(column) if not is_missing(v) and v not in range(len(names)))
     else:
         return
     if bad:
