@@ -250,6 +250,7 @@ def _run(command: str, rest: list[str], config_path: str | None = None, config: 
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     _quiet_libraries(progress_bars)
+    from seqtune.validation import validate_data_args  # train, evaluate and predict validate in their recipes
     if command == "train":
         from seqtune.train import train
 
@@ -269,6 +270,9 @@ def _run(command: str, rest: list[str], config_path: str | None = None, config: 
     elif command == "data":
         from seqtune.datastats import show_data
 
+        data_args, _, stats = parsed
+        validate_data_args(data_args, {"--per_device_train_batch_size": stats.per_device_train_batch_size,
+                                       "--max_tokens_per_batch_stats": stats.max_tokens_per_batch_stats}, {})
         show_data(*parsed)
     elif command == "sweep":
         from seqtune.sweep import sweep
@@ -277,6 +281,10 @@ def _run(command: str, rest: list[str], config_path: str | None = None, config: 
     elif command == "bench":
         from seqtune.bench import bench
 
+        data_args, _, options = parsed
+        validate_data_args(data_args, {"--steps": options.steps,
+                                       "--per_device_train_batch_size": options.per_device_train_batch_size},
+                           {"--output_file": options.output_file, "--chart": options.chart})
         bench(*parsed)
     return 0
 

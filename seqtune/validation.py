@@ -47,6 +47,16 @@ def validate_eval_args(data_args: DataArguments, eval_args: EvalArguments, comma
         raise SeqtuneError(*problems)
 
 
+def validate_data_args(data_args: DataArguments, sizes: dict[str, float], output_files: dict[str, str | None]
+                       ) -> None:
+    """`seqtune data` / `seqtune bench`: the data flags, the command's own sizes (flag -> value, must be positive)
+    and the files it writes (flag -> path), all reported at once."""
+    problems = _data_problems(data_args, needs_data=True) + _positive(sizes)
+    problems += [p for flag, path in output_files.items() if path and (p := writable_file_problem(path, flag))]
+    if problems:
+        raise SeqtuneError(*problems)
+
+
 def has_data(data_args: DataArguments) -> bool:
     return bool(data_args.dataset_name or data_args.task_name or data_args.train_file or data_args.validation_file
                 or data_args.test_file)

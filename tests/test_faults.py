@@ -179,6 +179,11 @@ FLAGS = [
     Case("output_dir_not_writable", TRAIN[:4] + ("--output_dir", "/proc/seqtune-run"), "is not writable"),
     Case("output_dir_not_empty", TRAIN, "is not empty: pass --overwrite_output_dir",
          lambda w: {"keep": w.text("out/keep.txt", "precious")}),
+    Case("data_command_max_seq_length_zero", ("--model_name_or_path", "{model}", "--train_file", "{train}",
+                                              "--max_seq_length", "0"), "--max_seq_length must be a positive number",
+         command="data"),
+    Case("bench_steps_zero", ("--model_name_or_path", "{model}", "--train_file", "{train}", "--steps", "0"),
+         "--steps must be a positive number, got 0", command="bench"),
     Case("cache_dir_under_a_file", TRAIN + ("--cache_dir", "{work}/notes.txt/cache"), "--cache_dir cannot be created",
          lambda w: {"notes": w.text("notes.txt", "mine")}),
 ]
