@@ -98,7 +98,13 @@ def rotate_checkpoints(output_dir: str, limit: int | None, owned) -> None:
 
 # ----------------------------------------------------------------------------------------------- resuming
 def load_loop_state(path: str) -> dict:
-    return read_json(os.path.join(path, STATE_FILE))
+    try:
+        state = read_json(os.path.join(path, STATE_FILE))
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError("not a seqtune loop state")
+        return state
+    except (OSError, ValueError) as error:
+        raise damaged(path, STATE_FILE, error) from error
 
 
 def verify_checkpoint(path: str, num_processes: int) -> None:

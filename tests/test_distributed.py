@@ -79,3 +79,33 @@ def test_streaming_over_two_processes_trains_and_evaluates(tiny_model, parquet_s
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5]
     results = json.load(open(os.path.join(out, "all_results.json")))
     assert results["train_samples"] == 40 and 0 <= results["eval_accuracy"] <= 1
+
+
+@needs_torchrun
+def test_two_processes_resume_across_the_epoch_boundary_on_the_defaults(tiny_model, pair_files, tmp_path):
+    """The default configuration (symmetric pairs, length grouping, per-epoch evaluation, fast dropout, bf16) under
+    2 processes, resumed from a checkpoint in epoch 0: the resumed run crosses the epoch boundary and ends with the
+    uninterrupted run's weights, bit for bit."""
+    def train(out, *extra):
+        cmd = [*TORCHRUN, "-m", "seqtune", "train", "--model_name_or_path", tiny_model, "--train_file",
+               pair_files["train"], "--validation_file", pair_files["validation"], "--output_dir", out,
+               "--symmetric_pairs", "true", "--per_device_train_batch_size", "4", "--save_steps", "5",
+               "--save_total_limit", "5", "--seed", "9", "--disable_tqdm", *extra]
+        env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    full = str(tmp_path / "full")
+    train(full)  # 96 rows / (4 x 2) = 12 steps per epoch, 2 epochs
+    resumed = str(tmp_path / "resumed")
+    os.makedirs(resumed)
+    shutil.copytree(os.path.join(full, "checkpoint-10"), os.path.join(resumed, "checkpoint-10"))
+    result = train(resumed, "--resume_from_checkpoint")
+    assert "Resumed from" in result.stderr
+    for model in ("model.safetensors", "checkpoint-24/model.safetensors"):  # the best and the last step's
+        expected, observed = (load_file(os.path.join(d, model)) for d in (full, resumed))
+        for name in expected:
+            assert observed[name].equal(expected[name]), f"{model}: {name}"
+    results = [json.load(open(os.path.join(d, "all_results.json"))) for d in (full, resumed)]
+    assert results[0]["eval_f1"] == results[1]["eval_f1"] and results[0]["global_step"] == 24

@@ -19,17 +19,28 @@ from safetensors.torch import load_file
 
 from seqtune.checkpoint import checkpoints
 from seqtune.cli import main
+from seqtune.demo_data.generate import make_paraphrase_pairs
 from seqtune.output_dir import INCOMPLETE_MARKER
+from tests.conftest import write_csv
 
-# 48 pairs x 2 orders = 96 rows, batch 8: 12 steps per epoch, 2 epochs (the default when pairs are doubled);
-# a checkpoint every 5 steps and at each epoch end: 5, 10, 12, 15, 20, 24
-STEPS_PER_EPOCH, TOTAL = 12, 24
+# 240 pairs x 2 orders = 480 rows, batch 8: 60 steps per epoch, 2 epochs (the default when pairs are doubled);
+# a checkpoint every 25 steps and at each epoch end: 25, 50, 60, 75, 100, 120. 480 rows are more than one of the
+# length-grouped sampler's mega-batches (50 batches), so each epoch's order depends on its seed.
+STEPS_PER_EPOCH, TOTAL = 60, 120
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("resume-pairs")
+    rows = make_paraphrase_pairs(260, seed=21)
+    return {"train": write_csv(str(folder / "train.csv"), rows[:240]),
+            "validation": write_csv(str(folder / "validation.csv"), rows[240:])}
 
 
 def defaults_cmd(model, files, out, *extra):
     return ["train", "--model_name_or_path", model, "--train_file", files["train"], "--validation_file",
             files["validation"], "--output_dir", out, "--symmetric_pairs", "true", "--per_device_train_batch_size",
-            "8", "--save_steps", "5", "--save_total_limit", "3", "--logging_steps", "1", "--seed", "3",
+            "8", "--save_steps", "25", "--save_total_limit", "3", "--logging_steps", "5", "--seed", "3",
             "--disable_tqdm", *extra]
 
 
@@ -86,11 +97,18 @@ def run_child(tmp_path, where, at, args, kill=True):
     return -9, ""
 
 
-def assert_same_weights(expected_dir, observed_dir):
-    expected, observed = (load_file(os.path.join(d, "model.safetensors")) for d in (expected_dir, observed_dir))
-    assert expected.keys() == observed.keys()
-    for name in expected:
-        assert expected[name].equal(observed[name]), name
+def assert_same_weights(expected_dir, observed_dir, same_log=True):
+    """The saved (best) model, the last checkpoint's model and every logged loss are bitwise the same: the best
+    model alone could predate the point where a resumed run diverges."""
+    for model in ("model.safetensors", f"checkpoint-{TOTAL}/model.safetensors"):
+        expected, observed = (load_file(os.path.join(d, model)) for d in (expected_dir, observed_dir))
+        assert expected.keys() == observed.keys()
+        for name in expected:
+            assert expected[name].equal(observed[name]), f"{model}: {name}"
+    if same_log:  # (a stop by signal logs the loss of its last step: the records differ, not the losses)
+        expected, observed = ([(r["step"], r.get("loss"), r.get("eval_f1")) for r in map(json.loads, open(
+            os.path.join(d, "train_log.jsonl")))] for d in (expected_dir, observed_dir))
+        assert observed == expected
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +119,11 @@ def reference(tiny_model, pair_files, tmp_path_factory):
 
 
 @pytest.mark.parametrize("where,at,resumes_from", [
-    ("after_checkpoint", 10, 10),  # mid-epoch 0: the resumed run crosses the epoch boundary
-    ("after_checkpoint", 12, 12),  # right at the epoch boundary (evaluated, checkpointed)
-    ("after_checkpoint", 15, 15),  # in epoch 1
-    ("during_eval", 12, 10),  # killed while evaluating at the epoch end: its checkpoint was never written
-    ("after_checkpoint", 24, 24),  # after the last checkpoint, before the model was saved
+    ("after_checkpoint", 50, 50),  # mid-epoch 0: the resumed run crosses the epoch boundary
+    ("after_checkpoint", 60, 60),  # right at the epoch boundary (evaluated, checkpointed)
+    ("after_checkpoint", 75, 75),  # in epoch 1
+    ("during_eval", 60, 50),  # killed while evaluating at the epoch end: its checkpoint was never written
+    ("after_checkpoint", 120, 120),  # after the last checkpoint, before the model was saved
 ])
 def test_killed_and_resumed_equals_uninterrupted(reference, tiny_model, pair_files, tmp_path, where, at,
                                                  resumes_from):
@@ -119,29 +137,29 @@ def test_killed_and_resumed_equals_uninterrupted(reference, tiny_model, pair_fil
     for key in ("eval_f1", "eval_accuracy", "best_step", "global_step", "train_samples"):
         assert observed[key] == expected[key], key
     log = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
-    assert [r["step"] for r in log if "loss" in r] == list(range(1, TOTAL + 1))  # no step logged twice
+    assert [r["step"] for r in log if "loss" in r] == list(range(5, TOTAL + 1, 5))  # no step logged twice
     assert [r["step"] for r in log if "eval_f1" in r] == [STEPS_PER_EPOCH, TOTAL]
 
 
 def test_sigterm_checkpoints_and_says_how_to_resume(reference, tiny_model, pair_files, tmp_path):
     out = str(tmp_path / "run")
-    code, err = run_child(tmp_path, "sigterm", 7, defaults_cmd(tiny_model, pair_files, out), kill=False)
+    code, err = run_child(tmp_path, "sigterm", 33, defaults_cmd(tiny_model, pair_files, out), kill=False)
     assert code == 143, err[-2000:]
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert "stopped by SIGTERM after writing" in last and "checkpoint-7; resume with: seqtune train" in last
+    assert "stopped by SIGTERM after writing" in last and "checkpoint-33; resume with: seqtune train" in last
     assert last.endswith("--resume_from_checkpoint")
-    assert os.path.basename(checkpoints(out)[-1]) == "checkpoint-7"
+    assert os.path.basename(checkpoints(out)[-1]) == "checkpoint-33"
     assert os.path.exists(os.path.join(out, INCOMPLETE_MARKER))
     assert main(defaults_cmd(tiny_model, pair_files, out, "--resume_from_checkpoint")) == 0
-    assert_same_weights(reference, out)
+    assert_same_weights(reference, out, same_log=False)
 
 
 def test_resume_with_other_settings_is_refused_or_logged(reference, tiny_model, pair_files, tmp_path, capsys,
                                                          caplog):
     out = str(tmp_path / "run")
     shutil.copytree(reference, out)
-    shutil.rmtree(os.path.join(out, "checkpoint-24"))  # resume from checkpoint-20
+    shutil.rmtree(os.path.join(out, "checkpoint-120"))  # resume from checkpoint-100
     before = sorted(os.listdir(out))
     code = main(defaults_cmd(tiny_model, pair_files, out, "--resume_from_checkpoint",
                              "--per_device_train_batch_size", "4", "--learning_rate", "3e-4"))
@@ -160,7 +178,7 @@ def test_a_finished_run_resumed_ships_its_best_step(reference, tiny_model, pair_
     out = str(tmp_path / "run")
     # a learning rate high enough that the last epoch is not the best one
     args = defaults_cmd(tiny_model, pair_files, out, "--learning_rate", "3e-2", "--eval_strategy", "steps",
-                        "--eval_steps", "4")
+                        "--eval_steps", "20")
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     weights = load_file(os.path.join(out, "model.safetensors"))
@@ -169,9 +187,9 @@ def test_a_finished_run_resumed_ships_its_best_step(reference, tiny_model, pair_
     assert again["best_step"] == first["best_step"] and again["eval_f1"] == first["eval_f1"]
     for name, tensor in load_file(os.path.join(out, "model.safetensors")).items():
         assert tensor.equal(weights[name]), name
-    assert main(args + ["--resume_from_checkpoint", "--max_steps", "28", "--allow_inexact_resume"]) == 0
+    assert main(args + ["--resume_from_checkpoint", "--max_steps", "140", "--allow_inexact_resume"]) == 0
     extended = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert extended["global_step"] == 28
+    assert extended["global_step"] == 140
     log = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
     evals = {r["step"]: r["eval_f1"] for r in log if "eval_f1" in r}
     best_step = max(evals, key=lambda s: (evals[s], -s))  # the first evaluation with the best value wins

@@ -1,0 +1,312 @@
+"""Fault matrix, the run side: output folders (ownership, locks, two runs at once), disks that fill up, damaged
+checkpoints, resumes that would not be exact, signals. Each case asserts the exit code, a one-line message without
+a traceback, and the output folder's contents before and after (nothing of the user's deleted)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from seqtune.cli import main
+from seqtune.output_dir import INCOMPLETE_MARKER, LOCK_FILE, MANIFEST_FILE
+from tests.conftest import write_csv
+
+
+def cmd(model, files, out, *extra):
+    return ["train", "--model_name_or_path", model, "--train_file", files["train"], "--validation_file",
+            files["validation"], "--output_dir", out, "--per_device_train_batch_size", "8", "--num_train_epochs",
+            "2", "--save_steps", "2", "--logging_steps", "1", "--seed", "1", "--disable_tqdm", *extra]
+
+
+def tree(folder) -> set[str]:
+    """Every path under `folder`, relative to it."""
+    found = set()
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            found.add(os.path.relpath(os.path.join(root, name), folder))
+    return found
+
+
+def one_line_error(capsys, code_expected=2) -> str:
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.strip().splitlines() if line.startswith("seqtune train")]
+    assert "Traceback" not in captured.err, captured.err[-2000:]
+    assert len(lines) == 1, captured.err[-2000:]
+    return lines[0]
+
+
+@pytest.fixture()
+def finished_run(tiny_model, pair_files, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("finished") / "run")
+    assert main(cmd(tiny_model, pair_files, out)) == 0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- output folders
+def test_overwrite_removes_only_what_seqtune_wrote(finished_run, tiny_model, pair_files, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run, out)
+    os.makedirs(os.path.join(out, "checkpoint-old"))
+    user_files = {"checkpoint-old/notes.txt": "mine", "best_model_ideas.txt": "mine", "data.csv": "a,b\n",
+                  "checkpoint-99/keep.txt": "not a seqtune checkpoint"}
+    for name, text in user_files.items():
+        os.makedirs(os.path.dirname(os.path.join(out, name)), exist_ok=True)
+        with open(os.path.join(out, name), "w") as f:
+            f.write(text)
+    assert main(cmd(tiny_model, pair_files, out, "--overwrite_output_dir", "--max_steps", "3")) == 0
+    for name, text in user_files.items():
+        assert open(os.path.join(out, name)).read() == text, name
+    results = json.load(open(os.path.join(out, "all_results.json")))
+    assert results["global_step"] == 3  # the new run's, not the old one's
+    assert not os.path.exists(os.path.join(out, "checkpoint-12"))  # the earlier run's checkpoints are gone
+
+
+def test_a_user_folder_named_like_a_checkpoint_is_not_replaced(tiny_model, pair_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-2" / "mine.txt").write_text("mine")
+    before = tree(out)
+    code = main(cmd(tiny_model, pair_files, str(out), "--overwrite_output_dir"))
+    line = one_line_error(capsys)
+    assert code == 2 and "checkpoint-2 exists and was not written by seqtune" in line
+    assert (out / "checkpoint-2" / "mine.txt").read_text() == "mine"
+    assert before <= tree(out)
+
+
+def test_a_refused_run_leaves_no_folder_behind(tiny_model, tmp_path, capsys):
+    train = write_csv(str(tmp_path / "train.csv"), [{"text": "only one row", "label": 0.5}])
+    out = tmp_path / "new-folder"
+    code = main(["train", "--model_name_or_path", tiny_model, "--train_file", train, "--output_dir", str(out)])
+    assert code == 2 and "Traceback" not in capsys.readouterr().err
+    assert not out.exists()  # created for the lock, removed again: the run wrote nothing
+
+
+def test_an_empty_folder_stays_empty_when_refused(tiny_model, tmp_path, capsys):
+    train = write_csv(str(tmp_path / "train.csv"), [{"text": "only one row", "label": 0.5}])
+    out = tmp_path / "empty"
+    out.mkdir()
+    code = main(["train", "--model_name_or_path", tiny_model, "--train_file", train, "--output_dir", str(out)])
+    assert code == 2 and os.listdir(out) == []
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    import seqtune.train as t
+    original = t.write_checkpoint
+    def write_checkpoint(accelerator, out, state, *a, **k):
+        path = original(accelerator, out, state, *a, **k)
+        open(sys.argv[1], "w").close()
+        time.sleep(600)
+    t.write_checkpoint = write_checkpoint
+    from seqtune.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def test_two_runs_into_one_folder(tiny_model, pair_files, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    flag = str(tmp_path / "holding")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    first = subprocess.Popen([sys.executable, "-c", HOLDER, flag, *cmd(tiny_model, pair_files, out)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(flag) and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert os.path.exists(flag), "the first run never wrote its first checkpoint"
+        before = tree(out)
+        code = main(cmd(tiny_model, pair_files, out, "--overwrite_output_dir"))
+        line = one_line_error(capsys)
+        assert code == 2 and f"in use by another seqtune run (process {first.pid}" in line
+        assert tree(out) == before  # the second run deleted none of the first one's files
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # the lock dies with its holder: a resume takes over the folder
+    assert main(cmd(tiny_model, pair_files, out, "--resume_from_checkpoint")) == 0
+    assert not os.path.exists(os.path.join(out, LOCK_FILE))
+
+
+# ----------------------------------------------------------------------------------------------- full disk
+def failing_torch_save(monkeypatch, fail_on_call: int, error: Exception):
+    import torch
+
+    original, calls = torch.save, {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= fail_on_call:
+            if isinstance(f, (str, os.PathLike)):
+                with open(f, "wb") as partial:
+                    partial.write(b"half")  # what a full disk leaves
+            raise error
+        return original(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/3: file "
+                 "write failed"),
+    OSError(errno.ENOSPC, "No space left on device"),
+], ids=["torch-runtime-error", "enospc"])
+def test_disk_full_while_writing_a_checkpoint(tiny_model, pair_files, tmp_path, capsys, monkeypatch, error):
+    out = str(tmp_path / "run")
+    failing_torch_save(monkeypatch, fail_on_call=5, error=error)  # the first checkpoint: 3-4 files, then the second
+    code = main(cmd(tiny_model, pair_files, out))
+    line = one_line_error(capsys)
+    assert code == 2 and "no space left on the device while writing" in line
+    assert "the last good checkpoint is" in line and "checkpoint-2" in line
+    names = os.listdir(out)
+    assert not [n for n in names if n.endswith(".tmp")]  # the partial checkpoint was removed
+    assert "checkpoint-2" in names and INCOMPLETE_MARKER in names
+    assert "model.safetensors" not in names
+
+
+def test_disk_full_while_writing_the_loop_state(tiny_model, pair_files, tmp_path, capsys, monkeypatch):
+    import seqtune.checkpoint as checkpoint
+
+    def no_space(path, data, indent=2):
+        raise checkpoint.disk_error(OSError(errno.ENOSPC, "No space left on device"), path)
+
+    monkeypatch.setattr(checkpoint, "write_json", no_space)
+    out = str(tmp_path / "run")
+    code = main(cmd(tiny_model, pair_files, out))
+    line = one_line_error(capsys)
+    assert code == 2 and "no space left on the device" in line
+    assert not [n for n in os.listdir(out) if n.startswith("checkpoint-")]
+
+
+# ----------------------------------------------------------------------------------------------- damaged checkpoints
+def damage(path: str, how: str) -> None:
+    if how == "remove":
+        os.remove(path)
+    elif how == "truncate":
+        with open(path, "r+b") as f:
+            f.truncate(max(1, os.path.getsize(path) // 3))
+    else:
+        with open(path, "wb") as f:
+            f.write(b"\x00garbage\xff" * 10)
+
+
+@pytest.mark.parametrize("part,how", [
+    ("model.safetensors", "remove"), ("model.safetensors", "truncate"), ("optimizer.bin", "truncate"),
+    ("optimizer.bin", "remove"), ("scheduler.bin", "garbage"), ("random_states_0.pkl", "garbage"),
+    ("random_states_0.pkl", "remove"), ("trainer_state.json", "garbage"),
+])
+def test_a_damaged_checkpoint_is_named_with_the_previous_one(finished_run, tiny_model, pair_files, tmp_path, capsys,
+                                                             part, how):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run, out)
+    damage(os.path.join(out, "checkpoint-12", part), how)
+    before = tree(out)
+    code = main(cmd(tiny_model, pair_files, out, "--resume_from_checkpoint", os.path.join(out, "checkpoint-12")))
+    line = one_line_error(capsys)
+    assert code == 2 and f"checkpoint-12 is damaged: {part} cannot be read" in line
+    assert "--resume_from_checkpoint" in line and "checkpoint-10" in line  # the previous one
+    assert tree(out) == before
+
+
+def test_damaged_best_weights_are_named(tiny_model, pair_files, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    # a tiny learning rate: the best evaluation is not the last step's, so the checkpoint carries its weights
+    args = cmd(tiny_model, pair_files, out, "--learning_rate", "3e-2", "--eval_strategy", "steps", "--eval_steps", "2")
+    assert main(args) == 0
+    capsys.readouterr()
+    carrying = [c for c in os.listdir(out) if c.startswith("checkpoint-")
+                and os.path.exists(os.path.join(out, c, "best_model.safetensors"))]
+    if not carrying:
+        pytest.skip("the last step was the best one: no separate best weights to damage")
+    damage(os.path.join(out, carrying[-1], "best_model.safetensors"), "truncate")
+    code = main(args + ["--resume_from_checkpoint", os.path.join(out, carrying[-1])])
+    line = one_line_error(capsys)
+    assert code == 2 and "best_model.safetensors cannot be read" in line
+
+
+# ----------------------------------------------------------------------------------------------- resume hazards
+@pytest.mark.parametrize("change,expected", [
+    (["--per_device_train_batch_size", "4"], "per_device_train_batch_size: checkpoint 8, now 4"),
+    (["--gradient_accumulation_steps", "2"], "gradient_accumulation_steps"),
+    (["--seed", "2"], "seed: checkpoint 1, now 2"),
+    (["--max_seq_length", "64"], "max_seq_length"),
+    (["--no_group_by_length"], "batching"),
+    (["--lr_scheduler_type", "cosine"], "lr_scheduler_type"),
+    (["--num_train_epochs", "3"], "max_steps: checkpoint 12, now 18"),
+], ids=["batch", "accumulation", "seed", "max-length", "batching", "schedule", "epochs"])
+def test_resume_with_settings_that_change_the_run_is_refused(finished_run, tiny_model, pair_files, tmp_path, capsys,
+                                                             change, expected):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run, out)
+    before = tree(out)
+    code = main(cmd(tiny_model, pair_files, out, "--resume_from_checkpoint", *change))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and expected in err and "--allow_inexact_resume" in err
+    assert tree(out) == before
+
+
+def test_resume_on_other_data_or_labels_is_refused(finished_run, tiny_model, pair_files, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run, out)
+    rows = [{"sentence1": f"a {i}", "sentence2": f"b {i}", "label": ["x", "y", "z"][i % 3]} for i in range(30)]
+    other = write_csv(str(tmp_path / "other.csv"), rows)
+    code = main(["train", "--model_name_or_path", tiny_model, "--train_file", other, "--output_dir", out,
+                 "--per_device_train_batch_size", "8", "--resume_from_checkpoint", "--disable_tqdm"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "data: checkpoint" in err and "labels: checkpoint ['0', '1'], now ['x', 'y', 'z']" in err
+
+
+def test_resume_without_a_checkpoint(tiny_model, pair_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    code = main(cmd(tiny_model, pair_files, str(out), "--resume_from_checkpoint"))
+    line = one_line_error(capsys)
+    assert code == 2 and "no checkpoint in --output_dir" in line and os.listdir(out) == []
+    code = main(cmd(tiny_model, pair_files, str(out), "--resume_from_checkpoint", str(tmp_path / "nowhere")))
+    line = one_line_error(capsys)
+    assert code == 2 and "is not a complete seqtune checkpoint" in line
+
+
+def test_an_interrupted_checkpoint_write_is_never_resumed(finished_run, tiny_model, pair_files, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run, out)
+    os.rename(os.path.join(out, "checkpoint-12"), os.path.join(out, "checkpoint-12.tmp"))  # killed mid-write
+    assert main(cmd(tiny_model, pair_files, out, "--resume_from_checkpoint")) == 0  # from checkpoint-10
+    assert json.load(open(os.path.join(out, "all_results.json")))["global_step"] == 12
+
+
+# ----------------------------------------------------------------------------------------------- signals
+SIGNALLER = textwrap.dedent("""
+    import os, signal, sys
+    import seqtune.train as t
+    original_fit = t.fit
+    def fit(*a, **k):
+        a[7].after_step.append(lambda s: os.kill(os.getpid(), int(sys.argv[1])) if s.step == 3 else None)
+        return original_fit(*a, **k)
+    t.fit = fit
+    from seqtune.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_writes_a_checkpoint_and_exits(tiny_model, pair_files, tmp_path, sig, code):
+    out = str(tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    result = subprocess.run([sys.executable, "-c", SIGNALLER, str(int(sig)), *cmd(tiny_model, pair_files, out,
+                                                                                 "--save_steps", "100")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert f"stopped by {sig.name} after writing" in result.stderr.strip().splitlines()[-1]
+    assert "checkpoint-3" in os.listdir(out) and INCOMPLETE_MARKER in os.listdir(out)
+    assert MANIFEST_FILE in os.listdir(out) and LOCK_FILE not in os.listdir(out)
