@@ -25,21 +25,41 @@ def run_trainer_recipe(
     evaluate: bool = True,
 ) -> dict:
     """Train with the course's `Trainer` recipe; return its metrics and throughput."""
-    import numpy as np
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
-
-    import torch
-
-    from seqtune.metrics import compute_metrics
+    from transformers import set_seed
 
     set_seed(seed)
+    trainer = course_trainer(model_name_or_path, raw_datasets, text_column, text_pair_column, num_labels, output_dir,
+                             seed, num_train_epochs, max_steps, per_device_train_batch_size)
+    start = time.perf_counter()
+    train_output = trainer.train()
+    wall = time.perf_counter() - start
+    results = {
+        "train_runtime": train_output.metrics["train_runtime"],
+        "train_wall_s": wall,
+        "train_samples_per_second": train_output.metrics["train_samples_per_second"],
+        "train_samples": int(train_output.global_step * per_device_train_batch_size),
+        "seed": seed,
+    }
+    if evaluate:
+        import numpy as np
+
+        from seqtune.metrics import compute_metrics
+
+        predictions = trainer.predict(trainer.eval_dataset)
+        preds = np.argmax(predictions.predictions, axis=-1)
+        for key, value in compute_metrics(("f1", "accuracy"), preds, predictions.label_ids).items():
+            results[f"eval_{key}"] = value
+    return results
+
+
+def course_trainer(model_name_or_path: str, raw_datasets: DatasetDict, text_column: str, text_pair_column: str | None,
+                   num_labels: int, output_dir: str, seed: int, num_train_epochs: float, max_steps: int,
+                   per_device_train_batch_size: int):
+    """The course's tokenization, model and `Trainer`, as chapter 3 writes them."""
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
 
     def tokenize_function(example):
@@ -60,7 +80,7 @@ def run_trainer_recipe(
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer = Trainer(
+    return Trainer(
         model,
         args,
         train_dataset=tokenized["train"],
@@ -68,19 +88,3 @@ def run_trainer_recipe(
         data_collator=DataCollatorWithPadding(tokenizer=tokenizer),
         processing_class=tokenizer,
     )
-    start = time.perf_counter()
-    train_output = trainer.train()
-    wall = time.perf_counter() - start
-    results = {
-        "train_runtime": train_output.metrics["train_runtime"],
-        "train_wall_s": wall,
-        "train_samples_per_second": train_output.metrics["train_samples_per_second"],
-        "train_samples": int(train_output.global_step * per_device_train_batch_size),
-        "seed": seed,
-    }
-    if evaluate:
-        predictions = trainer.predict(tokenized["validation"])
-        preds = np.argmax(predictions.predictions, axis=-1)
-        for key, value in compute_metrics(("f1", "accuracy"), preds, predictions.label_ids).items():
-            results[f"eval_{key}"] = value
-    return results
