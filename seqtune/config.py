@@ -112,6 +112,9 @@ class TrainingArguments:
     resume_from_checkpoint: str | None = _f(None, "Resume from this checkpoint folder; given without a value, from the "
                                             "newest checkpoint in --output_dir. Restores model, optimizer, schedule, "
                                             "random states and the position in the data.", nargs="?", const="latest")
+    allow_inexact_resume: bool = _f(False, "Resume from a checkpoint written with other settings (batch size, data, "
+                                    "labels, schedule, processes, ...): the run continues, but not as the original "
+                                    "run would have; without it such a resume is refused with the differences.")
     fast_dropout: bool = _f(True, "On CPUs, draw dropout masks 16 bits per element instead of torch's bernoulli_ "
                             "(2.6x cheaper; the same Bernoulli masks). --no_fast_dropout for torch's own. GPUs keep "
                             "torch's fused kernels.")

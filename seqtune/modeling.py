@@ -118,3 +118,33 @@ def _load_error(model_name_or_path: str, error: Exception) -> SeqtuneError:
         return SeqtuneError(f"--model_name_or_path {model_name_or_path} is not a usable model folder: "
                             f"{str(error).splitlines()[0]}")
     return SeqtuneError(offline_hint("model", model_name_or_path))
+
+
+# ----------------------------------------------------------------------------------------------- model surgery
+def label_config(label_names: tuple[str, ...] | None) -> dict:
+    """The config keys that give a classifier its labels (one output for regression)."""
+    if label_names is None:
+        return {"num_labels": 1, "problem_type": "regression"}
+    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+            "label2id": {name: i for i, name in enumerate(label_names)}}
+
+
+def is_sentence_transformers_checkpoint(model_path: str) -> bool:
+    return os.path.isfile(os.path.join(model_path, "config_sentence_transformers.json"))
+
+
+def reinit_pooler(model) -> bool:
+    """Re-initialise the [CLS] pooler as BERT initialises a fresh one (as for the new classifier). A
+    sentence-transformers checkpoint was trained with mean pooling, so its pooler never learned the encoder's last
+    state. Returns False when the model has no pooler."""
+    import torch
+
+    pooler = getattr(getattr(model, model.base_model_prefix, None), "pooler", None)
+    if pooler is None:
+        return False
+    std = getattr(model.config, "initializer_range", 0.02)
+    for module in pooler.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=std)
+            torch.nn.init.zeros_(module.bias)
+    return True

@@ -32,6 +32,21 @@ class PreparedData:
     symmetric: bool = False
     swapped: dict = field(default_factory=dict)  # split -> tokenized (text_pair, text) rows, for symmetric pairs
     train_stream: IterableDataset | None = None  # --streaming: the tokenized training rows, read as iterated
+    collator: object = None  # set by the recipe that batches the data
+
+    @property
+    def streaming(self) -> bool:
+        return self.train_stream is not None
+
+    @property
+    def train(self):
+        """The tokenized training rows: the stream with --streaming, else the training split (None: none)."""
+        return self.train_stream if self.streaming else self.tokenized.get("train")
+
+    @property
+    def fingerprint(self) -> str | None:
+        """Identifies the training rows as tokenized (datasets' fingerprint; for a stream, its source)."""
+        return getattr(self.train, "_fingerprint", None)
 
     @property
     def eval_split(self) -> str | None:
