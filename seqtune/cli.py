@@ -8,10 +8,9 @@ import argparse
 import json
 import logging
 import os
-import shlex
 import sys
 
-from seqtune.errors import SeqtuneError, StoppedBySignal
+from seqtune.errors import SeqtuneError
 from seqtune.hub import go_offline_if_unreachable
 
 COMMANDS = {
@@ -56,10 +55,15 @@ class _ArgumentParser(_ReportingParser, argparse.ArgumentParser):
     pass
 
 
-def _to_bool(value: str) -> bool:
-    if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-    return value.lower() in ("true", "yes", "1")
+def _debug_flag(argv: list[str]) -> bool | None:
+    """--debug, --debug false, --debug=no ... (the dataclass flag takes an optional value); None when absent. Not
+    an argparse option here: `seqtune report --debug DIR` must not read DIR as its value."""
+    for i, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        if name == "--debug":
+            value = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            return value.lower() not in ("false", "no", "f", "n", "0")
+    return None
 
 
 def _prescan(command: str, argv: list[str], config: dict | None = None) -> argparse.Namespace:
@@ -69,10 +73,12 @@ def _prescan(command: str, argv: list[str], config: dict | None = None) -> argpa
     for flag in ("--model_name_or_path", "--dataset_name", "--task_name", "--train_file", "--config"):
         pre.add_argument(flag)
     pre.add_argument("--log_level", default="info")
-    pre.add_argument("--debug", nargs="?", const=True, default=False, type=_to_bool)
     known = {action.dest for action in pre._actions}
     pre.set_defaults(**{key: value for key, value in (config or {}).items() if key in known and key != "config"})
-    return pre.parse_known_args(argv)[0]
+    pre_args = pre.parse_known_args(argv)[0]
+    debug = _debug_flag(argv)
+    pre_args.debug = bool((config or {}).get("debug", False)) if debug is None else debug
+    return pre_args
 
 
 def read_config_file(path: str) -> dict:
@@ -152,14 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     command, rest = argv[0], argv[1:]
-    options = argparse.Namespace(debug="--debug" in rest)  # until the flags are read
+    options = argparse.Namespace(debug=bool(_debug_flag(rest)))  # until the flags are read
     try:
         return _main(command, rest, options)
-    except StoppedBySignal as stopped:  # SIGTERM/SIGINT during training: a checkpoint was written
-        resume = shlex.join(["seqtune", command, *[a for a in rest if a != "--resume_from_checkpoint"],
-                             "--resume_from_checkpoint"])
-        print(f"seqtune {command}: {stopped}; resume with: {resume}", file=sys.stderr)
-        return stopped.exit_code
     except SeqtuneError as error:
         if options.debug:
             raise
@@ -188,7 +189,9 @@ def _main(command: str, rest: list[str], options: argparse.Namespace) -> int:
     level = getattr(logging, str(pre.log_level).upper(), logging.INFO)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=level if is_main else max(level, logging.WARNING))
-    dataset = pre.dataset_name or ("glue" if pre.task_name and not pre.train_file else None)
+    from seqtune.source import dataset_source
+
+    dataset, _ = dataset_source(pre.task_name, pre.dataset_name, None, bool(pre.train_file))
     if go_offline_if_unreachable(pre.model_name_or_path, dataset):
         logger.info("The Hugging Face Hub is unreachable: using local files and the local cache only.")
     if command == "report":
