@@ -8,9 +8,10 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 
-from seqtune.errors import SeqtuneError
+from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.hub import go_offline_if_unreachable
 
 COMMANDS = {
@@ -161,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     options = argparse.Namespace(debug=bool(_debug_flag(rest)))  # until the flags are read
     try:
         return _main(command, rest, options)
+    except StoppedBySignal as stopped:  # SIGTERM/SIGINT during training: a checkpoint was written
+        resume = shlex.join(["seqtune", command, *[a for a in rest if a != "--resume_from_checkpoint"],
+                             "--resume_from_checkpoint"])
+        print(f"seqtune {command}: {stopped}; resume with: {resume}", file=sys.stderr)
+        return stopped.exit_code
     except SeqtuneError as error:
         if options.debug:
             raise
