@@ -16,7 +16,7 @@ from datasets.fingerprint import Hasher
 from seqtune.datacheck import as_float32, check_label_columns, is_unlabelled, label_kind
 from seqtune.errors import SeqtuneError
 from seqtune.hub import is_local, offline_hint
-from seqtune.tasks import GLUE_TASKS, TaskSpec
+from seqtune.tasks import TaskSpec
 
 logger = logging.getLogger("seqtune")
 
@@ -37,14 +37,6 @@ COMMON_PAIR_COLUMNS = [
 COMMON_TEXT_COLUMNS = ["sentence", "text", "sentence1", "content", "review", "document"]
 COMMON_LABEL_COLUMNS = ["label", "labels", "score", "target"]
 SEQTUNE_CACHE_VERSION = 1  # bump when the tokenized layout changes
-
-
-def resolve_task(task_name: str | None) -> TaskSpec | None:
-    if task_name is None:
-        return None
-    if task_name.lower() not in GLUE_TASKS:
-        raise SeqtuneError(f"--task_name '{task_name}' is not a known task; choose one of: {', '.join(GLUE_TASKS)}.")
-    return GLUE_TASKS[task_name.lower()]
 
 
 # ----------------------------------------------------------------------------------------------- loading

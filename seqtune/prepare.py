@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 from datasets import DatasetDict, IterableDataset, concatenate_datasets
@@ -11,12 +10,12 @@ from datasets import DatasetDict, IterableDataset, concatenate_datasets
 from seqtune.batching import Batching
 from seqtune.config import DataArguments
 from seqtune.data import (Columns, LabelInfo, check_room_for_text, load_raw_datasets, prepare_labels,
-                          resolve_columns, resolve_task, swap_pair, tokenize_datasets, uses_token_type_ids)
+                          resolve_columns, swap_pair, tokenize_datasets, uses_token_type_ids)
 from seqtune.datacheck import check_text_columns, check_trainable
 from seqtune.errors import SeqtuneError
+from seqtune.source import dataset_source, task_for
 from seqtune.streaming import split_streams, tokenized_train_stream
-from seqtune.tasks import GLUE_TASKS, TaskSpec, default_metrics
-from seqtune.validation import validate_training_args  # noqa: F401  (re-exported: train.py, sweep.py)
+from seqtune.tasks import TaskSpec, default_metrics
 
 logger = logging.getLogger("seqtune")
 
@@ -57,32 +56,15 @@ class PreparedData:
         return None
 
 
-def dataset_source(data_args: DataArguments) -> tuple[str | None, str | None]:
-    """--task_name alone is shorthand for --dataset_name glue --dataset_config_name TASK."""
-    files = data_args.train_file or data_args.validation_file or data_args.test_file
-    if data_args.task_name and not data_args.dataset_name and not files:
-        return "glue", data_args.task_name.lower()
-    return data_args.dataset_name, data_args.dataset_config_name
-
-
-def task_for(data_args: DataArguments) -> TaskSpec | None:
-    """--task_name, or a GLUE task named by --dataset_name glue (or a local copy of it) --dataset_config_name."""
-    if data_args.task_name:
-        return resolve_task(data_args.task_name)
-    name, config = data_args.dataset_name, data_args.dataset_config_name
-    if name and config and os.path.basename(os.path.normpath(name)) == "glue" and config.lower() in GLUE_TASKS:
-        logger.info("Task: GLUE %s (from --dataset_config_name)", config.lower())
-        return GLUE_TASKS[config.lower()]
-    return None
-
-
 def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = None
               ) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None, IterableDataset | None]:
     """Load the raw splits, find the columns and map the labels (no tokenizer needed; a fine-tuned model's
     `model_labels` name the labels of data without a training split). With --streaming, the returned 'train'
     split is the stream's first rows and the stream itself comes last."""
-    task = task_for(data_args)
-    name, config = dataset_source(data_args)
+    task = task_for(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name)
+    files = data_args.train_file or data_args.validation_file or data_args.test_file
+    name, config = dataset_source(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name,
+                                  bool(files))
     raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file,
                             data_args.streaming)
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,

@@ -9,7 +9,6 @@ import threading
 
 import torch
 
-from seqtune.errors import StoppedBySignal  # noqa: F401 (raised by the recipe that uses this module)
 
 
 class GracefulStop:

@@ -82,13 +82,14 @@ def score(summary: dict, metric_names: list[str]) -> float:
 def drop_model(run_dir: str) -> None:
     """Delete a finished run's weights and checkpoints, keep its metrics, and rewrite its card to say so
     (a card must not point at a model that is gone)."""
+    from seqtune.checkpoint import checkpoints
     from seqtune.report import write_model_card
 
+    for path in checkpoints(run_dir):
+        remove_tree(path)
     for name in os.listdir(run_dir):
         path = os.path.join(run_dir, name)
-        if name.startswith("checkpoint-") and os.path.isdir(path):
-            remove_tree(path)
-        elif name.endswith(".safetensors") or name == "model.safetensors.index.json" or (
+        if name.endswith(".safetensors") or name == "model.safetensors.index.json" or (
                 name.startswith("pytorch_model") and name.endswith(".bin")):
             os.remove(path)
     write_model_card(run_dir)
@@ -154,7 +155,7 @@ def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingA
 def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,
           sweep_args: SweepArguments) -> dict:
     """`seqtune sweep`: seeds of the given flags (--n_trials 0) or a search; writes OUTPUT_DIR/sweep_summary.json."""
-    from seqtune.prepare import validate_training_args
+    from seqtune.validation import validate_training_args
 
     seeds = parse_seeds(sweep_args.seeds)
     validate_training_args(data_args, args)

@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from seqtune.data import (Columns, load_raw_datasets, prepare_labels, resolve_columns, tokenize_datasets,
                           uses_token_type_ids)
-from seqtune.demo import make_paraphrase_pairs
+from seqtune.demo_data.generate import make_paraphrase_pairs
 from seqtune.errors import SeqtuneError
 from seqtune.tasks import GLUE_TASKS
 from tests.conftest import build_tiny_bert, write_csv

@@ -382,7 +382,8 @@ def write_rows(path: str, values: list) -> str:
 @example(train=[0], validation=[16777217.0], fmt="csv", task="stsb")  # int64 -> float32: a safe cast refuses
 @example(train=[" 1"], validation=[], fmt="jsonl", task="stsb")  # Arrow does not read " 1" as a number
 def test_any_label_column_prepares_or_is_one_user_error(tmp_path_factory, train, validation, fmt, task):
-    from seqtune.data import load_raw_datasets, prepare_labels, resolve_task
+    from seqtune.data import load_raw_datasets, prepare_labels
+    from seqtune.source import resolve_task
     from seqtune.datacheck import check_trainable
 
     folder = tmp_path_factory.mktemp("labels")

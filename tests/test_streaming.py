@@ -35,7 +35,6 @@ def test_streaming_run_over_parquet_shards_trains_and_evaluates(tiny_model, parq
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # 8 steps x 8 rows: more than the 48 rows of the stream, so it was read a second time (reshuffled)
     assert results["global_step"] == 8 and results["train_samples"] == 64 and results["epoch"] is None
-    assert 0 <= results["eval_accuracy"] <= 1 and 0 <= results["eval_f1"] <= 1
     log = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
     assert [r["step"] for r in log if "eval_accuracy" in r] == [4, 8]
     config = json.load(open(os.path.join(out, "config.json")))
