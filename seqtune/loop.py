@@ -27,6 +27,8 @@ class LoopState:
     samples: int = 0
     real_tokens: int = 0
     train_time: float = 0.0  # seconds in the loop, evaluations and checkpoints excluded
+    eval_time: float = 0.0  # seconds evaluating during training
+    checkpoint_time: float = 0.0  # seconds writing checkpoints
     best_metric: float | None = None
     best_step: int | None = None
     best_metrics: dict | None = None
@@ -151,9 +153,9 @@ def after_step(state: LoopState, plan: Plan, hooks: Hooks, losses: "LossWindow",
     if evaluate_now or save_now:
         with clock.paused(losses):
             if evaluate_now:
-                hooks.evaluate(state)
+                timed(state, "eval_time", hooks.evaluate)
             if save_now:
-                hooks.checkpoint(state)
+                timed(state, "checkpoint_time", hooks.checkpoint)
 
 
 def end_epoch(state: LoopState, plan: Plan, hooks: Hooks, losses: "LossWindow", clock: "Clock") -> None:
@@ -161,8 +163,15 @@ def end_epoch(state: LoopState, plan: Plan, hooks: Hooks, losses: "LossWindow", 
     losses.check(state)
     with clock.paused(losses):
         if plan.eval_per_epoch or (plan.eval_every is not None and state.step % plan.eval_every and state.finished):
-            hooks.evaluate(state)
-        hooks.checkpoint(state)
+            timed(state, "eval_time", hooks.evaluate)
+        timed(state, "checkpoint_time", hooks.checkpoint)
+
+
+def timed(state: LoopState, field_name: str, hook) -> None:
+    """Run `hook(state)`, adding its seconds to the state's `field_name` (the run's phase table)."""
+    start = time.perf_counter()
+    hook(state)
+    setattr(state, field_name, getattr(state, field_name) + time.perf_counter() - start)
 
 
 class Clock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 
 import torch
 
@@ -36,6 +37,7 @@ logger = logging.getLogger("seqtune")
 
 def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments) -> dict:
     """Fine-tune and return `all_results` (also written to `output_dir/all_results.json`)."""
+    started = time.perf_counter()
     # --- every flag checked before anything is loaded or written
     validate_training_args(data_args, args)
     resume_path = resolve_resume_path(args.resume_from_checkpoint, args.output_dir)
@@ -81,6 +83,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         # --- the loop; SIGTERM/SIGINT finish the step and write a checkpoint
         hooks = Hooks(evaluate=best, log=steps.log, checkpoint=lambda s: write_checkpoint(
             accelerator, out, s, settings, best, args.save_total_limit))
+        setup_time = time.perf_counter() - started
         with GracefulStop() as stop:
             signum = fit(accelerator, model, optimizer, scheduler, EpochBatches(accelerator, loader, sampler), plan,
                          state, hooks, stop, args.max_grad_norm, args.bf16, progress=show_progress(accelerator, args))
@@ -88,7 +91,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         if signum:
             raise StoppedBySignal(signum, os.path.join(out.path, f"checkpoint-{state.step}"))
         # --- the best model (by the task's main metric), its results, card and report
-        return finish(accelerator, out, model, tokenizer, best, state, plan, data, settings,
+        return finish(accelerator, out, model, tokenizer, best, state, plan, data, setup_time,
                       {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},
                        "training": vars(args)})
 
@@ -232,10 +235,13 @@ def write_checkpoint(accelerator, out: OutputDir, state: LoopState, settings: di
 
 # ----------------------------------------------------------------------------------------------- finish
 def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state: LoopState, plan: Plan,
-           data: PreparedData, settings: dict, flags: dict) -> dict:
+           data: PreparedData, setup_time: float, flags: dict) -> dict:
     """Save the best model once, with its results, the run's flags, the evaluation's predictions, card and report."""
+    started = time.perf_counter()
     accelerator.wait_for_everyone()
     results = results_of(state, plan, data, accelerator.num_processes)
+    phases = {"setup": setup_time, "training": state.train_time, "evaluation": state.eval_time,
+              "checkpoints": state.checkpoint_time}
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         if best.weights is not None:
@@ -251,7 +257,11 @@ def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state
                                                    "text_pair_column": data.columns.text_pair,
                                                    "metrics": list(data.metrics)})
         write_card_and_report(out)
+        phases["saving"] = time.perf_counter() - started
+        results["phase_seconds"] = {name: round(seconds, 2) for name, seconds in phases.items()}
+        write_json(out.file("all_results.json"), results)  # again, with the time the saving took
         out.mark_complete()
+    logger.info("Phases (this process): %s", ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items()))
     logger.info("Saved the model to %s; %s", out.path,
                 " ".join(f"{k}={v:.4f}" for k, v in results.items() if k.startswith("eval_")))
     return results
