@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from seqtune.batching import Batching, build_collator, build_train_dataloader, padding_strategies
-from seqtune.config import DataArguments, ModelArguments
+from seqtune.config import DataArguments, ModelArguments, comma_items
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
 from seqtune.prepare import prepare_data
@@ -33,9 +33,10 @@ logger = logging.getLogger("seqtune")
 class BenchArguments:
     """What `seqtune bench` measures."""
 
-    strategies: str = field(default="max_length,dynamic,grouped,token_budget,default", metadata={
-        "help": "Comma-separated padding strategies to sweep: max_length, dynamic, grouped, token_budget, and "
-                "default (what `seqtune train` does with its default flags)."})
+    strategies: list[str] = field(default_factory=lambda: ["max_length", "dynamic", "grouped", "token_budget",
+                                                           "default"], metadata={
+        "help": "Padding strategies to sweep: max_length, dynamic, grouped, token_budget, and default (what "
+                "`seqtune train` does with its default flags)."})
     steps: int = field(default=20, metadata={"help": "Timed optimizer steps per configuration."})
     warmup_steps: int = field(default=3, metadata={"help": "Untimed steps first (allocations, compilation)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Rows per batch (row strategies)."})
@@ -176,7 +177,7 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
     strategies["default"] = Batching(DataArguments.padding, DataArguments.pad_to_multiple_of,
                                      DataArguments.group_by_length, DataArguments.max_tokens_per_batch)
     results = []
-    for name in [s.strip() for s in args.strategies.split(",") if s.strip()]:
+    for name in comma_items(args.strategies):
         if name not in strategies:
             from seqtune.errors import SeqtuneError
             raise SeqtuneError(f"--strategies: unknown strategy '{name}'; choose from {', '.join(strategies)}.")

@@ -131,7 +131,11 @@ def apply_config_defaults(parser: argparse.ArgumentParser, path: str, values: di
 
 
 def _config_value(action: argparse.Action, value):
-    """A YAML value as the flag's own type would read it from the command line."""
+    """A YAML value as the flag's own type would read it from the command line (a list for a list flag)."""
+    if action.nargs in ("+", "*"):
+        items = value if isinstance(value, list) else [value]
+        single = argparse.Action(action.option_strings, action.dest, type=action.type, choices=action.choices)
+        return [_config_value(single, item) for item in items]
     if isinstance(value, (list, dict)):
         raise ValueError(f"expected a single value, got {type(value).__name__} {value!r}")
     text = value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)

@@ -18,6 +18,12 @@ def _f(default, help: str, **kwargs):
     return field(default=default, metadata={"help": help, **kwargs})
 
 
+def comma_items(values) -> list[str]:
+    """The items of a list flag; an item may also hold several, comma-separated ("jsonl,tensorboard")."""
+    values = [values] if isinstance(values, str) else list(values or [])
+    return [item.strip() for value in values for item in str(value).split(",") if item.strip()]
+
+
 @dataclass
 class DataArguments:
     """Where the data comes from, which columns hold text and labels, and how it is tokenized and batched."""
@@ -101,8 +107,9 @@ class TrainingArguments:
     eval_strategy: Literal["no", "epoch", "steps"] = _f("epoch", "When to evaluate on the validation split.")
     eval_steps: int | None = _f(None, "With --eval_strategy steps: evaluate every N optimizer steps.")
     logging_steps: int = _f(10, "Write the training loss to the step log every N optimizer steps.")
-    report_to: str = _f("jsonl,tensorboard", "Where step metrics go: jsonl (train_log.jsonl), tensorboard (events "
-                        "in OUTPUT_DIR/runs), both (the default), or none.")
+    report_to: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"], metadata={
+        "help": "Where step metrics go: jsonl (train_log.jsonl), tensorboard (events in OUTPUT_DIR/runs), both (the "
+                "default: --report_to jsonl tensorboard), or none."})
     disable_tqdm: bool = _f(False, "No progress bar.")
     save_steps: int | None = _f(None, "Also write a checkpoint every N optimizer steps (one is always written at the "
                                 "end of each epoch), for --resume_from_checkpoint.")

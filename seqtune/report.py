@@ -71,6 +71,8 @@ def _finite(value) -> bool:
 
 
 def _fmt(value) -> str:
+    if isinstance(value, dict):  # e.g. phase_seconds: {"training": 146.0, ...}
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 

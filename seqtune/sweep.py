@@ -29,7 +29,8 @@ logger = logging.getLogger("seqtune")
 class SweepArguments:
     """How many seeds and trials."""
 
-    seeds: str = field(default="1,2,3", metadata={"help": "Comma-separated seeds each configuration is trained with."})
+    seeds: list[str] = field(default_factory=lambda: ["1", "2", "3"], metadata={
+        "help": "The seeds each configuration is trained with: --seeds 1 2 3 (or 1,2,3)."})
     n_trials: int = field(default=0, metadata={"help": "Optuna trials; 0 trains just the given flags."})
     study_seed: int = field(default=0, metadata={"help": "Seed of Optuna's TPE sampler (reproducible search)."})
     keep_models: bool = field(default=False, metadata={"help": "Keep every run's model (default: metrics only)."})
@@ -49,14 +50,17 @@ def search_space(trial) -> dict:
     }
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(values) -> list[int]:
+    """--seeds 1 2 3 or --seeds 1,2,3 as integers."""
+    from seqtune.config import comma_items
+
+    items = comma_items(values)
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in items]
     except ValueError as error:
-        raise SeqtuneError(f"--seeds '{text}' is not a comma-separated list of integers, e.g. --seeds 1,2,3.") \
-            from error
+        raise SeqtuneError(f"--seeds '{' '.join(items)}' is not a list of integers, e.g. --seeds 1 2 3.") from error
     if not seeds:
-        raise SeqtuneError("--seeds needs at least one seed, e.g. --seeds 1,2,3.")
+        raise SeqtuneError("--seeds needs at least one seed, e.g. --seeds 1 2 3.")
     return seeds
 
 

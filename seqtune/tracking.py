@@ -44,8 +44,9 @@ class StepLog:
 
 def sink_names(report_to) -> set[str]:
     """`--report_to` as a set of sink names ("none" = none)."""
-    values = report_to if isinstance(report_to, (list, tuple)) else str(report_to).split(",")
-    return {v.strip() for v in values} - {"none", ""}
+    from seqtune.config import comma_items
+
+    return set(comma_items(report_to)) - {"none"}
 
 
 def truncate_log(output_dir: str, step: int) -> None:

@@ -247,7 +247,6 @@ def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state
         if best.weights is not None:
             unwrapped.load_state_dict(best.weights)
         save_model(unwrapped, tokenizer, out)
-        write_json(out.file("all_results.json"), results)
         if state.best_predictions is not None:
             write_json(out.file("eval_predictions.json"), {
                 "split": data.eval_split, "label_names": list(data.labels.names),
@@ -256,10 +255,11 @@ def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state
         write_json(out.file("seqtune_args.json"), {**flags, "text_column": data.columns.text,
                                                    "text_pair_column": data.columns.text_pair,
                                                    "metrics": list(data.metrics)})
-        write_card_and_report(out)
         phases["saving"] = time.perf_counter() - started
         results["phase_seconds"] = {name: round(seconds, 2) for name, seconds in phases.items()}
-        write_json(out.file("all_results.json"), results)  # again, with the time the saving took
+        write_json(out.file("all_results.json"), results)
+        write_card_and_report(out)
+        phases["card and report"] = time.perf_counter() - started - phases["saving"]
         out.mark_complete()
     logger.info("Phases (this process): %s", ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items()))
     logger.info("Saved the model to %s; %s", out.path,

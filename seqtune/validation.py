@@ -145,12 +145,15 @@ def _training_problems(data_args: DataArguments, args: TrainingArguments) -> lis
     return problems
 
 
-def _report_to_problems(report_to: str) -> list[str]:
-    values = [v.strip() for v in report_to.split(",") if v.strip()]
+def _report_to_problems(report_to: list[str]) -> list[str]:
+    from seqtune.config import comma_items
+
+    values = comma_items(report_to)
     unknown = [v for v in values if v not in (*REPORTERS, "none")]
     if unknown or not values or ("none" in values and len(values) > 1):
-        return [f"--report_to '{report_to}' is not valid: use jsonl, tensorboard or both (comma-separated: "
-                "jsonl,tensorboard), or none."]
+        given = " ".join(report_to) if isinstance(report_to, (list, tuple)) else str(report_to)
+        return [f"--report_to '{given}' is not valid: use jsonl, tensorboard or both (--report_to jsonl "
+                "tensorboard), or none."]
     return []
 
 
