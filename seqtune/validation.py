@@ -162,8 +162,11 @@ def _positive(values: dict[str, float]) -> list[str]:
 
 
 def _output_dir_problems(args: TrainingArguments) -> list[str]:
+    from seqtune.output_dir import LOCK_FILE
+
     output_dir = args.output_dir
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not args.overwrite_output_dir \
+    # a run killed before it wrote anything leaves only its (unlocked) lock file: the folder is still empty
+    if os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {LOCK_FILE} and not args.overwrite_output_dir \
             and not args.resume_from_checkpoint:
         return [f"--output_dir {output_dir} is not empty: pass --overwrite_output_dir to write into it, or choose "
                 "another folder."]

@@ -310,3 +310,12 @@ def test_a_signal_writes_a_checkpoint_and_exits(tiny_model, pair_files, tmp_path
     assert f"stopped by {sig.name} after writing" in result.stderr.strip().splitlines()[-1]
     assert "checkpoint-3" in os.listdir(out) and INCOMPLETE_MARKER in os.listdir(out)
     assert MANIFEST_FILE in os.listdir(out) and LOCK_FILE not in os.listdir(out)
+
+
+def test_a_run_killed_during_setup_leaves_a_folder_the_next_run_takes(tiny_model, pair_files, tmp_path, capsys):
+    """SIGKILL before anything was written leaves the folder with only its (no longer locked) lock file."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK_FILE).write_text('{"pid": 999999}')
+    assert main(cmd(tiny_model, pair_files, str(out), "--max_steps", "2")) == 0
+    assert not (out / LOCK_FILE).exists() and (out / "model.safetensors").exists()
