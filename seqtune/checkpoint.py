@@ -127,7 +127,9 @@ def verify_checkpoint(path: str, num_processes: int) -> None:
                 load(file, map_location="cpu", weights_only=not name.startswith("random_states"))
         except Exception as error:  # noqa: BLE001 - any failure to read a part means the same to the user
             raise damaged(path, name, error) from error
-    if os.path.isfile(os.path.join(path, BEST_WEIGHTS_FILE)):
+    state = load_loop_state(path)
+    best_apart = state.get("best_step") is not None and state.get("best_step") != state.get("step")
+    if best_apart or os.path.exists(os.path.join(path, BEST_WEIGHTS_FILE)):  # the best evaluation's weights
         try:
             with safe_open(os.path.join(path, BEST_WEIGHTS_FILE), framework="pt") as f:
                 f.keys()

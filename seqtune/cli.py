@@ -91,6 +91,8 @@ def read_config_file(path: str) -> dict:
             values = yaml.safe_load(f)
     except OSError as error:
         raise SeqtuneError(f"--config {path}: {error.strerror.lower() if error.strerror else error}.") from error
+    except UnicodeDecodeError as error:
+        raise SeqtuneError(f"--config {path} is not UTF-8 text (byte {error.start}): save it as UTF-8 YAML.") from error
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -317,7 +319,8 @@ def _quiet_libraries(progress_bars: bool = True) -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
-    datasets.logging.set_verbosity_error()
+    # datasets logs a parser's failure at ERROR before raising it; seqtune turns the exception into its one line
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     (datasets.enable_progress_bars if progress_bars else datasets.disable_progress_bars)()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -177,7 +177,11 @@ def _decoded(lines):
     number = 0
     try:
         for number, line in enumerate(lines, 1):
+            line.encode("utf-8")  # a stream read with surrogateescape holds the bad bytes as lone surrogates
             yield line
+    except UnicodeEncodeError as error:
+        raise SeqtuneError(f"standard input line {number} is not UTF-8 text (character {error.start + 1}): convert "
+                           "it to UTF-8.") from error
     except UnicodeDecodeError as error:
         raise SeqtuneError(f"standard input is not UTF-8 text (after line {number}: {error.reason}): convert it "
                            "to UTF-8.") from error

@@ -17,13 +17,22 @@ from seqtune.errors import SeqtuneError
 
 # errors a write can raise that mean "the disk or the folder refused it": torch.save raises RuntimeError with the
 # OS message inside ("PytorchStreamWriter failed writing file ...: file write failed"), safetensors its own errors
-WRITE_ERRORS = (OSError, RuntimeError)
+def _write_errors() -> tuple:
+    try:
+        from safetensors import SafetensorError  # "Error while serializing: I/O error: No space left on device"
+    except ImportError:
+        return (OSError, RuntimeError)
+    return (OSError, RuntimeError, SafetensorError)
+
+
+WRITE_ERRORS = _write_errors()
+# what torch's zip writer says when a write comes up short (a full disk)
+SHORT_WRITE = ("No space left", "file write failed", "unexpected pos", "PytorchStreamWriter failed")
 
 
 def disk_error(error: BaseException, where: str, last_good: str | None = None) -> SeqtuneError:
     """The one-line message for a failed write: what failed, why, and what is still intact."""
-    no_space = getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error) or \
-        "file write failed" in str(error)
+    no_space = getattr(error, "errno", None) == errno.ENOSPC or any(s in str(error) for s in SHORT_WRITE)
     intact = f"; the last good checkpoint is {last_good}" if last_good else ""
     if no_space:
         return SeqtuneError(f"no space left on the device while writing {where}: free some space or choose another "

@@ -34,6 +34,7 @@ class LoopState:
     best_metrics: dict | None = None
     best_predictions: list | None = None  # the best evaluation's predicted ids, for the confusion matrix
     finished: bool = False  # the last step's epoch end (evaluation, checkpoint) is done
+    pending_losses: list = field(default_factory=list)  # losses of the steps since the last log record
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +100,7 @@ def fit(accelerator, model, optimizer, scheduler, batches: EpochBatches, plan: P
                mininterval=0.5 if sys.stderr.isatty() else 30,  # a log file gets a line every 30 s
                disable=not progress)
     clock = Clock(state)
+    losses.restore(state.pending_losses)
     model.train()
     signum = 0
     while not state.finished:
@@ -136,6 +138,9 @@ def fit(accelerator, model, optimizer, scheduler, batches: EpochBatches, plan: P
                 break
         state.finished = state.step >= plan.max_steps or state.epoch >= plan.num_epochs
         end_epoch(state, plan, hooks, losses, clock)
+        signum = 0 if state.finished else stop.requested(accelerator)  # arrived during the epoch's end
+        if signum:
+            break
     bar.close()
     return signum
 
@@ -146,7 +151,7 @@ def after_step(state: LoopState, plan: Plan, hooks: Hooks, losses: "LossWindow",
     step = state.step
     evaluate_now = plan.eval_every is not None and step % plan.eval_every == 0
     save_now = bool(plan.save_every) and step % plan.save_every == 0 or bool(signum)
-    if step % plan.log_every == 0 or evaluate_now or save_now or step >= plan.max_steps:
+    if step % plan.log_every == 0 or evaluate_now or step >= plan.max_steps:
         record = losses.flush(state, clock, scheduler)
         hooks.log(record)
         bar.set_postfix(loss=record["loss"], samples_s=record["samples_per_second"], refresh=False)
@@ -155,7 +160,7 @@ def after_step(state: LoopState, plan: Plan, hooks: Hooks, losses: "LossWindow",
             if evaluate_now:
                 timed(state, "eval_time", hooks.evaluate)
             if save_now:
-                timed(state, "checkpoint_time", hooks.checkpoint)
+                checkpoint(state, hooks, losses)
 
 
 def end_epoch(state: LoopState, plan: Plan, hooks: Hooks, losses: "LossWindow", clock: "Clock") -> None:
@@ -164,7 +169,13 @@ def end_epoch(state: LoopState, plan: Plan, hooks: Hooks, losses: "LossWindow", 
     with clock.paused(losses):
         if plan.eval_per_epoch or (plan.eval_every is not None and state.step % plan.eval_every and state.finished):
             timed(state, "eval_time", hooks.evaluate)
-        timed(state, "checkpoint_time", hooks.checkpoint)
+        checkpoint(state, hooks, losses)
+
+
+def checkpoint(state: LoopState, hooks: Hooks, losses: "LossWindow") -> None:
+    """Write a checkpoint; the losses not logged yet travel with it, so a resumed run logs what this one would."""
+    state.pending_losses = losses.reduced_pending()
+    timed(state, "checkpoint_time", hooks.checkpoint)
 
 
 def timed(state: LoopState, field_name: str, hook) -> None:
@@ -213,9 +224,23 @@ class LossWindow:
         self.real_tokens += batch["attention_mask"].sum()
 
     def end_step(self, grad_norm) -> None:
-        self.pending.append(torch.stack(self.micro).mean())
+        self.pending.append(torch.stack(self.micro).mean().float())
         self.micro = []
         self.grad_norm = grad_norm
+
+    def reduced_pending(self) -> list[float]:
+        """The pending losses averaged over the processes (every process calls this at the same step): kept as
+        they are, and returned for the checkpoint. The mean of equal values is exact, so logging them later gives
+        the record an uninterrupted run writes."""
+        if not self.pending:
+            return []
+        values = self.accelerator.reduce(torch.stack(self.pending), reduction="mean")
+        self.pending = list(values)
+        return values.tolist()
+
+    def restore(self, values: list[float]) -> None:
+        device = self.real_tokens.device
+        self.pending = [torch.tensor(v, dtype=torch.float32, device=device) for v in values]
 
     def sync_tokens(self, state: LoopState) -> None:
         state.real_tokens += int(self.real_tokens)

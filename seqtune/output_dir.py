@@ -21,6 +21,12 @@ LOCK_FILE = ".seqtune.lock"
 MANIFEST_FILE = ".seqtune_manifest.json"
 INCOMPLETE_MARKER = "INCOMPLETE"  # present in output_dir while a run has not finished
 BOOKKEEPING = {LOCK_FILE, MANIFEST_FILE}
+# what a training run writes at the top of its folder (checkpoint-N folders are checked as they are written)
+RUN_OUTPUTS = ("README.md", "config.json", "generation_config.json", "model.safetensors",
+               "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "chat_template.jinja",
+               "sentencepiece.bpe.model", "all_results.json", "eval_predictions.json", "seqtune_args.json",
+               "token_lengths.json", "train_log.jsonl", "runs", "report", INCOMPLETE_MARKER)
 
 
 class OutputDir:
@@ -40,6 +46,17 @@ class OutputDir:
         os.makedirs(self.path, exist_ok=True)
         self._acquire_lock()
         return self
+
+    def refuse_foreign(self) -> None:
+        """Entries a run would write over that seqtune did not write (a user's README.md, runs/, ...) stop the run
+        before anything heavy: they are never overwritten or, later, removed as seqtune's own."""
+        if not self.is_main:
+            return
+        owned = set(self.owned())
+        foreign = [n for n in RUN_OUTPUTS if os.path.lexists(os.path.join(self.path, n)) and n not in owned]
+        if foreign:
+            raise SeqtuneError(f"--output_dir {self.path} holds {', '.join(foreign)}, which this run would write over "
+                               "and which seqtune did not write: move them away, or choose another --output_dir.")
 
     def start(self, overwrite: bool) -> None:
         """Training is about to write: with `overwrite`, remove what earlier runs wrote here; mark INCOMPLETE."""

@@ -26,8 +26,13 @@ class StepLog:
 
     def log(self, record: dict) -> None:
         if self.jsonl:
-            self.jsonl.write(json.dumps(record) + "\n")
-            self.jsonl.flush()
+            try:
+                self.jsonl.write(json.dumps(record) + "\n")
+                self.jsonl.flush()
+            except OSError as error:
+                from seqtune.fileio import disk_error
+
+                raise disk_error(error, self.jsonl.name) from error
         if self.tensorboard:
             for key, value in record.items():
                 if key not in ("step", "epoch") and isinstance(value, (int, float)):

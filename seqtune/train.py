@@ -43,6 +43,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     resume_path = resolve_resume_path(args.resume_from_checkpoint, args.output_dir)
     accelerator = setup_accelerator(args)
     with OutputDir(args.output_dir, accelerator.is_main_process).open() as out:  # locked: one run at a time
+        out.refuse_foreign()  # a user's own files are never written over
         # --- tokenizer, data (tokenized once, cached; main process first), model with the data's labels
         model_path = resolve_model_path(model_args.model_name_or_path)
         tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
@@ -84,16 +85,16 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         hooks = Hooks(evaluate=best, log=steps.log, checkpoint=lambda s: write_checkpoint(
             accelerator, out, s, settings, best, args.save_total_limit))
         setup_time = time.perf_counter() - started
-        with GracefulStop() as stop:
+        with GracefulStop() as stop:  # (a signal during the final save lets the save finish)
             signum = fit(accelerator, model, optimizer, scheduler, EpochBatches(accelerator, loader, sampler), plan,
                          state, hooks, stop, args.max_grad_norm, args.bf16, progress=show_progress(accelerator, args))
-        steps.close()
-        if signum:
-            raise StoppedBySignal(signum, os.path.join(out.path, f"checkpoint-{state.step}"))
-        # --- the best model (by the task's main metric), its results, card and report
-        return finish(accelerator, out, model, tokenizer, best, state, plan, data, setup_time,
-                      {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},
-                       "training": vars(args)})
+            steps.close()
+            if signum:
+                raise StoppedBySignal(signum, os.path.join(out.path, f"checkpoint-{state.step}"))
+            # --- the best model (by the task's main metric), its results, card and report
+            return finish(accelerator, out, model, tokenizer, best, state, plan, data, setup_time,
+                          {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},
+                           "training": vars(args)})
 
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -197,7 +198,9 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
             "layerwise_lr_decay": args.layerwise_lr_decay, "max_grad_norm": args.max_grad_norm, "bf16": args.bf16,
             "fast_dropout": args.fast_dropout, "max_seq_length": data_args.max_seq_length,
             "batching": repr(batching_from_args(data_args)), "symmetric_pairs": data.symmetric,
-            "eval_strategy": args.eval_strategy, "eval_steps": args.eval_steps, "save_steps": args.save_steps}
+            "eval_strategy": args.eval_strategy, "eval_steps": args.eval_steps, "save_steps": args.save_steps,
+            "adam": [args.adam_beta1, args.adam_beta2, args.adam_epsilon], "torch_compile": args.torch_compile,
+            "evaluation_data": getattr(data.tokenized.get(data.eval_split), "_fingerprint", None)}
 
 
 def restore_state(accelerator, path: str, best: BestModel, plan: Plan) -> LoopState:

@@ -5,6 +5,7 @@ data files that must exist, folders and files that must be writable. Every probl
 from __future__ import annotations
 
 import glob
+import math
 import os
 import tempfile
 
@@ -114,10 +115,14 @@ def _training_problems(data_args: DataArguments, args: TrainingArguments) -> lis
         "--gradient_accumulation_steps": args.gradient_accumulation_steps, "--logging_steps": args.logging_steps,
         **{f"--{flag}": getattr(args, flag) for flag in ("eval_steps", "save_steps", "save_total_limit",
                                                           "num_threads") if getattr(args, flag) is not None}})
-    if args.max_steps <= 0 and args.num_train_epochs is not None and args.num_train_epochs <= 0:
-        problems.append(f"--num_train_epochs must be positive (got {args.num_train_epochs}), or set --max_steps.")
-    if not args.learning_rate > 0:
-        problems.append(f"--learning_rate must be positive, got {args.learning_rate}.")
+    if args.max_steps <= 0 and args.num_train_epochs is not None and not 0 < args.num_train_epochs < 1e6:
+        problems.append(f"--num_train_epochs must be a positive number of passes (got {args.num_train_epochs}), "
+                        "or set --max_steps.")
+    if not 0 < args.learning_rate < math.inf:
+        problems.append(f"--learning_rate must be a positive finite number, got {args.learning_rate}.")
+    infinite = [f"--{name}" for name in ("weight_decay", "max_grad_norm", "adam_epsilon")
+                if math.isinf(getattr(args, name))]  # (NaN fails the range checks below)
+    problems += [f"{flag} must be a finite number." for flag in infinite]
     if not args.adam_epsilon > 0:
         problems.append(f"--adam_epsilon must be positive, got {args.adam_epsilon}.")
     for flag, value in (("--weight_decay", args.weight_decay), ("--max_grad_norm", args.max_grad_norm)):
@@ -165,6 +170,10 @@ def _output_dir_problems(args: TrainingArguments) -> list[str]:
     from seqtune.output_dir import LOCK_FILE
 
     output_dir = args.output_dir
+    if not output_dir.strip():
+        return ["--output_dir is empty: name the folder that receives the model, metrics and logs."]
+    if any(len(part.encode()) > 255 for part in os.path.abspath(output_dir).split(os.sep)):
+        return [f"--output_dir {output_dir[:60]}...: a folder name is longer than 255 bytes; choose a shorter one."]
     # a run killed before it wrote anything leaves only its (unlocked) lock file: the folder is still empty
     if os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {LOCK_FILE} and not args.overwrite_output_dir \
             and not args.resume_from_checkpoint:

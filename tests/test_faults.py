@@ -51,6 +51,11 @@ class Work:
             f.writelines(json.dumps(row) + "\n" for row in rows)
         return self.path(name)
 
+    def binary(self, name: str, content: bytes) -> str:
+        with open(self.path(name), "wb") as f:
+            f.write(content)
+        return self.path(name)
+
     def text(self, name: str, content: str) -> str:
         os.makedirs(os.path.dirname(self.path(name)), exist_ok=True)
         with open(self.path(name), "w") as f:
@@ -186,6 +191,14 @@ FLAGS = [
          "--steps must be a positive number, got 0", command="bench"),
     Case("cache_dir_under_a_file", TRAIN + ("--cache_dir", "{work}/notes.txt/cache"), "--cache_dir cannot be created",
          lambda w: {"notes": w.text("notes.txt", "mine")}),
+    # found by an adversarial pass: these used to exit 1 with "unexpected ..." or to train
+    Case("epochs_nan", TRAIN + ("--num_train_epochs", "nan"), "--num_train_epochs must be a positive number"),
+    Case("epochs_inf", TRAIN + ("--num_train_epochs", "inf"), "--num_train_epochs must be a positive number"),
+    Case("learning_rate_inf", TRAIN + ("--learning_rate", "inf"), "--learning_rate must be a positive finite number"),
+    Case("weight_decay_nan", TRAIN + ("--weight_decay", "nan"), "--weight_decay must be"),
+    Case("output_dir_empty_string", TRAIN[:4] + ("--output_dir", ""), "--output_dir is empty"),
+    Case("output_dir_name_too_long", TRAIN[:4] + ("--output_dir", "{work}/" + "x" * 300),
+         "a folder name is longer than 255 bytes"),
 ]
 
 CONFIG = [
@@ -204,6 +217,8 @@ CONFIG = [
     Case("config_missing_file", TRAIN + ("--config", "{work}/nope.yaml"), "--config {work}/nope.yaml: no such file"),
     Case("config_values_are_validated", TRAIN + ("--config", "{cfg}"), "--report_to 'wandb' is not valid",
          lambda w: {"cfg": w.text("run.yaml", "report_to: wandb\n")}),
+    Case("config_not_utf8", TRAIN + ("--config", "{cfg}"), "is not UTF-8 text",
+         lambda w: {"cfg": w.binary("run.yaml", b"\xff\xfe\x00learning_rate: 1\n")}),
 ]
 
 MODELS = [
@@ -482,3 +497,12 @@ def test_evaluate_writes_into_a_new_folder(labelled_model, tmp_path, capsys):
     assert main(["evaluate", "--model_name_or_path", labelled_model, "--validation_file", labelled, "--output_file",
                  str(out), "--log_level", "warning"]) == 0, capsys.readouterr().err
     assert set(json.loads(out.read_text())) == {"f1", "accuracy"}
+
+
+def test_stdin_bytes_that_are_not_utf8_are_named(stream_model):
+    """Read with surrogateescape (a C locale), bad bytes arrive as lone surrogates: one message naming the line."""
+    from seqtune.evaluate import predict_stream
+
+    text = b"a b\nx\x85y\n".decode("utf-8", errors="surrogateescape")
+    with pytest.raises(SeqtuneError, match="standard input line 2 is not UTF-8 text"):
+        predict_stream(stream_model, io.StringIO(text), io.StringIO(), 32, batch_size=8)

@@ -216,7 +216,8 @@ def test_a_damaged_checkpoint_is_named_with_the_previous_one(finished_run, tiny_
     assert tree(out) == before
 
 
-def test_damaged_best_weights_are_named(tiny_model, pair_files, tmp_path, capsys):
+@pytest.mark.parametrize("how", ["truncate", "remove"])
+def test_damaged_best_weights_are_named(tiny_model, pair_files, tmp_path, capsys, how):
     out = str(tmp_path / "run")
     # a tiny learning rate: the best evaluation is not the last step's, so the checkpoint carries its weights
     args = cmd(tiny_model, pair_files, out, "--learning_rate", "3e-2", "--eval_strategy", "steps", "--eval_steps", "2")
@@ -226,10 +227,12 @@ def test_damaged_best_weights_are_named(tiny_model, pair_files, tmp_path, capsys
                 and os.path.exists(os.path.join(out, c, "best_model.safetensors"))]
     if not carrying:
         pytest.skip("the last step was the best one: no separate best weights to damage")
-    damage(os.path.join(out, carrying[-1], "best_model.safetensors"), "truncate")
+    damage(os.path.join(out, carrying[-1], "best_model.safetensors"), how)
+    before = tree(out)
     code = main(args + ["--resume_from_checkpoint", os.path.join(out, carrying[-1])])
     line = one_line_error(capsys)
-    assert code == 2 and "best_model.safetensors cannot be read" in line
+    assert code == 2 and "best_model.safetensors cannot be read" in line and "--resume_from_checkpoint" in line
+    assert tree(out) == before
 
 
 # ----------------------------------------------------------------------------------------------- resume hazards
@@ -319,3 +322,60 @@ def test_a_run_killed_during_setup_leaves_a_folder_the_next_run_takes(tiny_model
     (out / LOCK_FILE).write_text('{"pid": 999999}')
     assert main(cmd(tiny_model, pair_files, str(out), "--max_steps", "2")) == 0
     assert not (out / LOCK_FILE).exists() and (out / "model.safetensors").exists()
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real full disk: a tmpfs of a few hundred KB (needs root and mount; skipped where not permitted)."""
+    mounts = []
+
+    def make(size: str) -> str:
+        folder = tmp_path / f"disk-{size}"
+        folder.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                capture_output=True)
+        if result.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here")
+        mounts.append(str(folder))
+        return str(folder)
+
+    yield make
+    for folder in mounts:
+        subprocess.run(["umount", "-l", folder], capture_output=True)
+
+
+@pytest.mark.parametrize("size", ["60k", "450k", "1000k", "1400k"])
+def test_a_real_full_disk(tiny_model, pair_files, small_disk, capsys, size):
+    """Whatever write the disk fills up in (step log, checkpoint parts, the model), the run stops with the promised
+    message, leaves no half-written checkpoint, and names the last good one when there is one."""
+    out = os.path.join(small_disk(size), "run")
+    code = main(cmd(tiny_model, pair_files, out, "--report_to", "jsonl"))
+    if code == 0:
+        pytest.skip(f"the run fitted in {size}")
+    line = one_line_error(capsys)
+    assert code == 2 and "no space left on the device" in line, line
+    names = os.listdir(out)
+    assert not [n for n in names if n.endswith(".tmp") or ".tmp." in n], names
+    good = [n for n in names if n.startswith("checkpoint-")]
+    if good:
+        assert f"the last good checkpoint is {os.path.join(out, sorted(good, key=lambda n: int(n[11:]))[-1])}" in line
+
+
+@pytest.mark.parametrize("name,is_dir", [("README.md", False), ("runs", True), ("config.json", False),
+                                         ("report", True)])
+def test_a_user_file_with_a_name_seqtune_writes_is_not_overwritten(tiny_model, pair_files, tmp_path, capsys, name,
+                                                                    is_dir):
+    out = tmp_path / "run"
+    target = out / name
+    if is_dir:
+        target.mkdir(parents=True)
+        (target / "my_experiment.txt").write_text("mine")
+    else:
+        out.mkdir()
+        target.write_text("mine")
+    before = tree(out)
+    code = main(cmd(tiny_model, pair_files, str(out), "--overwrite_output_dir"))
+    line = one_line_error(capsys)
+    assert code == 2 and f"holds {name}, which this run would write over" in line
+    assert tree(out) == before
+    assert (target / "my_experiment.txt" if is_dir else target).read_text() == "mine"
