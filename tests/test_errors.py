@@ -39,7 +39,7 @@ def test_every_flag_problem_reported_at_once(tiny_model, pair_files, tmp_path, c
     err = run_error(capsys, train_args(tiny_model, pair_files, out, "--per_device_train_batch_size", "0",
                                        "--learning_rate", "-1", "--task_name", "mrpx"), out)
     assert "--per_device_train_batch_size must be a positive number, got 0" in err
-    assert "--learning_rate must be positive" in err
+    assert "--learning_rate must be a positive finite number, got -1.0" in err
     assert "--task_name 'mrpx' is not a known task; choose one of: cola, sst2, mrpc" in err
 
 
