@@ -88,12 +88,13 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, best_w
     return final
 
 
-def rotate_checkpoints(output_dir: str, limit: int | None, owned) -> None:
-    """Keep the newest `limit` checkpoints that this output folder's runs wrote (`owned(name)`)."""
+def rotate_checkpoints(output_dir: str, limit: int | None, owned, remove) -> None:
+    """Keep the newest `limit` checkpoints that this output folder's runs wrote (`owned(name)`); `remove(name)`
+    deletes what seqtune wrote in one."""
     if not limit:
         return
     for old in [c for c in checkpoints(output_dir) if owned(os.path.basename(c))][:-limit]:
-        remove_tree(old)
+        remove(os.path.basename(old))
 
 
 # ----------------------------------------------------------------------------------------------- resuming
@@ -168,8 +169,8 @@ def check_resume_settings(path: str, saved: dict | None, current: dict, allow: b
         return
     if not allow:
         raise SeqtuneError(f"--resume_from_checkpoint {path} was written by a run with other settings, so resuming "
-                           "would not continue it exactly:", *[f"  {d}" for d in differences],
-                           "Resume with the checkpoint's settings, start a new run in another --output_dir, or pass "
-                           "--allow_inexact_resume to continue anyway.")
+                           f"would not continue it exactly ({'; '.join(differences)}): resume with the checkpoint's "
+                           "settings, start a new run in another --output_dir, or pass --allow_inexact_resume to "
+                           "continue anyway.")
     logger.warning("Resuming from %s with other settings (--allow_inexact_resume): the run is NOT an exact "
                    "continuation. %s", path, "; ".join(differences))

@@ -9,9 +9,11 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 
-from seqtune.errors import SeqtuneError, StoppedBySignal
+from seqtune.errors import SeqtuneError, StoppedBySignal, Terminated
 from seqtune.hub import go_offline_if_unreachable
 
 COMMANDS = {
@@ -166,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     options = argparse.Namespace(debug=bool(_debug_flag(rest)))  # until the flags are read
+    previous = _terminate_like_ctrl_c()
     try:
         return _main(command, rest, options)
     except StoppedBySignal as stopped:  # SIGTERM/SIGINT during training: a checkpoint was written
@@ -178,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"seqtune {command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"seqtune {command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        print(f"seqtune {command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as error:  # a bug or an unforeseen failure: still one line, the traceback on request
         if options.debug:
             raise
@@ -188,6 +192,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seqtune {command}: error: unexpected {type(error).__name__}: {lines[0] if lines else ''} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_like_ctrl_c():
+    """SIGTERM raises `Terminated` (a KeyboardInterrupt) until training installs its own graceful handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def _main(command: str, rest: list[str], options: argparse.Namespace) -> int:
@@ -222,9 +240,16 @@ def _report(rest: list[str]) -> int:
         raise SeqtuneError(f"{directory} is not a seqtune training run (no seqtune_args.json or train_log.jsonl).")
     from seqtune.report import build_report, write_model_card
 
+    from seqtune.output_dir import MANIFEST_FILE, OutputDir
+
+    owned = OutputDir(directory) if os.path.isfile(os.path.join(directory, MANIFEST_FILE)) else None
+    if owned:  # a run's own folder: the card and report are seqtune's, for a later resume or overwrite
+        owned.record("README.md", "report")
     if os.path.isfile(os.path.join(directory, "seqtune_args.json")):
         print(write_model_card(directory))
     print(build_report(directory))
+    if owned:
+        owned.record_tree("report")
     return 0
 
 

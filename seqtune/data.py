@@ -236,8 +236,8 @@ class LabelInfo:
 
 
 def prepare_labels(raw: DatasetDict, label_column: str | None, task: TaskSpec | None,
-                   train_split: str = "train", model_labels: tuple[str, ...] | None = None
-                   ) -> tuple[DatasetDict, LabelInfo]:
+                   train_split: str = "train", model_labels: tuple[str, ...] | None = None,
+                   model_is_regression: bool = False) -> tuple[DatasetDict, LabelInfo]:
     """Map every split's labels to ids 0..K-1 (or floats for regression) and name them.
 
     ClassLabel names become the label names; string labels are sorted so the mapping is deterministic;
@@ -249,6 +249,8 @@ def prepare_labels(raw: DatasetDict, label_column: str | None, task: TaskSpec | 
     """
     if label_column is not None and train_split not in raw and model_labels and task is None:
         return _labels_from_model(raw, label_column, model_labels)
+    if label_column is not None and train_split not in raw and model_is_regression and task is None:
+        return _scores_for_model(raw, label_column)
     if label_column is None or train_split not in raw:
         if task is not None:
             return raw, LabelInfo(task.label_names, ())
@@ -303,6 +305,19 @@ def _map_class_labels(raw: DatasetDict, label_column: str, task: TaskSpec | None
             s: ds.map(to_ids, batched=True, features=features[s]) if s in labelled else ds for s, ds in raw.items()
         })
     return raw, LabelInfo(tuple(names), labelled, tuple(to_id.items()) if remapped else ())
+
+
+def _scores_for_model(raw: DatasetDict, label_column: str) -> tuple[DatasetDict, LabelInfo]:
+    """Scores of data scored by a fine-tuned regression model: every split with scores is labelled, as floats."""
+    labelled = tuple(s for s, ds in raw.items() if label_column in ds.column_names
+                     and not is_unlabelled(ds, label_column))
+    try:
+        raw = DatasetDict({s: ds.cast_column(label_column, Value("float32")) if s in labelled else ds
+                           for s, ds in raw.items()})
+    except (ValueError, TypeError) as error:
+        raise SeqtuneError(f"column '{label_column}' holds values that are not numbers, but the model predicts a "
+                           f"score: {str(error).splitlines()[0]}") from error
+    return raw, LabelInfo(None, labelled)
 
 
 def _labels_from_model(raw: DatasetDict, label_column: str, names: tuple[str, ...]) -> tuple[DatasetDict, LabelInfo]:

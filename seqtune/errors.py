@@ -13,6 +13,11 @@ class SeqtuneError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (loading, tokenizing): unwinds like Ctrl-C, so locks and an output folder
+    that holds nothing yet are cleaned up; the CLI exits 143."""
+
+
 class StoppedBySignal(SeqtuneError):
     """Training stopped on SIGTERM/SIGINT after writing a checkpoint; the CLI exits with 128 + the signal number."""
 

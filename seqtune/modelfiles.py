@@ -24,6 +24,13 @@ def check_model_folder(path: str) -> None:
     if not os.path.isdir(path):
         return
     names = set(os.listdir(path))
+    if "trainer_state.json" in names:
+        raise SeqtuneError(f"--model_name_or_path {path} is a training checkpoint, not a saved model: use the run's "
+                           "--output_dir once the run has finished, or resume the run with --resume_from_checkpoint.")
+    if "INCOMPLETE" in names:
+        raise SeqtuneError(f"--model_name_or_path {path} is a training run that has not finished (it holds an "
+                           "INCOMPLETE marker): resume it with `seqtune train ... --resume_from_checkpoint`, then use "
+                           "it.")
     if not names & set(TOKENIZER_FILES):
         raise SeqtuneError(f"--model_name_or_path {path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES[:3])}"
                            f", ...): save the tokenizer into it (tokenizer.save_pretrained(\"{path}\")) or copy "

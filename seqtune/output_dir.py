@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -62,12 +63,9 @@ class OutputDir:
         """Training is about to write: with `overwrite`, remove what earlier runs wrote here; mark INCOMPLETE."""
         if not self.is_main:
             return
-        owned = self.owned()
-        if overwrite and owned:
-            for name in owned:
-                target = os.path.join(self.path, name)
-                remove_tree(target) if os.path.isdir(target) else _remove(target)
-            write_json(self._manifest_path(), {"written_by_seqtune": []})
+        if overwrite:
+            for name in self.owned():
+                self.remove_owned(name)
         self.mark_incomplete()
 
     def close(self, keep_if_empty: bool = True) -> None:
@@ -89,7 +87,43 @@ class OutputDir:
 
     # ------------------------------------------------------------------ what the runs wrote
     def owned(self) -> list[str]:
-        return list(read_json(self._manifest_path(), {}).get("written_by_seqtune", []))
+        return list(self._manifest().get("written_by_seqtune", []))
+
+    def _manifest(self) -> dict:
+        manifest = read_json(self._manifest_path(), {})
+        return manifest if isinstance(manifest, dict) else {}
+
+    def _write_manifest(self, names: list[str], files: list[str]) -> None:
+        write_json(self._manifest_path(), {"written_by_seqtune": names, "files": sorted(set(files))})
+
+    def record_tree(self, name: str) -> None:
+        """Record the files now inside the folder `name` as seqtune's (a user's files put there later are not)."""
+        if not self.is_main:
+            return
+        root = os.path.join(self.path, name)
+        found = [os.path.relpath(os.path.join(d, f), self.path) for d, _, files in os.walk(root) for f in files]
+        manifest = self._manifest()
+        names = list(manifest.get("written_by_seqtune", []))
+        self._write_manifest(names + [name] * (name not in names), manifest.get("files", []) + found)
+
+    def remove_owned(self, name: str) -> None:
+        """Remove what seqtune wrote under the top-level entry `name`: a file, or the recorded files of a folder
+        (then the folders left empty). Anything else in such a folder, a user's file, stays, and so does the folder."""
+        manifest = self._manifest()
+        target = os.path.join(self.path, name)
+        files = manifest.get("files", [])
+        inside = [f for f in files if f.startswith(name + os.sep)]
+        if os.path.isdir(target) and not os.path.islink(target):
+            for relative in inside:
+                _remove(os.path.join(self.path, relative))
+            for folder, _, _ in sorted(os.walk(target), key=lambda entry: -len(entry[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)  # only empty folders go
+        else:
+            _remove(target)
+        kept = os.path.lexists(target)
+        names = [n for n in manifest.get("written_by_seqtune", []) if n != name or kept]
+        self._write_manifest(names, [f for f in files if f not in inside])
 
     def is_owned(self, name: str) -> bool:
         return name in self.owned()
@@ -98,10 +132,11 @@ class OutputDir:
         """Add top-level entries (file or folder names) to the manifest before they are written."""
         if not self.is_main:
             return
-        owned = self.owned()
+        manifest = self._manifest()
+        owned = list(manifest.get("written_by_seqtune", []))
         new = [n for n in names if n not in owned]
         if new:
-            write_json(self._manifest_path(), {"written_by_seqtune": owned + new})
+            self._write_manifest(owned + new, manifest.get("files", []))
 
     def file(self, name: str) -> str:
         """The path of a file this run writes, recorded as seqtune's."""

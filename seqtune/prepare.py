@@ -56,8 +56,8 @@ class PreparedData:
         return None
 
 
-def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = None
-              ) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None, IterableDataset | None]:
+def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = None,
+              model_is_regression: bool = False) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None, IterableDataset | None]:
     """Load the raw splits, find the columns and map the labels (no tokenizer needed; a fine-tuned model's
     `model_labels` name the labels of data without a training split). With --streaming, the returned 'train'
     split is the stream's first rows and the stream itself comes last."""
@@ -79,7 +79,8 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
     first = next(iter(raw.values()))
     columns = resolve_columns(first.column_names, task, data_args.text_column, data_args.text_pair_column,
                               data_args.label_column)
-    raw, labels = prepare_labels(raw, columns.label, task, model_labels=model_labels)
+    raw, labels = prepare_labels(raw, columns.label, task, model_labels=model_labels,
+                                 model_is_regression=model_is_regression)
     return raw, columns, labels, task, stream
 
 
@@ -98,7 +99,9 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     """Load, label and tokenize `splits` (default: all). Symmetric pair data (--symmetric_pairs, else the model's
     own setting, else the task's fact) also gets each split tokenized in (text_pair, text) order; with
     `augment_train`, the training split is doubled with its swapped rows."""
-    raw, columns, labels, task, stream = load_data(data_args, fine_tuned_labels(model_config))
+    # a fine-tuned regression model (one output) scores the split's numbers even without a training split
+    is_regression = getattr(model_config, "problem_type", None) == "regression"
+    raw, columns, labels, task, stream = load_data(data_args, fine_tuned_labels(model_config), is_regression)
     limit = min(getattr(model_config, "max_position_embeddings", 10**9), tokenizer.model_max_length)
     if data_args.max_seq_length > limit:
         raise SeqtuneError(f"--max_seq_length {data_args.max_seq_length} is above the model's limit of {limit} "

@@ -70,8 +70,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
                                   args.allow_inexact_resume)
             verify_checkpoint(resume_path, accelerator.num_processes)
         out.start(overwrite=args.overwrite_output_dir and not resume_path)
-        out.record("train_log.jsonl", "runs")
-        steps = StepLog(out.path, sink_names(args.report_to), enabled=accelerator.is_main_process,
+        sinks = sink_names(args.report_to)
+        out.record(*[name for name, sink in (("train_log.jsonl", "jsonl"), ("runs", "tensorboard")) if sink in sinks])
+        steps = StepLog(out.path, sinks, enabled=accelerator.is_main_process,
                         resume_step=load_loop_state(resume_path)["step"] if resume_path else None)
         best = BestModel(accelerator, model, data.tokenized.get(data.eval_split) if data.eval_split else None,
                          data.swapped.get(data.eval_split), data.collator, args.per_device_eval_batch_size,
@@ -89,6 +90,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             signum = fit(accelerator, model, optimizer, scheduler, EpochBatches(accelerator, loader, sampler), plan,
                          state, hooks, stop, args.max_grad_norm, args.bf16, progress=show_progress(accelerator, args))
             steps.close()
+            if "tensorboard" in sinks:
+                out.record_tree("runs")
             if signum:
                 raise StoppedBySignal(signum, os.path.join(out.path, f"checkpoint-{state.step}"))
             # --- the best model (by the task's main metric), its results, card and report
@@ -232,7 +235,10 @@ def write_checkpoint(accelerator, out: OutputDir, state: LoopState, settings: di
     path = save_checkpoint(accelerator, out.path, state.step, {**state.to_dict(), "settings": settings},
                            best.apart_from(state.step, state))
     if accelerator.is_main_process:
-        rotate_checkpoints(out.path, limit, out.is_owned)
+        out.record_tree(name)
+        if os.path.isdir(os.path.join(out.path, "runs")):
+            out.record_tree("runs")  # TensorBoard's event files so far
+        rotate_checkpoints(out.path, limit, out.is_owned, out.remove_owned)
     return path
 
 
@@ -308,6 +314,7 @@ def write_card_and_report(out: OutputDir) -> None:
     for what, build in (("model card", write_model_card), ("report", build_report)):
         try:
             build(out.path)
+            out.record_tree(REPORT_DIR)
         except Exception as error:  # noqa: BLE001 - whatever broke, the model and results are saved
             logger.warning("Could not write the %s (%s: %s); `seqtune report %s` retries.", what,
                            type(error).__name__, error, out.path)

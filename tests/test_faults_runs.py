@@ -379,3 +379,76 @@ def test_a_user_file_with_a_name_seqtune_writes_is_not_overwritten(tiny_model, p
     assert code == 2 and f"holds {name}, which this run would write over" in line
     assert tree(out) == before
     assert (target / "my_experiment.txt" if is_dir else target).read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------------------------- second adversarial pass
+def test_a_report_of_a_stopped_run_does_not_block_its_resume(tiny_model, pair_files, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    stopped = subprocess.run([sys.executable, "-c", SIGNALLER, str(int(signal.SIGTERM)),
+                              *cmd(tiny_model, pair_files, out, "--save_steps", "100")],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert main(["report", out]) == 0  # writes README.md and report/ into the unfinished run
+    assert main(cmd(tiny_model, pair_files, out, "--save_steps", "100", "--resume_from_checkpoint")) == 0
+
+
+def test_overwrite_keeps_user_files_inside_seqtunes_folders(finished_run, tiny_model, pair_files, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run, out)
+    mine = ["report/notes.txt", "checkpoint-12/keep.txt", "runs/my_notes.txt"]
+    for name in mine:
+        with open(os.path.join(out, name), "w") as f:
+            f.write("mine")
+    assert main(cmd(tiny_model, pair_files, out, "--overwrite_output_dir", "--max_steps", "3",
+                    "--save_total_limit", "1", "--report_to", "none")) == 0
+    for name in mine:
+        assert open(os.path.join(out, name)).read() == "mine", name
+    assert not os.path.exists(os.path.join(out, "checkpoint-12", "model.safetensors"))  # seqtune's own went
+    assert json.load(open(os.path.join(out, "all_results.json")))["global_step"] == 3
+
+
+SETUP_SIGNAL = textwrap.dedent("""
+    import os, signal, sys
+    import seqtune.train as t
+    original = t.setup_data
+    def setup_data(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(*a, **k)
+    t.setup_data = setup_data
+    from seqtune.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_sigterm_before_training_is_one_line_and_leaves_no_folder(tiny_model, pair_files, tmp_path):
+    out = str(tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    result = subprocess.run([sys.executable, "-c", SETUP_SIGNAL, *cmd(tiny_model, pair_files, out)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 143 and result.stderr.strip().splitlines()[-1] == "seqtune train: terminated"
+    assert "Traceback" not in result.stderr and not os.path.exists(out)
+
+
+def test_evaluate_scores_a_regression_model(tiny_model, tmp_path, capsys):
+    rows = [{"sentence1": f"the cat {i}", "sentence2": f"a dog {i % 5}", "label": (i % 7) * 0.5} for i in range(40)]
+    train, validation = (write_csv(str(tmp_path / f"{s}.csv"), part) for s, part in (("t", rows[:32]), ("v", rows[32:])))
+    out = str(tmp_path / "run")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", train, "--validation_file", validation,
+                 "--output_dir", out, "--max_steps", "8", "--learning_rate", "1e-3", "--no_bf16", "--disable_tqdm"]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", validation]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # scored as training scored it (a tiny model's scores may be constant, and then both are NaN)
+    assert {"pearson", "spearmanr"} <= set(evaluated)
+    assert evaluated["pearson"] == pytest.approx(trained["eval_pearson"], abs=1e-5, nan_ok=True)
+
+
+def test_a_checkpoint_or_unfinished_run_is_not_a_model(finished_run, tmp_path, capsys):
+    code = main(["predict", "--model_name_or_path", os.path.join(finished_run, "checkpoint-12"), "--sentence1", "a"])
+    assert code == 2 and "is a training checkpoint, not a saved model" in capsys.readouterr().err
+    unfinished = str(tmp_path / "unfinished")
+    shutil.copytree(finished_run, unfinished)
+    open(os.path.join(unfinished, INCOMPLETE_MARKER), "w").close()
+    code = main(["predict", "--model_name_or_path", unfinished, "--sentence1", "a"])
+    assert code == 2 and "is a training run that has not finished" in capsys.readouterr().err
