@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -194,19 +195,15 @@ class Clock:
     def elapsed(self) -> float:
         return self.state.train_time + time.perf_counter() - self.start
 
-    class _Paused:
-        def __init__(self, clock: "Clock", losses: "LossWindow"):
-            self.clock, self.losses = clock, losses
-
-        def __enter__(self):
-            self.clock.state.train_time += time.perf_counter() - self.clock.start
-            self.losses.sync_tokens(self.clock.state)
-
-        def __exit__(self, *exc):
-            self.clock.start = time.perf_counter()
-
-    def paused(self, losses: "LossWindow") -> "_Paused":
-        return Clock._Paused(self, losses)
+    @contextlib.contextmanager
+    def paused(self, losses: "LossWindow"):
+        """Evaluations and checkpoints inside: their time is not training time."""
+        self.state.train_time += time.perf_counter() - self.start
+        losses.sync_tokens(self.state)
+        try:
+            yield
+        finally:
+            self.start = time.perf_counter()
 
 
 class LossWindow:

@@ -53,10 +53,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         # --- batches, optimizer, schedule; accelerate places and shards them
         loader, sampler, steps_per_epoch = setup_batches(accelerator, data, data_args, args)
         plan = make_plan(args, data, steps_per_epoch)
-        optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2),
-                                    args.adam_epsilon, layerwise_lr_decay=args.layerwise_lr_decay)
-        scheduler = build_scheduler(optimizer, args.lr_scheduler_type, args.warmup_ratio, plan.max_steps,
-                                    accelerator.num_processes)
+        optimizer, scheduler = setup_optimizer(model, args, plan.max_steps, accelerator.num_processes)
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         if sampler is not None:  # a stream is split across processes by build_stream_dataloader, not accelerate
             loader = accelerator.prepare(loader)
@@ -66,9 +63,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         # --- the state: fresh, or restored from a checkpoint (exactly, or refused)
         settings = run_settings(data, data_args, model_path, args, accelerator.num_processes, plan)
         if resume_path:  # a checkpoint of another run, or damaged, is refused before anything is written
-            check_resume_settings(resume_path, load_loop_state(resume_path).get("settings"), settings,
-                                  args.allow_inexact_resume)
-            verify_checkpoint(resume_path, accelerator.num_processes)
+            check_resumable(resume_path, settings, args.allow_inexact_resume, accelerator.num_processes)
         out.start(overwrite=args.overwrite_output_dir and not resume_path)
         sinks = sink_names(args.report_to)
         out.record(*[name for name, sink in (("train_log.jsonl", "jsonl"), ("runs", "tensorboard")) if sink in sinks])
@@ -161,6 +156,12 @@ def setup_batches(accelerator, data: PreparedData, data_args: DataArguments, arg
     return loader, sampler, math.ceil(batches_per_process / args.gradient_accumulation_steps)
 
 
+def setup_optimizer(model, args: TrainingArguments, max_steps: int, num_processes: int):
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2),
+                                args.adam_epsilon, layerwise_lr_decay=args.layerwise_lr_decay)
+    return optimizer, build_scheduler(optimizer, args.lr_scheduler_type, args.warmup_ratio, max_steps, num_processes)
+
+
 def make_plan(args: TrainingArguments, data: PreparedData, steps_per_epoch: int | None) -> Plan:
     if steps_per_epoch is None:  # one endless pass: its length is unknown, so the run is --max_steps long
         max_steps = args.max_steps
@@ -204,6 +205,12 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
             "eval_strategy": args.eval_strategy, "eval_steps": args.eval_steps, "save_steps": args.save_steps,
             "adam": [args.adam_beta1, args.adam_beta2, args.adam_epsilon], "torch_compile": args.torch_compile,
             "evaluation_data": getattr(data.tokenized.get(data.eval_split), "_fingerprint", None)}
+
+
+def check_resumable(path: str, settings: dict, allow_inexact: bool, num_processes: int) -> None:
+    """The checkpoint was written with these settings (or --allow_inexact_resume) and every part of it is whole."""
+    check_resume_settings(path, load_loop_state(path).get("settings"), settings, allow_inexact)
+    verify_checkpoint(path, num_processes)
 
 
 def restore_state(accelerator, path: str, best: BestModel, plan: Plan) -> LoopState:
