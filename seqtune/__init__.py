@@ -12,7 +12,7 @@ _EXPORTS = {
     "padding_strategies": "batching", "pad_fraction": "batching",
     "DataArguments": "config", "EvalArguments": "config", "ModelArguments": "config", "TrainingArguments": "config",
     "load_raw_datasets": "data", "make_tokenize_fn": "data", "prepare_labels": "data", "resolve_columns": "data",
-    "tokenize_datasets": "data", "uses_token_type_ids": "data",
+    "tokenize_datasets": "data", "uses_token_type_ids": "model_family",
     "SeqtuneError": "errors", "compute_metrics": "metrics",
     "build_optimizer": "optim", "train": "train", "evaluate": "evaluate", "predict": "evaluate",
     "load_model": "modeling", "load_tokenizer": "modeling", "load_config": "modeling",

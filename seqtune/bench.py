@@ -22,6 +22,7 @@ import torch
 from seqtune.batching import Batching, build_collator, build_train_dataloader, padding_strategies
 from seqtune.config import DataArguments, ModelArguments, comma_items
 from seqtune.fast_dropout import use_fast_dropout
+from seqtune.model_family import match_model_to_tokenizer
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
 from seqtune.prepare import prepare_data
 from seqtune.optim import build_optimizer
@@ -102,7 +103,9 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
     """Time `args.steps` optimizer steps of one configuration on a fresh model."""
     device = bench_device()
     torch.manual_seed(args.seed)
-    model = load_model(model_path, config).to(device)
+    model = load_model(model_path, config)
+    match_model_to_tokenizer(model, tokenizer)
+    model = model.to(device)
     if args.fast_dropout and device.type == "cpu":
         use_fast_dropout(model)
     model.train()

@@ -405,11 +405,6 @@ def make_tokenize_fn(tokenizer, text_column: str, text_pair_column: str | None, 
     return tokenize
 
 
-def uses_token_type_ids(tokenizer, model_config) -> bool:
-    """BERT-style models embed segment ids; RoBERTa/DistilBERT-style ones have none (or a single type)."""
-    return "token_type_ids" in tokenizer.model_input_names and getattr(model_config, "type_vocab_size", 0) > 1
-
-
 def tokenize_datasets(
     raw: DatasetDict,
     tokenizer,

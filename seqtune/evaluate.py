@@ -17,6 +17,7 @@ from seqtune.errors import SeqtuneError
 from seqtune.fileio import atomic_write, disk_error, write_json
 from seqtune.inference import logits_to_predictions, predict_logits
 from seqtune.metrics import compute_metrics
+from seqtune.model_family import match_model_to_tokenizer, model_inputs
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
 from seqtune.prepare import prepare_data
 from seqtune.validation import has_data, validate_eval_args
@@ -31,6 +32,7 @@ def _load_finetuned(model_args: ModelArguments):
     tokenizer = load_tokenizer(path, model_args.trust_remote_code)
     config = load_config(path, model_args.trust_remote_code)
     model = load_model(path, config, model_args.trust_remote_code, model_args.allow_pickle_weights)
+    match_model_to_tokenizer(model, tokenizer)
     return tokenizer, config, model
 
 
@@ -112,8 +114,7 @@ def _classify(tokenizer, config, model, texts: list[str], pairs: list[str] | Non
 
     def logits_for(first, second):
         batch = tokenizer(first, second, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
-                 and (k != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1)}
+        batch = {k: v for k, v in batch.items() if k in model_inputs(tokenizer, config)}
         with torch.inference_mode():
             return model(**batch).logits.float().numpy()
 

@@ -58,9 +58,10 @@ def attention_with_fast_dropout(module, query, key, value, attention_mask, dropo
     return torch.matmul(probabilities.to(value.dtype), value).transpose(1, 2).contiguous(), None
 
 
-def use_fast_dropout(model: nn.Module) -> int:
-    """Swap the model's dropouts for fast ones, in place; returns how many. Attention goes through the fast path
-    when the model dispatches through transformers' attention interface with SDPA."""
+def use_fast_dropout(model: nn.Module) -> str:
+    """Swap the model's dropouts for fast ones, in place; returns what it did, for the log. Attention goes through
+    the fast path when the model dispatches through transformers' attention interface with SDPA and is not causal
+    (a decoder's causal attention keeps transformers' SDPA)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -70,8 +71,15 @@ def use_fast_dropout(model: nn.Module) -> int:
             if type(child) is nn.Dropout:
                 setattr(module, name, FastDropout(child.p, child.inplace))
                 swapped += 1
-    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+    implementation = getattr(model.config, "_attn_implementation", None)
+    causal = any(getattr(m, "is_causal", False) is True for m in model.modules())
+    if implementation == "sdpa" and not causal:
         AttentionInterface.register(ATTENTION_NAME, attention_with_fast_dropout)
         ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
         model.set_attn_implementation(ATTENTION_NAME)
-    return swapped
+        attention = "attention probabilities through the fast mask"
+    elif causal:
+        attention = "causal attention left to transformers' SDPA (its own dropout)"
+    else:
+        attention = f"attention left to the family's own {implementation} implementation"
+    return f"{swapped} dropout layers swapped; {attention}"

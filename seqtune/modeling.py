@@ -7,6 +7,7 @@ import os
 
 from seqtune.errors import SeqtuneError
 from seqtune.hub import is_local, offline_hint
+from seqtune.model_family import prepare_tokenizer
 from seqtune.modelfiles import check_model_folder, damaged_file_problem
 
 logger = logging.getLogger("seqtune")
@@ -50,6 +51,7 @@ def load_tokenizer(model_name_or_path: str, trust_remote_code: bool = False):
     if not tokenizer.is_fast:
         logger.warning("The tokenizer of %s is not a fast (Rust) tokenizer: tokenization will be slow.",
                        model_name_or_path)
+    prepare_tokenizer(tokenizer)  # a decoder's tokenizer gets a pad token and a pair separator
     return tokenizer
 
 
@@ -139,7 +141,8 @@ def reinit_pooler(model) -> bool:
     state. Returns False when the model has no pooler."""
     import torch
 
-    pooler = getattr(getattr(model, model.base_model_prefix, None), "pooler", None)
+    pooler = getattr(getattr(model, model.base_model_prefix, None), "pooler", None) or \
+        getattr(model, "pooler", None)  # DeBERTa's ContextPooler sits beside the encoder
     if pooler is None:
         return False
     std = getattr(model.config, "initializer_range", 0.02)

@@ -10,9 +10,10 @@ from datasets import DatasetDict, IterableDataset, concatenate_datasets
 from seqtune.batching import Batching
 from seqtune.config import DataArguments
 from seqtune.data import (Columns, LabelInfo, check_room_for_text, load_raw_datasets, prepare_labels,
-                          resolve_columns, swap_pair, tokenize_datasets, uses_token_type_ids)
+                          resolve_columns, swap_pair, tokenize_datasets)
 from seqtune.datacheck import check_text_columns, check_trainable
 from seqtune.errors import SeqtuneError
+from seqtune.model_family import uses_token_type_ids
 from seqtune.source import dataset_source, task_for
 from seqtune.streaming import split_streams, tokenized_train_stream
 from seqtune.tasks import TaskSpec, default_metrics

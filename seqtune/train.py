@@ -22,6 +22,7 @@ from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.fileio import WRITE_ERRORS, disk_error, remove_tree, write_json
 from seqtune.loop import EpochBatches, Hooks, LoopState, Plan, fit
+from seqtune.model_family import match_model_to_tokenizer
 from seqtune.modeling import (is_sentence_transformers_checkpoint, label_config, load_config, load_model,
                               load_tokenizer, reinit_pooler, resolve_model_path)
 from seqtune.optim import build_optimizer, build_scheduler
@@ -48,7 +49,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         model_path = resolve_model_path(model_args.model_name_or_path)
         tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
         data = setup_data(accelerator, data_args, tokenizer, model_path, model_args.trust_remote_code)
-        model = setup_model(model_path, model_args, data, fast_dropout=args.fast_dropout and accelerator.device.type
+        model = setup_model(model_path, model_args, data, tokenizer, fast_dropout=args.fast_dropout and accelerator.device.type
                             == "cpu")
         # --- batches, optimizer, schedule; accelerate places and shards them
         loader, sampler, steps_per_epoch = setup_batches(accelerator, data, data_args, args)
@@ -123,19 +124,21 @@ def setup_data(accelerator, data_args: DataArguments, tokenizer, model_path: str
     return data
 
 
-def setup_model(model_path: str, model_args: ModelArguments, data: PreparedData, fast_dropout: bool):
-    """The pre-trained encoder with a fresh classification head for the data's labels."""
+def setup_model(model_path: str, model_args: ModelArguments, data: PreparedData, tokenizer, fast_dropout: bool):
+    """The pre-trained model with a fresh classification head for the data's labels."""
     config = load_config(model_path, model_args.trust_remote_code, **label_config(data.labels.names))
     model = load_model(model_path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
                        model_args.ignore_mismatched_sizes)
+    match_model_to_tokenizer(model, tokenizer)
     model.config.seqtune_symmetric_pairs = data.symmetric  # evaluate/predict average both orders when True
     wanted = model_args.reinit_pooler
     if wanted is None:
         wanted = is_sentence_transformers_checkpoint(model_path)
-    if wanted and reinit_pooler(model):
-        logger.info("Re-initialised the pooler")
+    if wanted:
+        logger.info("Re-initialised the pooler" if reinit_pooler(model) else
+                    f"No pooler to re-initialise in {type(model).__name__}: skipped")
     if fast_dropout:
-        logger.info("Fast CPU dropout on %d dropout layers", use_fast_dropout(model))
+        logger.info("Fast CPU dropout: %s", use_fast_dropout(model))
     return model
 
 

@@ -11,10 +11,10 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 from transformers import AutoConfig, AutoTokenizer
 
-from seqtune.data import (Columns, load_raw_datasets, prepare_labels, resolve_columns, tokenize_datasets,
-                          uses_token_type_ids)
+from seqtune.data import Columns, load_raw_datasets, prepare_labels, resolve_columns, tokenize_datasets
 from seqtune.demo_data.generate import make_paraphrase_pairs
 from seqtune.errors import SeqtuneError
+from seqtune.model_family import uses_token_type_ids
 from seqtune.tasks import GLUE_TASKS
 from tests.conftest import build_tiny_bert, write_csv
 

@@ -57,7 +57,8 @@ def test_use_fast_dropout_swaps_every_dropout_and_keeps_evaluation_unchanged(tin
     plain = load_model(checkpoint, config)
     fast = load_model(checkpoint, config)
     fast.load_state_dict(plain.state_dict())
-    assert use_fast_dropout(fast) == sum(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    swapped = sum(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    assert use_fast_dropout(fast) == f"{swapped} dropout layers swapped; attention probabilities through the fast mask"
     assert not [m for m in fast.modules() if type(m) is torch.nn.Dropout]
     assert all(isinstance(m, FastDropout) for m in fast.modules() if isinstance(m, torch.nn.Dropout))
     batch = {"input_ids": torch.randint(5, 100, (3, 9)), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
