@@ -76,6 +76,10 @@ class ModelArguments:
                                     "so their pooler never learned the encoder's last state), no otherwise.")
     ignore_mismatched_sizes: bool = _f(False, "Start a new classification head when the checkpoint's head has "
                                        "another number of labels than the data.")
+    torch_dtype: Literal["float32", "bfloat16", "float16"] | None = _f(
+        None, "Load the weights in this dtype: bfloat16 halves a large model's memory (training then updates "
+        "bfloat16 weights, without float32 master copies: use it with --lora_r, whose adapters stay float32). "
+        "Default: float32.")
 
 
 @dataclass
@@ -91,7 +95,7 @@ class TrainingArguments:
                                           "--max_tokens_per_batch).")
     per_device_eval_batch_size: int = _f(128, "Rows per evaluation batch on each device.")
     gradient_accumulation_steps: int = _f(1, "Batches whose gradients are summed before each optimizer step.")
-    learning_rate: float = _f(1e-4, "Peak learning rate of AdamW.")
+    learning_rate: float | None = _f(None, "Peak learning rate of AdamW. Default: 1e-4; 5e-4 with --lora_r.")
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
     layerwise_lr_decay: float = _f(1.0, "Layer-wise learning-rate decay: each encoder layer learns at this factor "
                                    "of the layer above it (the head at --learning_rate). 1.0 = one rate for all.")
@@ -128,6 +132,26 @@ class TrainingArguments:
     torch_compile: bool = _f(False, "Compile the model with torch.compile (pad to multiples to bound recompiles).")
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's own choice, one per core).")
     debug: bool = _f(False, "Show full tracebacks for errors.")
+    # --- large models: parameter-efficient fine-tuning (peft's LoRA) and memory
+    lora_r: int = _f(0, "Fine-tune with LoRA adapters of this rank (peft) instead of every weight: the pre-trained "
+                     "weights stay frozen, the classification head trains fully. 0 = full fine-tuning.")
+    lora_alpha: float | None = _f(None, "LoRA scale numerator (the update is scaled by alpha/r). Default: 2 x r.")
+    lora_dropout: float = _f(0.1, "Dropout on the LoRA adapters' input.")
+    lora_target_modules: list[str] = field(default_factory=list, metadata={
+        "help": "Which layers get adapters, by name suffix (e.g. query value, or q_proj v_proj). Default: every "
+                "linear layer of the pre-trained model (attention and MLP projections)."})
+    save_adapter_only: bool = _f(False, "With --lora_r: save only the adapter and the head (a few MB; evaluate and "
+                                 "predict load it onto its base model) instead of the merged model.")
+    gradient_checkpointing: bool = _f(False, "Recompute each layer's activations in the backward pass instead of "
+                                      "keeping them: far less memory for long rows or large batches, ~30 %% more "
+                                      "compute.")
+
+
+def default_learning_rate(args: TrainingArguments) -> float:
+    """--learning_rate, or the default for the kind of fine-tuning: adapters of rank r learn from a larger step."""
+    if args.learning_rate is not None:
+        return args.learning_rate
+    return 5e-4 if args.lora_r else 1e-4
 
 
 @dataclass

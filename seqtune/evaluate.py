@@ -16,6 +16,7 @@ from seqtune.data import check_room_for_text
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import atomic_write, disk_error, write_json
 from seqtune.inference import logits_to_predictions, predict_logits
+from seqtune.lora import adapter_base, is_adapter_folder, load_adapter
 from seqtune.metrics import compute_metrics
 from seqtune.model_family import match_model_to_tokenizer, model_inputs
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
@@ -31,7 +32,12 @@ def _load_finetuned(model_args: ModelArguments):
     path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(path, model_args.trust_remote_code)
     config = load_config(path, model_args.trust_remote_code)
-    model = load_model(path, config, model_args.trust_remote_code, model_args.allow_pickle_weights)
+    if is_adapter_folder(path):  # --save_adapter_only: the base model, its adapter merged in
+        model = load_adapter(load_model(adapter_base(path), config, model_args.trust_remote_code,
+                                        model_args.allow_pickle_weights, dtype=model_args.torch_dtype), path)
+    else:
+        model = load_model(path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
+                           dtype=model_args.torch_dtype)
     match_model_to_tokenizer(model, tokenizer)
     return tokenizer, config, model
 

@@ -68,9 +68,10 @@ def load_config(model_name_or_path: str, trust_remote_code: bool = False, **kwar
 
 
 def load_model(model_name_or_path: str, config, trust_remote_code: bool = False, allow_pickle_weights: bool = False,
-               ignore_mismatched_sizes: bool = False):
+               ignore_mismatched_sizes: bool = False, dtype: str | None = None):
     """`AutoModelForSequenceClassification`, from safetensors unless pickled weights are explicitly trusted
-    (a pickled .bin file can run code when loaded)."""
+    (a pickled .bin file can run code when loaded), in float32 unless `dtype` says otherwise (transformers 5 would
+    load a checkpoint saved in bfloat16 as bfloat16, and training would then lose its float32 master weights)."""
     from safetensors import SafetensorError
     from transformers import AutoModelForSequenceClassification
 
@@ -78,7 +79,8 @@ def load_model(model_name_or_path: str, config, trust_remote_code: bool = False,
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             model_name_or_path, config=config, trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle_weights else True, ignore_mismatched_sizes=ignore_mismatched_sizes)
+            use_safetensors=None if allow_pickle_weights else True, ignore_mismatched_sizes=ignore_mismatched_sizes,
+            dtype=dtype or "float32")
     except OSError as error:
         if is_local(model_name_or_path) and any(f.endswith(".bin") for f in os.listdir(model_name_or_path)):
             raise SeqtuneError(f"--model_name_or_path {model_name_or_path} holds only pickled (.bin) weights, which "
@@ -123,6 +125,16 @@ def _load_error(model_name_or_path: str, error: Exception) -> SeqtuneError:
 
 
 # ----------------------------------------------------------------------------------------------- model surgery
+def enable_gradient_checkpointing(model) -> None:
+    """Activations recomputed in the backward pass (non-reentrant: works with frozen embeddings under LoRA)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise SeqtuneError(f"{type(model).__name__} does not support gradient checkpointing: drop "
+                           "--gradient_checkpointing, and save memory with a smaller --per_device_train_batch_size "
+                           "(with --gradient_accumulation_steps to keep the batch) or with --lora_r.")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    logger.info("Gradient checkpointing: activations are recomputed in the backward pass")
+
+
 def label_config(label_names: tuple[str, ...] | None) -> dict:
     """The config keys that give a classifier its labels (one output for regression)."""
     if label_names is None:

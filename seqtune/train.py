@@ -16,15 +16,17 @@ from seqtune.batching import build_collator, build_stream_dataloader, build_trai
 from seqtune.best_model import BestModel, cpu_copy
 from seqtune.checkpoint import (check_resume_settings, load_best_weights, load_loop_state, resolve_resume_path,
                                 rotate_checkpoints, save_checkpoint, verify_checkpoint)
-from seqtune.config import DataArguments, ModelArguments, TrainingArguments
+from seqtune.config import DataArguments, ModelArguments, TrainingArguments, comma_items, default_learning_rate
 from seqtune.datastats import length_report
 from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.fileio import WRITE_ERRORS, disk_error, remove_tree, write_json
+from seqtune.lora import apply_lora, is_peft_model, merged_model, save_adapter
 from seqtune.loop import EpochBatches, Hooks, LoopState, Plan, fit
 from seqtune.model_family import match_model_to_tokenizer
-from seqtune.modeling import (is_sentence_transformers_checkpoint, label_config, load_config, load_model,
-                              load_tokenizer, reinit_pooler, resolve_model_path)
+from seqtune.model_size import estimate_training_memory
+from seqtune.modeling import (enable_gradient_checkpointing, is_sentence_transformers_checkpoint, label_config,
+                              load_config, load_model, load_tokenizer, reinit_pooler, resolve_model_path)
 from seqtune.optim import build_optimizer, build_scheduler
 from seqtune.output_dir import OutputDir
 from seqtune.prepare import PreparedData, batching_from_args, prepare_data
@@ -41,6 +43,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     started = time.perf_counter()
     # --- every flag checked before anything is loaded or written
     validate_training_args(data_args, args)
+    args.learning_rate = default_learning_rate(args)
     resume_path = resolve_resume_path(args.resume_from_checkpoint, args.output_dir)
     accelerator = setup_accelerator(args)
     with OutputDir(args.output_dir, accelerator.is_main_process).open() as out:  # locked: one run at a time
@@ -49,10 +52,10 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         model_path = resolve_model_path(model_args.model_name_or_path)
         tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
         data = setup_data(accelerator, data_args, tokenizer, model_path, model_args.trust_remote_code)
-        model = setup_model(model_path, model_args, data, tokenizer, fast_dropout=args.fast_dropout and accelerator.device.type
-                            == "cpu")
+        model = setup_model(model_path, model_args, args, data, tokenizer, on_cpu=accelerator.device.type == "cpu")
         # --- batches, optimizer, schedule; accelerate places and shards them
         loader, sampler, steps_per_epoch = setup_batches(accelerator, data, data_args, args)
+        log_memory(model, data, data_args, args)
         plan = make_plan(args, data, steps_per_epoch)
         optimizer, scheduler = setup_optimizer(model, args, plan.max_steps, accelerator.num_processes)
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -62,7 +65,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             model = torch.compile(model)
         log_plan(accelerator, data, data_args, args, plan)
         # --- the state: fresh, or restored from a checkpoint (exactly, or refused)
-        settings = run_settings(data, data_args, model_path, args, accelerator.num_processes, plan)
+        settings = run_settings(data, data_args, model_path, args, accelerator.num_processes, plan,
+                                model_args.torch_dtype)
         if resume_path:  # a checkpoint of another run, or damaged, is refused before anything is written
             check_resumable(resume_path, settings, args.allow_inexact_resume, accelerator.num_processes)
         out.start(overwrite=args.overwrite_output_dir and not resume_path)
@@ -124,11 +128,13 @@ def setup_data(accelerator, data_args: DataArguments, tokenizer, model_path: str
     return data
 
 
-def setup_model(model_path: str, model_args: ModelArguments, data: PreparedData, tokenizer, fast_dropout: bool):
-    """The pre-trained model with a fresh classification head for the data's labels."""
+def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArguments, data: PreparedData, tokenizer,
+                on_cpu: bool):
+    """The pre-trained model with a fresh classification head for the data's labels; then, when asked, gradient
+    checkpointing, LoRA adapters (peft) and fast CPU dropout (which also swaps the adapters' dropout)."""
     config = load_config(model_path, model_args.trust_remote_code, **label_config(data.labels.names))
     model = load_model(model_path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
-                       model_args.ignore_mismatched_sizes)
+                       model_args.ignore_mismatched_sizes, model_args.torch_dtype)
     match_model_to_tokenizer(model, tokenizer)
     model.config.seqtune_symmetric_pairs = data.symmetric  # evaluate/predict average both orders when True
     wanted = model_args.reinit_pooler
@@ -137,9 +143,27 @@ def setup_model(model_path: str, model_args: ModelArguments, data: PreparedData,
     if wanted:
         logger.info("Re-initialised the pooler" if reinit_pooler(model) else
                     f"No pooler to re-initialise in {type(model).__name__}: skipped")
-    if fast_dropout:
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if args.lora_r:
+        model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout,
+                           comma_items(args.lora_target_modules))
+    elif model_args.torch_dtype in ("bfloat16", "float16"):
+        logger.warning("Training %s weights directly (no float32 master copy): small updates can be lost to "
+                       "rounding; --lora_r keeps the trained adapters in float32.", model_args.torch_dtype)
+    if args.fast_dropout and on_cpu:
         logger.info("Fast CPU dropout: %s", use_fast_dropout(model))
     return model
+
+
+def log_memory(model, data: PreparedData, data_args: DataArguments, args: TrainingArguments) -> None:
+    """Parameters and the training memory a batch of the longest rows needs, before anything is trained."""
+    longest = data_args.max_seq_length if data.streaming else min(max(data.train["length"], default=1),
+                                                                   data_args.max_seq_length)
+    rows = max(1, data_args.max_tokens_per_batch // longest) if data_args.max_tokens_per_batch else \
+        args.per_device_train_batch_size
+    estimate = estimate_training_memory(model, rows, longest, args.bf16, args.gradient_checkpointing)
+    logger.info("Model: %s", estimate.describe(rows, longest))
 
 
 def setup_batches(accelerator, data: PreparedData, data_args: DataArguments, args: TrainingArguments):
@@ -193,7 +217,7 @@ def show_progress(accelerator, args: TrainingArguments) -> bool:
 
 # ----------------------------------------------------------------------------------------------- state
 def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, args: TrainingArguments,
-                 num_processes: int, plan: Plan) -> dict:
+                 num_processes: int, plan: Plan, torch_dtype: str | None = None) -> dict:
     """What determines a run's steps: a resume with other values would not continue it exactly."""
     source = data.fingerprint or repr((data_args.dataset_name, data_args.dataset_config_name, data_args.train_file))
     return {"data": source, "labels": None if data.labels.names is None else list(data.labels.names),
@@ -207,6 +231,8 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
             "batching": repr(batching_from_args(data_args)), "symmetric_pairs": data.symmetric,
             "eval_strategy": args.eval_strategy, "eval_steps": args.eval_steps, "save_steps": args.save_steps,
             "adam": [args.adam_beta1, args.adam_beta2, args.adam_epsilon], "torch_compile": args.torch_compile,
+            "lora": [args.lora_r, args.lora_alpha, args.lora_dropout, comma_items(args.lora_target_modules)],
+            "gradient_checkpointing": args.gradient_checkpointing, "torch_dtype": torch_dtype or "float32",
             "evaluation_data": getattr(data.tokenized.get(data.eval_split), "_fingerprint", None)}
 
 
@@ -265,7 +291,7 @@ def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state
         unwrapped = accelerator.unwrap_model(model)
         if best.weights is not None:
             unwrapped.load_state_dict(best.weights)
-        save_model(unwrapped, tokenizer, out)
+        save_model(unwrapped, tokenizer, out, adapter_only=flags["training"]["save_adapter_only"])
         if state.best_predictions is not None:
             write_json(out.file("eval_predictions.json"), {
                 "split": data.eval_split, "label_names": list(data.labels.names),
@@ -298,13 +324,20 @@ def results_of(state: LoopState, plan: Plan, data: PreparedData, num_processes: 
     return results
 
 
-def save_model(model, tokenizer, out: OutputDir) -> None:
+def save_model(model, tokenizer, out: OutputDir, adapter_only: bool = False) -> None:
     """Model + tokenizer written into a staging folder inside --output_dir, then moved into place file by file, so
-    a half-written model is never mistaken for a complete one (the INCOMPLETE marker stays until the end)."""
+    a half-written model is never mistaken for a complete one (the INCOMPLETE marker stays until the end). A LoRA
+    model is saved merged (a plain transformers model), or as its adapter with the config that names its labels."""
     staging = out.file(".model.saving")
     try:
         remove_tree(staging)
-        model.save_pretrained(staging, safe_serialization=True)
+        if is_peft_model(model) and adapter_only:
+            save_adapter(model, staging)
+            base = model.get_base_model()
+            base.config.architectures = [type(base).__name__]
+            base.config.save_pretrained(staging)
+        else:
+            (merged_model(model) if is_peft_model(model) else model).save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         names = os.listdir(staging)
         out.record(*names)

@@ -108,6 +108,22 @@ def _data_problems(data_args: DataArguments, needs_data: bool, reads_data: bool 
     return problems
 
 
+def _lora_problems(args: TrainingArguments) -> list[str]:
+    problems = []
+    if not 0 <= args.lora_r < 2**16:
+        problems.append(f"--lora_r must be 0 (full fine-tuning) or a positive rank, got {args.lora_r}.")
+    if args.lora_alpha is not None and not 0 < args.lora_alpha < math.inf:
+        problems.append(f"--lora_alpha must be a positive finite number, got {args.lora_alpha}.")
+    if not 0 <= args.lora_dropout < 1:
+        problems.append(f"--lora_dropout must be in [0, 1), got {args.lora_dropout}.")
+    if not args.lora_r:
+        lora_only = [flag for flag, given in (("--save_adapter_only", args.save_adapter_only),
+                                              ("--lora_target_modules", args.lora_target_modules),
+                                              ("--lora_alpha", args.lora_alpha is not None)) if given]
+        problems += [f"{flag} needs --lora_r (the rank of the LoRA adapters, e.g. --lora_r 8)." for flag in lora_only]
+    return problems
+
+
 def _training_problems(data_args: DataArguments, args: TrainingArguments) -> list[str]:
     problems = _positive({
         "--per_device_train_batch_size": args.per_device_train_batch_size,
@@ -118,8 +134,9 @@ def _training_problems(data_args: DataArguments, args: TrainingArguments) -> lis
     if args.max_steps <= 0 and args.num_train_epochs is not None and not 0 < args.num_train_epochs < 1e6:
         problems.append(f"--num_train_epochs must be a positive number of passes (got {args.num_train_epochs}), "
                         "or set --max_steps.")
-    if not 0 < args.learning_rate < math.inf:
+    if args.learning_rate is not None and not 0 < args.learning_rate < math.inf:
         problems.append(f"--learning_rate must be a positive finite number, got {args.learning_rate}.")
+    problems += _lora_problems(args)
     infinite = [f"--{name}" for name in ("weight_decay", "max_grad_norm", "adam_epsilon")
                 if math.isinf(getattr(args, name))]  # (NaN fails the range checks below)
     problems += [f"{flag} must be a finite number." for flag in infinite]

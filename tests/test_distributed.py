@@ -110,3 +110,19 @@ def test_two_processes_resume_across_the_epoch_boundary_on_the_defaults(tiny_mod
             assert observed[name].equal(expected[name]), f"{model}: {name}"
     results = [json.load(open(os.path.join(d, "all_results.json"))) for d in (full, resumed)]
     assert results[0]["eval_f1"] == results[1]["eval_f1"] and results[0]["global_step"] == 24
+
+
+@needs_torchrun
+def test_lora_decoder_under_two_processes_matches_one(pair_files, tmp_path):
+    """A Llama-style decoder (no pad token, as released) with LoRA adapters: 2 processes x 4 rows train as 1 x 8."""
+    from tests.families import build_family
+
+    model = build_family("llama", str(tmp_path / "llama"))
+    lora = ["--lora_r", "4", "--lora_dropout", "0"]  # the tiny Llama has no dropout: runs comparable step by step
+    _, single_log = run([sys.executable], model, pair_files, str(tmp_path / "one"), 8, *lora)
+    double, double_log = run(TORCHRUN, model, pair_files, str(tmp_path / "two"), 4, *lora)
+    assert "LoRA: rank 4" in double.stderr
+    single_losses, double_losses = ([r["loss"] for r in log if "loss" in r] for log in (single_log, double_log))
+    assert len(single_losses) == 5 and double_losses == pytest.approx(single_losses, abs=1e-5)
+    assert [r for r in double_log if "eval_f1" in r] == [r for r in single_log if "eval_f1" in r]
+    assert "model.safetensors" in os.listdir(str(tmp_path / "two"))  # merged

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from families import DECODERS, FAMILIES, build_family
+from tests.families import DECODERS, FAMILIES, build_family
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from seqtune.cli import main
@@ -120,3 +120,18 @@ def test_one_token_type_rule_for_every_family(tmp_path):
         folder = _BUILT.get(family) or build_family(family, str(tmp_path / family))
         tokenizer, config = load_tokenizer(folder), AutoConfig.from_pretrained(folder)
         assert ("token_type_ids" in model_inputs(tokenizer, config)) is uses, family
+
+
+@pytest.mark.parametrize("family_model", FAMILIES, indirect=True, ids=FAMILIES)
+def test_family_with_lora_and_gradient_checkpointing(family_model, pair_files, tmp_path, capsys):
+    """LoRA's default targets (every linear layer of the body) and gradient checkpointing on every family; the
+    merged model is a plain transformers model that evaluate scores as the run did."""
+    out = str(tmp_path / "run")
+    assert main(["train", "--model_name_or_path", family_model, "--train_file", pair_files["train"],
+                 "--validation_file", pair_files["validation"], "--output_dir", out, "--max_steps", "3",
+                 "--per_device_train_batch_size", "8", "--lora_r", "4", "--gradient_checkpointing",
+                 "--disable_tqdm"]) == 0
+    results = last_json(capsys.readouterr().out)
+    AutoModelForSequenceClassification.from_pretrained(out)
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", pair_files["validation"]]) == 0
+    assert last_json(capsys.readouterr().out) == {"f1": results["eval_f1"], "accuracy": results["eval_accuracy"]}

@@ -209,3 +209,13 @@ def test_a_finished_run_resumed_ships_its_best_step(reference, tiny_model, pair_
             assert tensor.equal(weights[name]), name
     else:
         assert best_step > TOTAL
+
+
+def test_lora_killed_and_resumed_equals_uninterrupted(tiny_model, pair_files, tmp_path):
+    """LoRA (peft) checkpoints carry the adapters, the heads and their optimizer state: a run killed in epoch 1 and
+    resumed ends bit for bit where the uninterrupted one does."""
+    reference_dir, out = str(tmp_path / "reference"), str(tmp_path / "run")
+    assert main(defaults_cmd(tiny_model, pair_files, reference_dir, "--lora_r", "4")) == 0
+    run_child(tmp_path, "after_checkpoint", 75, defaults_cmd(tiny_model, pair_files, out, "--lora_r", "4"))
+    assert main(defaults_cmd(tiny_model, pair_files, out, "--lora_r", "4", "--resume_from_checkpoint")) == 0
+    assert_same_weights(reference_dir, out)
