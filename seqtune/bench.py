@@ -175,7 +175,7 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
                 peaks["bf16"] / 1e9)
     # the token_budget strategy uses --max_tokens_per_batch when given; the other strategies ignore it
     strategies = padding_strategies(data_args.max_seq_length, data_args.max_tokens_per_batch or 4096)
-    from seqtune.config import TrainingArguments
+    from seqtune.config import TrainingArguments, default_learning_rate
     defaults = TrainingArguments()
     strategies["default"] = Batching(DataArguments.padding, DataArguments.pad_to_multiple_of,
                                      DataArguments.group_by_length, DataArguments.max_tokens_per_batch)
@@ -188,7 +188,7 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
         batch_size = args.per_device_train_batch_size
         if name == "default":
             run_args = replace(args, bf16=defaults.bf16, torch_compile=defaults.torch_compile,
-                               learning_rate=defaults.learning_rate)
+                               learning_rate=default_learning_rate(defaults))
             batch_size = defaults.per_device_train_batch_size
         result = run_config(name, strategies[name], data, tokenizer, model_path, config, run_args,
                             data_args.max_seq_length, batch_size, peaks)
