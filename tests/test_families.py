@@ -135,3 +135,31 @@ def test_family_with_lora_and_gradient_checkpointing(family_model, pair_files, t
     AutoModelForSequenceClassification.from_pretrained(out)
     assert main(["evaluate", "--model_name_or_path", out, "--validation_file", pair_files["validation"]]) == 0
     assert last_json(capsys.readouterr().out) == {"f1": results["eval_f1"], "accuracy": results["eval_accuracy"]}
+
+
+def test_a_tokenizer_without_pad_or_eos_gets_a_new_pad_token(pair_files, tmp_path, capsys, caplog):
+    """No EOS to pad with either: a new '<pad>' token, the embeddings grow by one row, and the saved model and
+    tokenizer agree (transformers reloads them and predicts as seqtune did)."""
+    from tests.families import build_model, build_tokenizer
+
+    folder = str(tmp_path / "gpt2-no-eos")
+    tokenizer = build_tokenizer("gpt2")
+    model = build_model("gpt2", tokenizer)
+    tokenizer.eos_token = tokenizer.bos_token = tokenizer.unk_token = None
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    out = str(tmp_path / "run")
+    with caplog.at_level("INFO", logger="seqtune"):
+        assert main(["train", "--model_name_or_path", folder, "--train_file", pair_files["train"],
+                     "--validation_file", pair_files["validation"], "--output_dir", out, "--max_steps", "3",
+                     "--per_device_train_batch_size", "8", "--disable_tqdm"]) == 0
+    assert "added a new pad token '<pad>'" in caplog.text and "Resizing the token embeddings" in caplog.text
+    rows = list(csv.DictReader(open(pair_files["validation"])))
+    reloaded = AutoTokenizer.from_pretrained(out)
+    assert reloaded.pad_token == "<pad>" and reloaded.pad_token_id == len(reloaded) - 1
+    saved = AutoModelForSequenceClassification.from_pretrained(out)
+    assert saved.get_input_embeddings().num_embeddings == len(reloaded)
+    assert saved.config.pad_token_id == reloaded.pad_token_id
+    labels, _ = reference_predictions(out, rows)
+    predictions = json.load(open(os.path.join(out, "eval_predictions.json")))["predictions"]
+    assert [saved.config.id2label[p] for p in predictions] == labels
