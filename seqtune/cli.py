@@ -51,7 +51,7 @@ def _dataclasses_for(command: str):
 TRAINING_ONLY = ("streaming", "max_train_samples", "padding", "pad_to_multiple_of", "group_by_length",
                  "max_tokens_per_batch", "reinit_pooler", "ignore_mismatched_sizes", "preprocessing_num_workers")
 HIDDEN_FLAGS = {
-    "evaluate": TRAINING_ONLY + ("max_predict_samples",),
+    "evaluate": TRAINING_ONLY + ("max_predict_samples", "keep_columns", "sentence1", "sentence2"),
     "predict": TRAINING_ONLY + ("max_eval_samples",),
     "data": ("streaming", "reinit_pooler", "ignore_mismatched_sizes", "allow_pickle_weights", "max_predict_samples"),
 }
@@ -148,7 +148,8 @@ def apply_config_defaults(parser: argparse.ArgumentParser, path: str, values: di
             others.append(key)
             continue
         if action is None:
-            close = difflib.get_close_matches(key, list(actions), n=1)
+            close = difflib.get_close_matches(key, list(actions), n=1) or difflib.get_close_matches(
+                key, sorted(shared), n=1)
             problems.append(f"--config {path}: unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close
                                                                         else "") + "; keys are flag names.")
             continue

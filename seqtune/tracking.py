@@ -1,6 +1,6 @@
 """Where step metrics go during training: `train_log.jsonl` (one JSON record a line), TensorBoard events, and
-Weights & Biases or MLflow through accelerate's trackers (their own offline modes: WANDB_MODE=offline, an MLflow
-file store such as MLFLOW_TRACKING_URI=file:./mlruns)."""
+Weights & Biases or MLflow through accelerate's trackers (offline: WANDB_MODE=offline; a local MLflow store such as
+MLFLOW_TRACKING_URI=sqlite:///mlflow.db)."""
 
 from __future__ import annotations
 
