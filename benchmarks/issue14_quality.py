@@ -1,7 +1,7 @@
 """Issue #14's quality benchmarks on MRPC: imbalanced labels and multi-label, with and without --class_weights auto.
 
     python benchmarks/issue14_quality.py MRPC_FOLDER [SEEDS] [extra train flags...]
-    e.g. python benchmarks/issue14_quality.py ../shared/data/glue/mrpc 1,2,3 --max_seq_length 128
+    e.g. python benchmarks/issue14_quality.py $GLUE/mrpc 1,2,3 --max_seq_length 128
     ISSUE14_DATASETS=multi-label python benchmarks/issue14_quality.py ...   # one of the two data sets
     python benchmarks/issue14_quality.py --summary                         # the table again
 
