@@ -58,8 +58,8 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
     for a classifier, the per-class table; a warning when every row gets the same prediction."""
     validate_eval_args(data_args, eval_args, "evaluate")
     tokenizer, config, model = _load_finetuned(model_args)
-    data = prepare_data(data_args, tokenizer, config, splits=_splits_to_read(data_args, eval_args.split,
-                                                                              ("validation", "validation_matched")))
+    data = prepare_data(data_args, tokenizer, config, first_only=True,
+                        splits=_splits_to_read(eval_args.split, ("validation", "validation_matched")))
     _check_label_space(config, data)
     split = _pick_split(data, eval_args.split, (data.eval_split or "validation",))
     if split not in data.labels.labelled_splits:
@@ -97,14 +97,10 @@ def per_class_text(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _splits_to_read(data_args: DataArguments, requested: str | None, preferred: tuple[str, ...]) -> list[str] | None:
-    """The splits a command tokenizes: --split, else its preferred ones (never a training split it does not use);
-    None (all) when the data names its splits by files or has none of the preferred ones."""
-    if requested:
-        return [requested]
-    if data_args.train_file or data_args.validation_file or data_args.test_file:
-        return None
-    return [*preferred, "dev"]
+def _splits_to_read(requested: str | None, preferred: tuple[str, ...]) -> list[str]:
+    """The splits a command tokenizes: --split, else its preferred ones (never a training split it does not use;
+    `prepare_data` falls back to every split when the data has none of them)."""
+    return [requested] if requested else [*preferred, "dev"]
 
 
 def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> list[dict]:
@@ -122,7 +118,7 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
     writer = _row_writer(eval_args.output_file)
     tokenizer, config, model = _load_finetuned(model_args)
     data = prepare_data(data_args, tokenizer, config, splits=_splits_to_read(
-        data_args, eval_args.split, ("test", "test_matched", "validation", "validation_matched")))
+        eval_args.split, ("test", "test_matched", "validation", "validation_matched")), first_only=True)
     split = _pick_split(data, eval_args.split, ("test", data.eval_split, "validation", "train"))
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
     logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,

@@ -117,8 +117,9 @@ def fine_tuned_labels(model_config) -> tuple[str, ...] | None:
 
 
 def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list[str] | None = None,
-                 augment_train: bool = False) -> PreparedData:
-    """Load, label and tokenize `splits` (default: all). Symmetric pair data (--symmetric_pairs, else the model's
+                 augment_train: bool = False, first_only: bool = False) -> PreparedData:
+    """Load, label and tokenize `splits` (default, or when the data has none of them: all; `first_only`: the first
+    of them the data has). Symmetric pair data (--symmetric_pairs, else the model's
     own setting, else the task's fact) also gets each split tokenized in (text_pair, text) order; with
     `augment_train`, the training split is doubled with its swapped rows."""
     # a fine-tuned regression model (one output) scores the split's numbers even without a training split
@@ -140,6 +141,9 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
         symmetric = bool(task and task.symmetric)
     symmetric = bool(symmetric and columns.text_pair)
     wanted = DatasetDict({s: ds for s, ds in raw.items() if splits is None or s in splits}) or DatasetDict(raw)
+    if first_only and len(wanted) > 1 and splits is not None:  # the first of `splits` the data has
+        first = next(s for s in splits if s in wanted)
+        wanted = DatasetDict({first: wanted[first]})
     check_text_columns(wanted, (columns.text, columns.text_pair))
     keep_token_types = uses_token_type_ids(tokenizer, model_config)
     train_stream = None

@@ -124,3 +124,16 @@ def test_report_to_mlflow_file_store(tiny_model, pair_files, tmp_path, monkeypat
     assert train(tiny_model, pair_files, str(tmp_path / "run"), "--report_to", "mlflow") == 0
     runs = mlflow.search_runs(experiment_names=["seqtune"])
     assert len(runs) == 1 and runs["metrics.loss"].notna().all() and "params.training.learning_rate" in runs
+
+
+def test_evaluate_and_predict_tokenize_only_the_split_they_use(finished, pair_files, tmp_path, caplog):
+    data = ["--train_file", pair_files["train"], "--validation_file", pair_files["validation"], "--test_file",
+            pair_files["test"]]
+    with caplog.at_level(logging.INFO, logger="seqtune"):
+        assert main(["evaluate", "--model_name_or_path", finished, *data]) == 0
+        assert main(["predict", "--model_name_or_path", finished, *data, "--output_file",
+                     str(tmp_path / "p.tsv")]) == 0
+    tokenized = [r.getMessage().split(" (")[0] for r in caplog.records if " split " in r.getMessage()
+                 and ("Tokenizing" in r.getMessage() or "Reusing" in r.getMessage())]
+    assert tokenized == ["Tokenizing the validation split", "Tokenizing the test split"]
+    assert not [r for r in caplog.records if "Evaluating" in r.getMessage()]
