@@ -22,6 +22,7 @@ class StepLog:
         self.jsonl = None
         self.tensorboard = None
         self.trackers = []
+        self.sinks = set(sinks)
         if not enabled:
             return
         self.trackers = start_trackers(sinks, output_dir, config or {})

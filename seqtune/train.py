@@ -69,12 +69,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         if resume_path:  # a checkpoint of another run, or damaged, is refused before anything is written
             check_resumable(resume_path, settings, args.allow_inexact_resume, accelerator.num_processes)
         out.start(overwrite=args.overwrite_output_dir and not resume_path)
-        sinks = sink_names(args.report_to)
-        out.record(*[name for name, sink in (("train_log.jsonl", "jsonl"), ("runs", "tensorboard"),
-                                             ("wandb", "wandb")) if sink in sinks])
-        steps = StepLog(out.path, sinks, enabled=accelerator.is_main_process,
-                        resume_step=load_loop_state(resume_path)["step"] if resume_path else None,
-                        config={"data": vars(data_args), "model": vars(model_args), "training": vars(args)})
+        steps = setup_tracking(accelerator, out, args, resume_path, {"data": vars(data_args), "model": vars(
+            model_args), "training": vars(args)})
         best = BestModel(accelerator, model, data.tokenized.get(data.eval_split) if data.eval_split else None,
                          data.swapped.get(data.eval_split), data.collator, args.per_device_eval_batch_size,
                          data.all_metrics, data.space, steps.log, plan.epoch_at, show_progress(accelerator, args),
@@ -93,10 +89,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         with GracefulStop() as stop:  # (a signal during the final save lets the save finish)
             signum = fit(accelerator, model, optimizer, scheduler, EpochBatches(accelerator, loader, sampler), plan,
                          state, hooks, stop, args.max_grad_norm, args.bf16, progress=progress)
-            steps.close()
-            for folder, sink in (("runs", "tensorboard"), ("wandb", "wandb")):
-                if sink in sinks and os.path.isdir(out.file(folder)):
-                    out.record_tree(folder)
+            close_tracking(out, steps)
             if signum:
                 raise StoppedBySignal(signum, os.path.join(out.path, f"checkpoint-{state.step}"))
             # --- the best model (by the task's main metric), its results, card and report
@@ -222,6 +215,25 @@ def show_progress(accelerator, args: TrainingArguments) -> bool:
     """A progress bar on a terminal; a log file gets a line every --logging_steps instead (no escape codes)."""
     return (not args.disable_tqdm and accelerator.is_main_process and logger.getEffectiveLevel() <= logging.INFO
             and sys.stderr.isatty())
+
+
+TRACKER_FOLDERS = {"jsonl": "train_log.jsonl", "tensorboard": "runs", "wandb": "wandb"}  # what each sink writes
+
+
+def setup_tracking(accelerator, out: OutputDir, args: TrainingArguments, resume_path: str | None, flags: dict
+                   ) -> StepLog:
+    """The step log's sinks (--report_to), continued from the checkpoint's step when resuming."""
+    steps = StepLog(out.path, sink_names(args.report_to), enabled=accelerator.is_main_process,
+                    resume_step=load_loop_state(resume_path)["step"] if resume_path else None, config=flags)
+    out.record(*[name for sink, name in TRACKER_FOLDERS.items() if sink in steps.sinks])
+    return steps
+
+
+def close_tracking(out: OutputDir, steps: StepLog) -> None:
+    steps.close()
+    for sink, name in TRACKER_FOLDERS.items():
+        if sink in steps.sinks and os.path.isdir(os.path.join(out.path, name)):
+            out.record_tree(name)
 
 
 # ----------------------------------------------------------------------------------------------- state
