@@ -201,6 +201,11 @@ def _card_text(output_dir: str, args: dict, results: dict, config: dict) -> str:
     small = not _is_number(results.get("train_samples")) or results["train_samples"] < 20000
     variance = " of a few hundred rows: expect several points of variance between seeds" if small else ""
     split = _code(results.get("evaluated_split", "validation"))
+    chosen = _code(results.get("main_metric", "the task's main metric"))
+    table = _per_class(_read_dict(output_dir, "eval_predictions.json"))
+    classes = ("\nPer class:\n\n| label | precision | recall | F1 | support |\n| --- | --- | --- | --- | --- |\n"
+               + "\n".join(f"| {_code(c['label'])} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
+                           f"{c['support']} |" for c in table) + "\n") if table else ""
     usage = (_usage(output_dir, pair, symmetric) if _has_weights(output_dir) else
              "This folder holds no model weights (`seqtune sweep` keeps only each run's metrics unless "
              "`--keep_models`): this card and `all_results.json` record its results only.")
@@ -213,11 +218,11 @@ A sequence classifier fine-tuned with seqtune from {_code(base)} on {_code(_data
 ## Labels
 {label_text}
 
-## Results on the {split} split (best checkpoint, step {results.get('best_step')})
+## Results on the {split} split (best checkpoint, step {results.get('best_step')}, chosen by {chosen})
 | metric | value |
 | --- | --- |
 {metrics or '| (no evaluation split) | |'}
-
+{classes}
 {training}
 
 ## Hyperparameters

@@ -146,3 +146,19 @@ def test_report_summary_units_hyperparameters_per_class_and_validation_loss(tmp_
     figure = _plot_loss_lr(_read_log(out))
     labels = [line.get_label() for ax in figure.axes for line in ax.get_lines()]
     assert labels == ["training loss", "validation loss", "learning rate"]
+
+
+def test_card_has_the_per_class_table_and_front_matter_that_validates(tmp_path):
+    from huggingface_hub import ModelCardData
+
+    out = _run_folder(tmp_path / "run", {"model_name_or_path": "bert-base-uncased"}, {"task_name": "mrpc"},
+                      ["not_equivalent", "equivalent"])
+    card = ModelCard.load(write_model_card(out))
+    assert "| `not_equivalent` | 0.0000 | 0.0000 | 0.0000 | 2 |" in card.text
+    data = card.data.to_dict()
+    assert data["base_model"] == "bert-base-uncased" and data["datasets"] == ["nyu-mll/glue"]
+    assert data["metrics"] == ["f1", "accuracy"]  # finite ones only (the fixture's pearson is NaN)
+    # the model-index the Hub reads parses back into evaluation results
+    again = ModelCardData(**data)
+    assert [(r.metric_type, r.metric_value, r.dataset_split) for r in again.eval_results] == [
+        ("f1", 0.875, "validation"), ("accuracy", 0.8125, "validation")]
