@@ -5,13 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqtune-installed
 DEMO_DATA := seqtune/demo_data/paraphrase
 DEMO_OUT ?= runs/demo
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: install demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch is pinned in pyproject.toml (2.13.0, the CPU wheel); -e keeps the checkout importable
+	# torch first, pinned to this machine's CPU wheel (pyproject.toml only asks torch>=2.4, which pip would otherwise
+	# meet with a multi-GB CUDA build); -e keeps the checkout importable
+	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 

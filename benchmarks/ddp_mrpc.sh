@@ -2,8 +2,9 @@
 # MRPC with the embedded MiniLM: two CPU processes (torchrun, gloo, one thread each, per-device batch 16 = global 32)
 # against one process (global 32), same seeds. Usage: bash benchmarks/ddp_mrpc.sh [SEEDS...]   (default: 1 2)
 # `accelerate launch --cpu --num_processes 2` starts a single process (accelerate's CPU launcher), hence torchrun.
+GLUE="${GLUE:?set GLUE to a local copy of the GLUE dataset folder (laid out like nyu-mll/glue)}"
 set -euo pipefail
-DATA="--dataset_name ../shared/data/glue --dataset_config_name mrpc --disable_tqdm --overwrite_output_dir"
+DATA="--dataset_name $GLUE --dataset_config_name mrpc --disable_tqdm --overwrite_output_dir"
 seeds=("$@")
 [ ${#seeds[@]} -eq 0 ] && seeds=(1 2)
 for seed in "${seeds[@]}"; do

@@ -2,10 +2,11 @@
 # Issue #12 (the recipe in named stages): the default MRPC run and `seqtune bench`'s default configuration, before
 # (a checkout of the code before the change, at $OLD) and after (this checkout), one after the other on an idle
 # machine. Usage: benchmarks/house_before_after.sh /path/to/old/checkout [seed]
+GLUE="${GLUE:?set GLUE to a local copy of the GLUE dataset folder (laid out like nyu-mll/glue)}"
 set -euo pipefail
 OLD=${1:?path to a checkout of the code before the change}
 SEED=${2:-42}
-DATA="--dataset_name ../shared/data/glue --dataset_config_name mrpc"
+DATA="--dataset_name $GLUE --dataset_config_name mrpc"
 PY=.venv/bin/python
 mkdir -p runs/house
 for side in old new; do

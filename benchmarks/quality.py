@@ -1,4 +1,4 @@
-"""Validation quality of `seqtune train` configurations over seeds on local MRPC.
+"""Validation quality of `seqtune train` configurations over seeds on local MRPC ($GLUE: a copy of the GLUE folder).
 
     python benchmarks/quality.py NAME SEEDS [train flags...]
     e.g. python benchmarks/quality.py defaults 1,2,3
@@ -16,7 +16,7 @@ os.makedirs("runs", exist_ok=True)
 for seed in seeds:
     out = f"runs/quality/{name}-{seed}"
     shutil.rmtree(out, ignore_errors=True)
-    code = main(["train", "--dataset_name", "../shared/data/glue", "--dataset_config_name", "mrpc", "--output_dir", out,
+    code = main(["train", "--dataset_name", os.environ["GLUE"], "--dataset_config_name", "mrpc", "--output_dir", out,
                  "--seed", seed, "--log_level", "warning", *flags])
     results = json.load(open(os.path.join(out, "all_results.json"))) if code == 0 else {"error": code}
     with open("runs/quality.jsonl", "a") as f:

@@ -34,7 +34,7 @@ def seconds(fn, repeats=3):
 run_dir, n_best = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2
 model = AutoModelForSequenceClassification.from_pretrained(run_dir).eval()
 tokenizer = AutoTokenizer.from_pretrained(run_dir)
-data = prepare_data(DataArguments(dataset_name="../shared/data/glue", dataset_config_name="mrpc"), tokenizer,
+data = prepare_data(DataArguments(dataset_name=os.environ["GLUE"], dataset_config_name="mrpc"), tokenizer,
                     model.config, splits=["validation"])
 collator = build_collator(tokenizer, "longest", 128)
 scratch = tempfile.mkdtemp()

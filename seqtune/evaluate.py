@@ -17,7 +17,7 @@ from seqtune.errors import SeqtuneError
 from seqtune.fileio import atomic_write, disk_error, write_json
 from seqtune.inference import logits_to_predictions, predict_logits
 from seqtune.lora import adapter_base, is_adapter_folder, load_adapter
-from seqtune.metrics import compute_metrics
+from seqtune.metrics import collapse_warning, per_class, score_logits
 from seqtune.model_family import match_model_to_tokenizer, model_inputs
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
 from seqtune.prepare import prepare_data
@@ -61,11 +61,13 @@ def _pick_split(data, requested: str | None, preferred: tuple[str | None, ...]) 
     return requested
 
 
-def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> dict[str, float]:
-    """Score a fine-tuned model on a labelled split with the task's metrics."""
+def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> dict:
+    """Score a fine-tuned model on a labelled split: the split, its number of rows, the metrics (with the loss) and,
+    for a classifier, the per-class table; a warning when every row gets the same prediction."""
     validate_eval_args(data_args, eval_args, "evaluate")
     tokenizer, config, model = _load_finetuned(model_args)
-    data = prepare_data(data_args, tokenizer, config, splits=[eval_args.split] if eval_args.split else None)
+    data = prepare_data(data_args, tokenizer, config, first_only=True,
+                        splits=_splits_to_read(eval_args.split, ("validation", "validation_matched")))
     _check_label_space(config, data)
     split = _pick_split(data, eval_args.split, (data.eval_split or "validation",))
     if split not in data.labels.labelled_splits:
@@ -74,16 +76,44 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
     logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
                             swapped=data.swapped.get(split))
-    predictions, _ = logits_to_predictions(logits, data.labels.is_regression)
-    metrics = compute_metrics(data.metrics, predictions, np.asarray(data.tokenized[split]["labels"]))
+    labels = np.asarray(data.tokenized[split]["labels"])
+    metrics, predictions, _ = score_logits(logits, labels, data.all_metrics, data.space,
+                                           getattr(config, "seqtune_threshold", None))
+    result = {"split": split, "rows": len(labels), **metrics}
+    if not data.labels.is_regression:
+        names = data.labels.names
+        result["per_class"] = per_class(predictions, labels.astype(int), names)
+        warning = collapse_warning(predictions, labels.astype(int), names, split)
+        if warning:
+            logger.warning(warning)
+    logger.info("Evaluated the %s split (%d rows): %s", split, len(labels),
+                " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    if "per_class" in result:
+        logger.info("Per class:\n%s", per_class_text(result["per_class"]))
     if eval_args.output_file:
         _make_folder_of(eval_args.output_file)
-        write_json(eval_args.output_file, metrics)
-    return metrics
+        write_json(eval_args.output_file, result)
+    return result
+
+
+def per_class_text(table: list[dict]) -> str:
+    """The per-class table as aligned text lines."""
+    width = max([len("label")] + [len(row["label"]) for row in table])
+    lines = [f"  {'label':<{width}}  precision  recall     f1  support"]
+    lines += [f"  {row['label']:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:.4f}  "
+              f"{row['support']:7d}" for row in table]
+    return "\n".join(lines)
+
+
+def _splits_to_read(requested: str | None, preferred: tuple[str, ...]) -> list[str]:
+    """The splits a command tokenizes: --split, else its preferred ones (never a training split it does not use;
+    `prepare_data` falls back to every split when the data has none of them)."""
+    return [requested] if requested else [*preferred, "dev"]
 
 
 def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> list[dict]:
-    """Predict a split (default test) or a file and write one row per example; or classify one input."""
+    """Predict a split (default test) or a file and write one row per example, with its input columns; or classify
+    one input."""
     validate_eval_args(data_args, eval_args, "predict")
     if eval_args.sentence1 is not None:
         return [predict_one(model_args, eval_args.sentence1, eval_args.sentence2, data_args.max_seq_length)]
@@ -95,24 +125,51 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
                            "--sentence1 \"...\" [--sentence2 \"...\"] for one input.")
     writer = _row_writer(eval_args.output_file)
     tokenizer, config, model = _load_finetuned(model_args)
-    data = prepare_data(data_args, tokenizer, config, splits=[eval_args.split] if eval_args.split else None)
+    data = prepare_data(data_args, tokenizer, config, splits=_splits_to_read(
+        eval_args.split, ("test", "test_matched", "validation", "validation_matched")), first_only=True)
     split = _pick_split(data, eval_args.split, ("test", data.eval_split, "validation", "train"))
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
     logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
-                            swapped=data.swapped.get(split))
-    predictions, probabilities = logits_to_predictions(logits, config.num_labels == 1)
+                            swapped=data.swapped.get(split), progress=False)
     raw = data.raw[split]
-    ids = raw["idx"] if "idx" in raw.column_names else range(len(raw))
-    rows = []
-    for idx, prediction, probability in zip(ids, predictions, probabilities):
-        if config.num_labels == 1:
-            rows.append({"idx": idx, "score": float(prediction)})
-        else:
-            rows.append({"idx": idx, "prediction": config.id2label[int(prediction)],
-                         "probability": round(float(probability), 6)})
+    kept = _kept_columns(raw.column_names, eval_args.keep_columns)
+    inputs = raw.select_columns(kept).to_list() if kept else [{} for _ in range(len(raw))]
+    rows = [{**row, **output} for row, output in zip(inputs, prediction_fields(logits, config))]
     writer(rows)
     logger.info("Wrote %d predictions for the %s split to %s", len(rows), split, eval_args.output_file)
     return rows
+
+
+def _kept_columns(columns: list[str], wanted: list[str] | None) -> list[str]:
+    """--keep_columns: the input columns copied into the prediction file (default all; `none` for none)."""
+    from seqtune.multilabel import MULTI_LABEL_COLUMN
+
+    columns = [c for c in columns if c != MULTI_LABEL_COLUMN]
+    if wanted is None:
+        return columns
+    wanted = [c for c in wanted if c.lower() != "none"]
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise SeqtuneError(f"--keep_columns {' '.join(missing)}: not columns of the data; its columns are {columns}.")
+    return wanted
+
+
+def prediction_fields(logits: np.ndarray, config) -> list[dict]:
+    """Per row: the label name and id with its probability; for multi-label, the names and ids of the labels at or
+    above the model's threshold and every label's probability; for regression, the score."""
+    multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+    threshold = getattr(config, "seqtune_threshold", None) or 0.5
+    predictions, probabilities = logits_to_predictions(logits, config.num_labels == 1, multi_label, threshold)
+    if config.num_labels == 1:
+        return [{"score": float(p)} for p in predictions]
+    if multi_label:
+        names = [config.id2label[i] for i in range(config.num_labels)]
+        return [{"prediction": ",".join(n for n, on in zip(names, row) if on),
+                 "prediction_id": ",".join(str(i) for i, on in enumerate(row) if on),
+                 "probabilities": ",".join(f"{q:.6f}" for q in probs)}
+                for row, probs in zip(predictions, probabilities)]
+    return [{"prediction": config.id2label[int(p)], "prediction_id": int(p), "probability": round(float(q), 6)}
+            for p, q in zip(predictions, probabilities)]
 
 
 def _classify(tokenizer, config, model, texts: list[str], pairs: list[str] | None, max_length: int) -> list[dict]:
@@ -127,11 +184,8 @@ def _classify(tokenizer, config, model, texts: list[str], pairs: list[str] | Non
     logits = logits_for(texts, pairs)
     if pairs is not None and getattr(config, "seqtune_symmetric_pairs", False):  # as the model was evaluated
         logits = (logits + logits_for(pairs, texts)) / 2
-    predictions, probabilities = logits_to_predictions(logits, config.num_labels == 1)
-    if config.num_labels == 1:
-        return [{"score": float(p)} for p in predictions]
-    return [{"prediction": config.id2label[int(p)], "probability": round(float(q), 6)}
-            for p, q in zip(predictions, probabilities)]
+    # one line per input: the label (or labels) and its probability (or theirs), or the score
+    return [{k: v for k, v in row.items() if k != "prediction_id"} for row in prediction_fields(logits, config)]
 
 
 def predict_one(model_args: ModelArguments, sentence1: str, sentence2: str | None, max_length: int) -> dict:
@@ -214,7 +268,7 @@ def _row_writer(path: str):
             if ext == ".jsonl":
                 f.writelines(json.dumps(row) + "\n" for row in rows)
             else:
-                fields = list(rows[0]) if rows else ["idx", "prediction", "probability"]
+                fields = list(rows[0]) if rows else ["prediction", "prediction_id", "probability"]
                 w = csv.DictWriter(f, fieldnames=fields, delimiter="\t" if ext == ".tsv" else ",")
                 w.writeheader()
                 w.writerows(rows)

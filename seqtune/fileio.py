@@ -76,3 +76,13 @@ def read_json(path: str, default=None):
 
 def remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def usual_file_mode(*paths: str) -> None:
+    """Give files the mode the rest of the folder has (0644 under the usual umask 022): some writers (safetensors)
+    create theirs 0600, which another user or a serving container then cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.chmod(path, 0o666 & ~umask)

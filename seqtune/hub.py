@@ -40,7 +40,7 @@ def offline_hint(kind: str, name: str) -> str:
         return (
             f"could not load dataset '{name}' from the Hugging Face Hub ({HUB_HOST} is unreachable and it is not in "
             "the local cache). Use local data instead: --dataset_name PATH/TO/FOLDER (laid out like a Hub dataset, "
-            "e.g. ../shared/data/glue --dataset_config_name mrpc) or --train_file/--validation_file/--test_file "
+            "e.g. a copy of glue with --dataset_config_name mrpc) or --train_file/--validation_file/--test_file "
             "(CSV, TSV, JSON, JSONL, Parquet)."
         )
     return (

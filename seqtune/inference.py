@@ -39,7 +39,8 @@ def _logits(model, dataset, collator, batch_size: int, accelerator=None, progres
     was_training = model.training
     model.eval()
     outputs = []
-    quiet = not progress or (accelerator is not None and not accelerator.is_main_process) or logger.getEffectiveLevel() > logging.INFO
+    quiet = (not progress or (accelerator is not None and not accelerator.is_main_process)
+             or logger.getEffectiveLevel() > logging.INFO or not sys.stderr.isatty())  # a log file gets no bar
     for batch in tqdm(loader, desc="Evaluating", unit="batch", leave=False, disable=quiet or len(loader) < 4,
                       mininterval=0.5 if sys.stderr.isatty() else 30):
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
@@ -52,11 +53,16 @@ def _logits(model, dataset, collator, batch_size: int, accelerator=None, progres
     return restore_order(logits, order)
 
 
-def logits_to_predictions(logits: np.ndarray, is_regression: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted ids, their probabilities) for classification; (scores, scores) for regression."""
+def logits_to_predictions(logits: np.ndarray, is_regression: bool, multi_label: bool = False,
+                          threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted ids, their probabilities) for classification; (scores, scores) for regression; for multi-label,
+    (0/1 matrix of the labels whose sigmoid reaches `threshold`, the matrix of probabilities)."""
     if is_regression:
         scores = logits[:, 0]
         return scores, scores
+    if multi_label:
+        probabilities = 1 / (1 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        return (probabilities >= threshold).astype(int), probabilities
     shifted = logits - logits.max(axis=-1, keepdims=True)
     probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
     predictions = probabilities.argmax(axis=-1)

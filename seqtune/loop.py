@@ -36,6 +36,9 @@ class LoopState:
     best_predictions: list | None = None  # the best evaluation's predicted ids, for the confusion matrix
     finished: bool = False  # the last step's epoch end (evaluation, checkpoint) is done
     pending_losses: list = field(default_factory=list)  # losses of the steps since the last log record
+    evals_without_improvement: int = 0  # evaluations since the best one (--early_stopping_patience)
+    stopped_early: bool = False  # the patience ran out: the run ends at this step
+    best_threshold: float | None = None  # multi-label: the probability threshold of the best evaluation
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,15 +133,16 @@ def fit(accelerator, model, optimizer, scheduler, batches: EpochBatches, plan: P
                 # the last step is not interrupted: the run finishes normally
                 signum = stop.requested(accelerator) if state.step < plan.max_steps else 0
                 after_step(state, plan, hooks, losses, clock, scheduler, bar, signum)
-                if state.step >= plan.max_steps or signum:
+                if state.step >= plan.max_steps or signum or state.stopped_early:
                     break
             else:  # the epoch ran to its end
                 state.epoch += 1
                 state.batches_in_epoch = 0
             if signum:
                 break
-        state.finished = state.step >= plan.max_steps or state.epoch >= plan.num_epochs
+        state.finished = state.step >= plan.max_steps or state.epoch >= plan.num_epochs or state.stopped_early
         end_epoch(state, plan, hooks, losses, clock)
+        state.finished = state.finished or state.stopped_early  # (an epoch's evaluation can end the run)
         signum = 0 if state.finished else stop.requested(accelerator)  # arrived during the epoch's end
         if signum:
             break

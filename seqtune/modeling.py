@@ -135,12 +135,14 @@ def enable_gradient_checkpointing(model) -> None:
     logger.info("Gradient checkpointing: activations are recomputed in the backward pass")
 
 
-def label_config(label_names: tuple[str, ...] | None) -> dict:
-    """The config keys that give a classifier its labels (one output for regression)."""
+def label_config(label_names: tuple[str, ...] | None, multi_label: bool = False) -> dict:
+    """The config keys that give a classifier its labels (one output for regression; a sigmoid per label and
+    binary cross-entropy for multi-label)."""
     if label_names is None:
         return {"num_labels": 1, "problem_type": "regression"}
     return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-            "label2id": {name: i for i, name in enumerate(label_names)}}
+            "label2id": {name: i for i, name in enumerate(label_names)},
+            **({"problem_type": "multi_label_classification"} if multi_label else {})}
 
 
 def is_sentence_transformers_checkpoint(model_path: str) -> bool:

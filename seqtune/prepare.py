@@ -13,12 +13,15 @@ from seqtune.data import (Columns, LabelInfo, check_room_for_text, load_raw_data
                           resolve_columns, swap_pair, tokenize_datasets)
 from seqtune.datacheck import check_text_columns, check_trainable
 from seqtune.errors import SeqtuneError
+from seqtune.metrics import label_space, with_extras
 from seqtune.model_family import uses_token_type_ids
+from seqtune.multilabel import MULTI_LABEL_COLUMN, is_list_column, prepare_multi_label
 from seqtune.source import dataset_source, task_for
 from seqtune.streaming import split_streams, tokenized_train_stream
 from seqtune.tasks import TaskSpec, default_metrics
 
 logger = logging.getLogger("seqtune")
+MULTI_LABEL_PROBLEM = "multi_label_classification"  # transformers' problem_type: a sigmoid per label, BCE
 
 
 @dataclass
@@ -33,6 +36,16 @@ class PreparedData:
     swapped: dict = field(default_factory=dict)  # split -> tokenized (text_pair, text) rows, for symmetric pairs
     train_stream: IterableDataset | None = None  # --streaming: the tokenized training rows, read as iterated
     collator: object = None  # set by the recipe that batches the data
+
+    @property
+    def space(self) -> str:
+        """binary, multiclass, multi_label or regression (which extra metrics and which loss apply)."""
+        return label_space(self.labels.num_labels, self.labels.multi_label)
+
+    @property
+    def all_metrics(self) -> tuple[str, ...]:
+        """The task's metrics (its main one first), then the extra ones of the label space (macro F1, ...)."""
+        return with_extras(self.metrics, self.space)
 
     @property
     def streaming(self) -> bool:
@@ -58,10 +71,12 @@ class PreparedData:
 
 
 def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = None,
-              model_is_regression: bool = False) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None, IterableDataset | None]:
+              model_is_regression: bool = False, model_multi_label: bool = False
+              ) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None, IterableDataset | None]:
     """Load the raw splits, find the columns and map the labels (no tokenizer needed; a fine-tuned model's
-    `model_labels` name the labels of data without a training split). With --streaming, the returned 'train'
-    split is the stream's first rows and the stream itself comes last."""
+    `model_labels` name the labels of data without a training split). Several 0/1 label columns, a label column of
+    lists or a multi-label model make the labels multi-hot (`seqtune.multilabel`). With --streaming, the returned
+    'train' split is the stream's first rows and the stream itself comes last."""
     task = task_for(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name)
     files = data_args.train_file or data_args.validation_file or data_args.test_file
     name, config = dataset_source(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name,
@@ -80,6 +95,13 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
     first = next(iter(raw.values()))
     columns = resolve_columns(first.column_names, task, data_args.text_column, data_args.text_pair_column,
                               data_args.label_column)
+    if data_args.label_columns or model_multi_label or is_list_column(raw, columns.label):
+        missing = [c for c in data_args.label_columns or [] if c not in first.column_names]
+        if missing:
+            raise SeqtuneError(f"--label_columns {' '.join(missing)}: not columns of the data; its columns are "
+                               f"{first.column_names}.")
+        raw, labels = prepare_multi_label(raw, columns.label, data_args.label_columns, model_labels)
+        return raw, Columns(columns.text, columns.text_pair, MULTI_LABEL_COLUMN), labels, task, stream
     raw, labels = prepare_labels(raw, columns.label, task, model_labels=model_labels,
                                  model_is_regression=model_is_regression)
     return raw, columns, labels, task, stream
@@ -96,19 +118,22 @@ def fine_tuned_labels(model_config) -> tuple[str, ...] | None:
 
 
 def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list[str] | None = None,
-                 augment_train: bool = False) -> PreparedData:
-    """Load, label and tokenize `splits` (default: all). Symmetric pair data (--symmetric_pairs, else the model's
+                 augment_train: bool = False, first_only: bool = False) -> PreparedData:
+    """Load, label and tokenize `splits` (default, or when the data has none of them: all; `first_only`: the first
+    of them the data has). Symmetric pair data (--symmetric_pairs, else the model's
     own setting, else the task's fact) also gets each split tokenized in (text_pair, text) order; with
     `augment_train`, the training split is doubled with its swapped rows."""
     # a fine-tuned regression model (one output) scores the split's numbers even without a training split
     is_regression = getattr(model_config, "problem_type", None) == "regression"
-    raw, columns, labels, task, stream = load_data(data_args, fine_tuned_labels(model_config), is_regression)
+    multi_label = getattr(model_config, "problem_type", None) == MULTI_LABEL_PROBLEM
+    raw, columns, labels, task, stream = load_data(data_args, fine_tuned_labels(model_config), is_regression,
+                                                   multi_label)
     limit = min(getattr(model_config, "max_position_embeddings", 10**9), tokenizer.model_max_length)
     if data_args.max_seq_length > limit:
         raise SeqtuneError(f"--max_seq_length {data_args.max_seq_length} is above the model's limit of {limit} "
                            f"tokens: use --max_seq_length {min(limit, 512)} or less.")
     check_room_for_text(tokenizer, data_args.max_seq_length, columns.text_pair is not None)
-    if augment_train and "train" in raw:  # training, not scoring: the split must be something to learn from
+    if augment_train and "train" in raw and not labels.multi_label:  # training: something to learn from
         check_trainable(raw["train"], columns.label, labels.num_labels, labels.is_regression)
     symmetric = data_args.symmetric_pairs
     if symmetric is None:
@@ -116,7 +141,10 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     if symmetric is None:
         symmetric = bool(task and task.symmetric)
     symmetric = bool(symmetric and columns.text_pair)
-    wanted = DatasetDict({s: ds for s, ds in raw.items() if splits is None or s in splits})
+    wanted = DatasetDict({s: ds for s, ds in raw.items() if splits is None or s in splits}) or DatasetDict(raw)
+    if first_only and len(wanted) > 1 and splits is not None:  # the first of `splits` the data has
+        first = next(s for s in splits if s in wanted)
+        wanted = DatasetDict({first: wanted[first]})
     check_text_columns(wanted, (columns.text, columns.text_pair))
     keep_token_types = uses_token_type_ids(tokenizer, model_config)
     train_stream = None
@@ -134,8 +162,9 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     tokenized = tokenize_datasets(wanted, tokenizer, columns, data_args.max_seq_length, keep_token_types,
                                   data_args.cache_dir, data_args.preprocessing_num_workers)
     swapped = dict(tokenize_datasets(swapped_raw, tokenizer, columns, data_args.max_seq_length, keep_token_types,
-                                     data_args.cache_dir, data_args.preprocessing_num_workers)) if swapped_raw else {}
-    metrics = task.metrics if task else default_metrics(labels.num_labels)
+                                     data_args.cache_dir, data_args.preprocessing_num_workers,
+                                     what="in swapped pair order")) if swapped_raw else {}
+    metrics = task.metrics if task else default_metrics(labels.num_labels, labels.multi_label)
     return PreparedData(raw, tokenized, columns, labels, metrics, task, symmetric, swapped, train_stream)
 
 

@@ -201,6 +201,11 @@ def _card_text(output_dir: str, args: dict, results: dict, config: dict) -> str:
     small = not _is_number(results.get("train_samples")) or results["train_samples"] < 20000
     variance = " of a few hundred rows: expect several points of variance between seeds" if small else ""
     split = _code(results.get("evaluated_split", "validation"))
+    chosen = _code(results.get("main_metric", "the task's main metric"))
+    table = _per_class(_read_dict(output_dir, "eval_predictions.json"))
+    classes = ("\nPer class:\n\n| label | precision | recall | F1 | support |\n| --- | --- | --- | --- | --- |\n"
+               + "\n".join(f"| {_code(c['label'])} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
+                           f"{c['support']} |" for c in table) + "\n") if table else ""
     usage = (_usage(output_dir, pair, symmetric) if _has_weights(output_dir) else
              "This folder holds no model weights (`seqtune sweep` keeps only each run's metrics unless "
              "`--keep_models`): this card and `all_results.json` record its results only.")
@@ -213,11 +218,11 @@ A sequence classifier fine-tuned with seqtune from {_code(base)} on {_code(_data
 ## Labels
 {label_text}
 
-## Results on the {split} split (best checkpoint, step {results.get('best_step')})
+## Results on the {split} split (best checkpoint, step {results.get('best_step')}, chosen by {chosen})
 | metric | value |
 | --- | --- |
 {metrics or '| (no evaluation split) | |'}
-
+{classes}
 {training}
 
 ## Hyperparameters
@@ -266,12 +271,16 @@ def _plot_loss_lr(log: list[dict]):
     ax.plot(_numbers(steps, "step"), _numbers(steps, "loss"), color="#4c72b0", label="training loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
+    evals = [r for r in log if _is_number(r.get("eval_loss"))]
+    if evals:  # the validation loss on the same axis: overfitting shows as the two curves parting
+        ax.plot(_numbers(evals, "step"), _numbers(evals, "eval_loss"), color="#c44e52", marker="o",
+                label="validation loss")
     ax2 = ax.twinx()
     ax2.plot(_numbers(steps, "step"), _numbers(steps, "learning_rate"), color="#dd8452", label="learning rate")
     ax2.set_ylabel("learning rate")
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
-    ax.set_title("Loss and learning rate per step")
+    ax.set_title("Training and validation loss, learning rate per step")
     return fig
 
 
@@ -279,7 +288,7 @@ def _plot_metrics(log: list[dict]):
     from matplotlib.figure import Figure
 
     evals = [r for r in log if any(k.startswith("eval_") for k in r)]
-    keys = list(dict.fromkeys(k for r in evals for k in r if k.startswith("eval_")))
+    keys = list(dict.fromkeys(k for r in evals for k in r if k.startswith("eval_") and k != "eval_loss"))
     if not keys:
         return None
     fig = Figure(figsize=(7, 3.5))
@@ -330,21 +339,89 @@ def _plot_lengths(lengths: dict):
     return fig
 
 
-def _html_page(output_dir: str, figures: list[tuple[str, str]], results: dict, labels: dict[str, str]) -> str:
+UNITS = {"train_runtime": ("training time", "s"), "train_samples_per_second": ("throughput", "samples/s"),
+         "train_tokens_per_second": ("throughput", "tokens/s"), "train_samples": ("rows seen in training", "rows")}
+
+
+def _summary(args: dict, results: dict) -> list[tuple[str, str]]:
+    """The run in words and units: base model, data, what picked the saved model, how long it took."""
+    sections = {key: args.get(key) if isinstance(args.get(key), dict) else {} for key in ("data", "model", "training")}
+    model = sections["model"]
+    base = model.get("model_name_or_path") or ("all-MiniLM-L6-v2 (embedded in seqtune)" if model else "not recorded")
+    rows = [("base model", str(base)), ("data", _dataset(sections["data"])[2])]
+    if results:
+        split, best = results.get("evaluated_split"), results.get("best_step")
+        direction = "higher" if results.get("greater_is_better", True) else "lower"
+        rows += [("evaluated on", f"the {split} split" if split else "no evaluation split"),
+                 ("saved model", f"step {best} of {results.get('global_step')} (epoch "
+                  f"{_num(results.get('epoch'), 'g')}), chosen by {results.get('main_metric', '?')} ({direction} is "
+                  "better)" + (", stopped early" if results.get("stopped_early") else ""))]
+        for key, (name, unit) in UNITS.items():
+            if _finite(results.get(key)):
+                rows.append((name, f"{results[key]:,.1f} {unit}" if isinstance(results[key], float) else
+                             f"{results[key]:,} {unit}"))
+        phases = results.get("phase_seconds")
+        if isinstance(phases, dict):
+            rows.append(("time per phase", ", ".join(f"{k} {_num(v, '.1f')} s" for k, v in phases.items())))
+    return rows
+
+
+def _hyperparameters(args: dict) -> list[tuple[str, str]]:
+    keys = {**HYPERPARAMETERS, "training": HYPERPARAMETERS["training"] + (
+        "class_weights", "metric_for_best_model", "early_stopping_patience")}
+    sections = {key: args.get(key) if isinstance(args.get(key), dict) else {} for key in keys}
+    return [(k, str(sections[part][k])) for part, names in keys.items() for k in names
+            if sections[part].get(k) is not None]
+
+
+def _per_class(predictions: dict) -> list[dict]:
+    """Precision, recall, F1 and support per label of the saved model's evaluation (empty when not recorded)."""
+    from seqtune.metrics import per_class
+
+    names, labels, predicted = (predictions.get(k) for k in ("label_names", "labels", "predictions"))
+    if not (isinstance(names, list) and isinstance(labels, list) and isinstance(predicted, list) and labels
+            and len(labels) == len(predicted)):
+        return []
+    try:
+        return per_class(predicted, labels, [str(n) for n in names])
+    except (ValueError, TypeError) as error:  # odd values: the table is left out, the page is not
+        logger.warning("report: per-class table left out: %s", error)
+        return []
+
+
+def _table(rows, header=None) -> str:
     esc = html.escape
+    head = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>" if header else ""
+    return "<table>" + head + "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>"
+                                      for row in rows) + "</table>"
+
+
+def _html_page(output_dir: str, figures: list[tuple[str, str]], results: dict, labels: dict[str, str],
+               args: dict | None = None, classes: list[dict] | None = None) -> str:
+    esc = html.escape
+    args = args or {}
     title = esc(os.path.basename(os.path.abspath(output_dir)))
-    rows = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(_fmt(v))}</td></tr>" for k, v in results.items())
+    metrics = [(k[5:], _fmt(v)) for k, v in results.items() if k.startswith("eval_")]
+    other = [(k, _fmt(v)) for k, v in results.items() if not k.startswith("eval_")]
     label_rows = "".join(f"<tr><td>{esc(i)}</td><td><code>{esc(n)}</code></td></tr>" for i, n in labels.items())
+    class_table = _table([(c["label"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}",
+                           c["support"]) for c in classes or []], ("label", "precision", "recall", "F1", "support"))
     images = "".join(f'<figure><img src="{esc(name)}" alt="{esc(caption)}"><figcaption>{esc(caption)}'
                      "</figcaption></figure>" for name, caption in figures)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>seqtune report: {title}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}table{{border-collapse:collapse}}
-td{{border:1px solid #ccc;padding:.2em .6em}}img{{max-width:100%}}figure{{margin:1.5em 0}}</style></head>
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}img{{max-width:100%}}figure{{margin:1.5em 0}}
+details{{margin:1em 0}}</style></head>
 <body><h1>seqtune run: {esc(os.path.abspath(output_dir))}</h1>
-<h2>Results</h2><table>{rows or '<tr><td>no results yet (unfinished run)</td></tr>'}</table>
+<h2>Summary</h2>{_table(_summary(args, results))}
+<h2>Metrics of the saved model</h2>{_table(metrics, ("metric", "value")) if metrics else
+                                     '<p>no results yet (unfinished run)</p>'}
+{f'<h2>Per class</h2>{class_table}' if classes else ''}
 <h2>Labels</h2>{f'<table>{label_rows}</table>' if label_rows else '<p>regression, or no labels recorded.</p>'}
+<h2>Hyperparameters</h2>{_table(_hyperparameters(args)) if _hyperparameters(args) else '<p>not recorded.</p>'}
 <h2>Plots</h2>{images or '<p>No training log.</p>'}
+<details><summary>all_results.json</summary>{_table(other)}</details>
 </body></html>
 """
 
@@ -379,7 +456,8 @@ def build_report(output_dir: str) -> str:
                 continue
             figures.append((name, caption))
     labels = _label_names(_read_dict(output_dir, "config.json"), predictions)
-    page = _html_page(output_dir, figures, _read_dict(output_dir, "all_results.json"), labels)
+    page = _html_page(output_dir, figures, _read_dict(output_dir, "all_results.json"), labels,
+                      _read_dict(output_dir, "seqtune_args.json"), _per_class(predictions))
     path = os.path.join(folder, "index.html")
     with atomic_write(path, encoding="utf-8") as f:
         f.write(page)

@@ -136,7 +136,7 @@ def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingA
         runs, summary = run_seeds(data_args, model_args, replace(args, **params), seeds,
                                   os.path.join(out, f"trial-{trial.number}"), sweep_args.keep_models)
         if not metric_names:
-            metric_names.extend(k[5:] for k in runs[0] if k.startswith("eval_"))
+            metric_names.extend(runs[0].get("task_metrics") or [k[5:] for k in runs[0] if k.startswith("eval_")])
         value = score(summary, metric_names)
         _record(out, {"trial": trial.number, "params": params, "score": value, "summary": summary})
         logger.info("trial %d: score %.4f with %s", trial.number, value, params)

@@ -39,10 +39,13 @@ GLUE_TASKS: dict[str, TaskSpec] = {
 DEFAULT_CLASSIFICATION_METRICS = ("accuracy",)
 DEFAULT_BINARY_METRICS = ("f1", "accuracy")
 DEFAULT_REGRESSION_METRICS = ("pearson", "spearmanr")
+DEFAULT_MULTI_LABEL_METRICS = ("f1_micro", "f1_macro", "subset_accuracy")
 
 
-def default_metrics(num_labels: int) -> tuple[str, ...]:
+def default_metrics(num_labels: int, multi_label: bool = False) -> tuple[str, ...]:
     """Metrics for a dataset without a task row, by its label space."""
+    if multi_label:
+        return DEFAULT_MULTI_LABEL_METRICS
     if num_labels == 1:
         return DEFAULT_REGRESSION_METRICS
     return DEFAULT_BINARY_METRICS if num_labels == 2 else DEFAULT_CLASSIFICATION_METRICS

@@ -8,21 +8,23 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 
 import torch
 
 from seqtune.batching import build_collator, build_stream_dataloader, build_train_dataloader
-from seqtune.best_model import BestModel, cpu_copy
-from seqtune.checkpoint import (check_resume_settings, load_best_weights, load_loop_state, resolve_resume_path,
+from seqtune.best_model import BestModel, Selection, cpu_copy
+from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_weights, load_loop_state, resolve_resume_path,
                                 rotate_checkpoints, save_checkpoint, verify_checkpoint)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments, comma_items, default_learning_rate
 from seqtune.datastats import length_report
 from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.fast_dropout import use_fast_dropout
-from seqtune.fileio import WRITE_ERRORS, disk_error, remove_tree, write_json
+from seqtune.fileio import WRITE_ERRORS, disk_error, remove_tree, usual_file_mode, write_json
 from seqtune.lora import apply_lora, is_peft_model, merged_model, save_adapter
 from seqtune.loop import EpochBatches, Hooks, LoopState, Plan, fit
+from seqtune.losses import class_weights, use_class_weights
 from seqtune.model_family import match_model_to_tokenizer
 from seqtune.model_size import estimate_training_memory
 from seqtune.modeling import (enable_gradient_checkpointing, is_sentence_transformers_checkpoint, label_config,
@@ -32,7 +34,7 @@ from seqtune.output_dir import OutputDir
 from seqtune.prepare import PreparedData, batching_from_args, prepare_data
 from seqtune.stopping import GracefulStop
 from seqtune.streaming import EndlessBatches
-from seqtune.tracking import StepLog, sink_names
+from seqtune.tracking import StepLog, sink_names, with_console_lines
 from seqtune.validation import validate_training_args
 
 logger = logging.getLogger("seqtune")
@@ -53,6 +55,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
         data = setup_data(accelerator, data_args, tokenizer, model_path, model_args.trust_remote_code)
         model = setup_model(model_path, model_args, args, data, tokenizer, on_cpu=accelerator.device.type == "cpu")
+        setup_loss(model, data, args.class_weights)
+        selection = setup_selection(data, args)
         # --- batches, optimizer, schedule; accelerate places and shards them
         loader, sampler, steps_per_epoch = setup_batches(accelerator, data, data_args, args)
         log_memory(model, data, data_args, args)
@@ -70,34 +74,33 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         if resume_path:  # a checkpoint of another run, or damaged, is refused before anything is written
             check_resumable(resume_path, settings, args.allow_inexact_resume, accelerator.num_processes)
         out.start(overwrite=args.overwrite_output_dir and not resume_path)
-        sinks = sink_names(args.report_to)
-        out.record(*[name for name, sink in (("train_log.jsonl", "jsonl"), ("runs", "tensorboard")) if sink in sinks])
-        steps = StepLog(out.path, sinks, enabled=accelerator.is_main_process,
-                        resume_step=load_loop_state(resume_path)["step"] if resume_path else None)
+        steps = setup_tracking(accelerator, out, args, resume_path, {"data": vars(data_args), "model": vars(
+            model_args), "training": vars(args)})
         best = BestModel(accelerator, model, data.tokenized.get(data.eval_split) if data.eval_split else None,
                          data.swapped.get(data.eval_split), data.collator, args.per_device_eval_batch_size,
-                         data.metrics, data.labels.is_regression, steps.log, plan.epoch_at, not args.disable_tqdm)
+                         data.all_metrics, data.space, steps.log, plan.epoch_at, show_progress(accelerator, args),
+                         selection)
         state = restore_state(accelerator, resume_path, best, plan) if resume_path else LoopState()
         if accelerator.is_main_process and not data.streaming and not resume_path:
             write_json(out.file("token_lengths.json"), length_report(
                 data.train, batching_from_args(data_args), args.per_device_train_batch_size,
                 data_args.max_seq_length, args.seed))
         # --- the loop; SIGTERM/SIGINT finish the step and write a checkpoint
-        hooks = Hooks(evaluate=best, log=steps.log, checkpoint=lambda s: write_checkpoint(
+        progress = show_progress(accelerator, args)  # else a console line every --logging_steps
+        hooks = Hooks(evaluate=best, log=steps.log if progress else with_console_lines(steps.log, plan.max_steps),
+                      checkpoint=lambda s: write_checkpoint(
             accelerator, out, s, settings, best, args.save_total_limit))
         setup_time = time.perf_counter() - started
         with GracefulStop() as stop:  # (a signal during the final save lets the save finish)
             signum = fit(accelerator, model, optimizer, scheduler, EpochBatches(accelerator, loader, sampler), plan,
-                         state, hooks, stop, args.max_grad_norm, args.bf16, progress=show_progress(accelerator, args))
-            steps.close()
-            if "tensorboard" in sinks:
-                out.record_tree("runs")
+                         state, hooks, stop, args.max_grad_norm, args.bf16, progress=progress)
+            close_tracking(out, steps)
             if signum:
                 raise StoppedBySignal(signum, os.path.join(out.path, f"checkpoint-{state.step}"))
             # --- the best model (by the task's main metric), its results, card and report
             return finish(accelerator, out, model, tokenizer, best, state, plan, data, setup_time,
                           {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},
-                           "training": vars(args)})
+                           "training": vars(args)}, args.save_optimizer_state_on_finish)
 
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -132,7 +135,8 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
                 on_cpu: bool):
     """The pre-trained model with a fresh classification head for the data's labels; then, when asked, gradient
     checkpointing, LoRA adapters (peft) and fast CPU dropout (which also swaps the adapters' dropout)."""
-    config = load_config(model_path, model_args.trust_remote_code, **label_config(data.labels.names))
+    config = load_config(model_path, model_args.trust_remote_code,
+                         **label_config(data.labels.names, data.labels.multi_label))
     model = load_model(model_path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
                        model_args.ignore_mismatched_sizes, model_args.torch_dtype)
     match_model_to_tokenizer(model, tokenizer)
@@ -164,6 +168,29 @@ def log_memory(model, data: PreparedData, data_args: DataArguments, args: Traini
         args.per_device_train_batch_size
     estimate = estimate_training_memory(model, rows, longest, args.bf16, args.gradient_checkpointing)
     logger.info("Model: %s", estimate.describe(rows, longest))
+
+
+def setup_loss(model, data: PreparedData, value: str | None) -> None:
+    """--class_weights: the training loss weighted per class (a hook on the model; nothing else changes)."""
+    if not value or data.labels.is_regression:
+        return
+    labels = None if data.streaming else data.train.with_format(None)["labels"]
+    if labels is None and value.strip().lower() == "auto":
+        raise SeqtuneError("--class_weights auto counts the training labels, which a stream does not know in "
+                           "advance: give one weight per label (--class_weights 1,4).")
+    weights = class_weights(value, labels, data.labels.num_labels, data.labels.multi_label)
+    use_class_weights(model, weights, data.labels.multi_label)
+    logger.info("Class weights: %s", ", ".join(f"{name} {w:.3f}" for name, w in zip(data.labels.names, weights)))
+
+
+def setup_selection(data: PreparedData, args: TrainingArguments) -> Selection:
+    """Which validation metric picks the saved model (--metric_for_best_model, else the task's main metric)."""
+    metric = args.metric_for_best_model or data.metrics[0]
+    computed = (*data.all_metrics, "loss")
+    if metric not in computed:
+        raise SeqtuneError(f"--metric_for_best_model {metric}: not computed for this data; choose one of "
+                           f"{', '.join(computed)}.")
+    return Selection.of(metric, args.greater_is_better, args.early_stopping_patience)
 
 
 def setup_batches(accelerator, data: PreparedData, data_args: DataArguments, args: TrainingArguments):
@@ -212,7 +239,28 @@ def log_plan(accelerator, data: PreparedData, data_args: DataArguments, args: Tr
 
 
 def show_progress(accelerator, args: TrainingArguments) -> bool:
-    return not args.disable_tqdm and accelerator.is_main_process and logger.getEffectiveLevel() <= logging.INFO
+    """A progress bar on a terminal; a log file gets a line every --logging_steps instead (no escape codes)."""
+    return (not args.disable_tqdm and accelerator.is_main_process and logger.getEffectiveLevel() <= logging.INFO
+            and sys.stderr.isatty())
+
+
+TRACKER_FOLDERS = {"jsonl": "train_log.jsonl", "tensorboard": "runs", "wandb": "wandb"}  # what each sink writes
+
+
+def setup_tracking(accelerator, out: OutputDir, args: TrainingArguments, resume_path: str | None, flags: dict
+                   ) -> StepLog:
+    """The step log's sinks (--report_to), continued from the checkpoint's step when resuming."""
+    steps = StepLog(out.path, sink_names(args.report_to), enabled=accelerator.is_main_process,
+                    resume_step=load_loop_state(resume_path)["step"] if resume_path else None, config=flags)
+    out.record(*[name for sink, name in TRACKER_FOLDERS.items() if sink in steps.sinks])
+    return steps
+
+
+def close_tracking(out: OutputDir, steps: StepLog) -> None:
+    steps.close()
+    for sink, name in TRACKER_FOLDERS.items():
+        if sink in steps.sinks and os.path.isdir(os.path.join(out.path, name)):
+            out.record_tree(name)
 
 
 # ----------------------------------------------------------------------------------------------- state
@@ -233,7 +281,9 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
             "adam": [args.adam_beta1, args.adam_beta2, args.adam_epsilon], "torch_compile": args.torch_compile,
             "lora": [args.lora_r, args.lora_alpha, args.lora_dropout, comma_items(args.lora_target_modules)],
             "gradient_checkpointing": args.gradient_checkpointing, "torch_dtype": torch_dtype or "float32",
-            "evaluation_data": getattr(data.tokenized.get(data.eval_split), "_fingerprint", None)}
+            "evaluation_data": getattr(data.tokenized.get(data.eval_split), "_fingerprint", None),
+            "class_weights": args.class_weights, "metric_for_best_model": args.metric_for_best_model,
+            "greater_is_better": args.greater_is_better, "early_stopping_patience": args.early_stopping_patience}
 
 
 def check_resumable(path: str, settings: dict, allow_inexact: bool, num_processes: int) -> None:
@@ -280,23 +330,23 @@ def write_checkpoint(accelerator, out: OutputDir, state: LoopState, settings: di
 
 # ----------------------------------------------------------------------------------------------- finish
 def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state: LoopState, plan: Plan,
-           data: PreparedData, setup_time: float, flags: dict) -> dict:
-    """Save the best model once, with its results, the run's flags, the evaluation's predictions, card and report."""
+           data: PreparedData, setup_time: float, flags: dict, keep_optimizer_state: bool = False) -> dict:
+    """Save the best model once, with its results, the run's flags, the evaluation's predictions, card and report;
+    then drop the checkpoints (optimizer state: twice the model) unless --save_optimizer_state_on_finish."""
     started = time.perf_counter()
     accelerator.wait_for_everyone()
-    results = results_of(state, plan, data, accelerator.num_processes)
+    results = results_of(state, plan, data, accelerator.num_processes, best.selection)
     phases = {"setup": setup_time, "training": state.train_time, "evaluation": state.eval_time,
               "checkpoints": state.checkpoint_time}
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         if best.weights is not None:
             unwrapped.load_state_dict(best.weights)
+        if state.best_threshold is not None:  # multi-label: evaluate and predict use the validation's threshold
+            unwrapped.config.seqtune_threshold = state.best_threshold
         save_model(unwrapped, tokenizer, out, adapter_only=flags["training"]["save_adapter_only"])
         if state.best_predictions is not None:
-            write_json(out.file("eval_predictions.json"), {
-                "split": data.eval_split, "label_names": list(data.labels.names),
-                "predictions": state.best_predictions,
-                "labels": list(data.tokenized[data.eval_split].with_format(None)["labels"])})
+            write_eval_predictions(out, data, state.best_predictions)
         write_json(out.file("seqtune_args.json"), {**flags, "text_column": data.columns.text,
                                                    "text_pair_column": data.columns.text_pair,
                                                    "metrics": list(data.metrics)})
@@ -305,6 +355,9 @@ def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state
         write_json(out.file("all_results.json"), results)
         write_card_and_report(out)
         phases["card and report"] = time.perf_counter() - started - phases["saving"]
+        if not keep_optimizer_state:
+            for path in checkpoints(out.path):
+                out.remove_owned(os.path.basename(path))
         out.mark_complete()
     logger.info("Phases (this process): %s", ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items()))
     logger.info("Saved the model to %s; %s", out.path,
@@ -312,7 +365,24 @@ def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state
     return results
 
 
-def results_of(state: LoopState, plan: Plan, data: PreparedData, num_processes: int) -> dict:
+def write_eval_predictions(out: OutputDir, data: PreparedData, predictions: list) -> None:
+    """The best evaluation's predictions beside the labels (the report's confusion matrix and per-class table);
+    a warning when they all name one class."""
+    from seqtune.metrics import collapse_warning
+
+    labels = data.tokenized[data.eval_split].with_format(None)["labels"]
+    if data.labels.multi_label:
+        labels = [[int(v) for v in row] for row in labels]
+    warning = collapse_warning(predictions, labels, data.labels.names, data.eval_split)
+    if warning:
+        logger.warning("The saved model: %s", warning)
+    write_json(out.file("eval_predictions.json"), {
+        "split": data.eval_split, "label_names": list(data.labels.names), "multi_label": data.labels.multi_label,
+        "predictions": predictions, "labels": list(labels)})
+
+
+def results_of(state: LoopState, plan: Plan, data: PreparedData, num_processes: int, selection: Selection
+               ) -> dict:
     train_time = max(state.train_time, 1e-9)
     results = {f"eval_{k}": v for k, v in (state.best_metrics or {}).items()}
     results.update({
@@ -320,7 +390,9 @@ def results_of(state: LoopState, plan: Plan, data: PreparedData, num_processes: 
         "train_runtime": round(state.train_time, 3), "train_samples": state.samples,
         "train_samples_per_second": round(state.samples / train_time, 3),
         "train_tokens_per_second": round(state.real_tokens * num_processes / train_time, 1),
-        "main_metric": data.metrics[0], "evaluated_split": data.eval_split})
+        "main_metric": selection.metric, "greater_is_better": selection.greater_is_better,
+        "task_metrics": list(data.metrics), "stopped_early": state.stopped_early,
+        "evaluated_split": data.eval_split})
     return results
 
 
@@ -341,6 +413,7 @@ def save_model(model, tokenizer, out: OutputDir, adapter_only: bool = False) -> 
         tokenizer.save_pretrained(staging)
         names = os.listdir(staging)
         out.record(*names)
+        usual_file_mode(*[os.path.join(staging, name) for name in names])
         for name in names:
             os.replace(os.path.join(staging, name), os.path.join(out.path, name))
         os.rmdir(staging)

@@ -5,6 +5,7 @@ data files that must exist, folders and files that must be writable. Every probl
 from __future__ import annotations
 
 import glob
+import importlib.util
 import math
 import os
 import tempfile
@@ -15,7 +16,7 @@ from seqtune.data import data_file_paths, default_cache_dir
 from seqtune.errors import SeqtuneError
 from seqtune.tasks import GLUE_TASKS
 
-REPORTERS = ("jsonl", "tensorboard")  # --report_to values besides "none"
+REPORTERS = ("jsonl", "tensorboard", "wandb", "mlflow")  # --report_to values besides "none"
 PREDICTION_FORMATS = (".tsv", ".csv", ".jsonl")
 
 
@@ -159,6 +160,9 @@ def _training_problems(data_args: DataArguments, args: TrainingArguments) -> lis
     problems += _report_to_problems(args.report_to)
     if args.eval_strategy == "steps" and args.eval_steps is None:
         problems.append("--eval_strategy steps needs --eval_steps N.")
+    problems += _selection_problems(args)
+    if data_args.streaming and data_args.label_columns:
+        problems.append("--label_columns (multi-label) needs the whole dataset; leave out --streaming.")
     if data_args.streaming and args.max_steps <= 0:
         problems.append("--streaming needs --max_steps N: a stream's length is not known before it is read.")
     if data_args.streaming and data_args.max_tokens_per_batch:
@@ -174,9 +178,41 @@ def _report_to_problems(report_to: list[str]) -> list[str]:
     unknown = [v for v in values if v not in (*REPORTERS, "none")]
     if unknown or not values or ("none" in values and len(values) > 1):
         given = " ".join(report_to) if isinstance(report_to, (list, tuple)) else str(report_to)
-        return [f"--report_to '{given}' is not valid: use jsonl, tensorboard or both (--report_to jsonl "
+        return [f"--report_to '{given}' is not valid: use one or more of {', '.join(REPORTERS)} (--report_to jsonl "
                 "tensorboard), or none."]
-    return []
+    missing = [name for name, module in (("wandb", "wandb"), ("mlflow", "mlflow")) if name in values
+               and importlib.util.find_spec(module) is None]
+    return [f"--report_to {name} needs the {name} package: pip install 'seqtune[{name}]'." for name in missing]
+
+
+def _selection_problems(args: TrainingArguments) -> list[str]:
+    """--metric_for_best_model, --early_stopping_patience and --class_weights, as far as the data is not needed."""
+    from seqtune.metrics import KNOWN_METRICS
+
+    problems = []
+    metric = args.metric_for_best_model
+    if metric is not None and metric.removeprefix("eval_") not in KNOWN_METRICS:
+        problems.append(f"--metric_for_best_model '{metric}' is not a metric seqtune computes; choose one of "
+                        f"{', '.join(KNOWN_METRICS)}.")
+    elif metric is not None:
+        args.metric_for_best_model = metric.removeprefix("eval_")  # transformers' spelling works too
+    if args.early_stopping_patience is not None:
+        if args.early_stopping_patience <= 0:
+            problems.append(f"--early_stopping_patience must be a positive number of evaluations, got "
+                            f"{args.early_stopping_patience}.")
+        if args.eval_strategy == "no":
+            problems.append("--early_stopping_patience needs evaluations: leave --eval_strategy at epoch, or use "
+                            "steps with --eval_steps N.")
+    weights = args.class_weights
+    if weights is not None and weights.strip().lower() != "auto":
+        try:
+            bad = not all(math.isfinite(w) and w > 0 for w in (float(x) for x in weights.split(",")))
+        except ValueError:
+            bad = True
+        if bad:
+            problems.append(f"--class_weights {weights}: give auto or one positive number per label in id order "
+                            "(e.g. --class_weights 1,4).")
+    return problems
 
 
 def _positive(values: dict[str, float]) -> list[str]:

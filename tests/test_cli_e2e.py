@@ -48,13 +48,19 @@ def test_train_evaluate_predict(tiny_model, pair_files, tmp_path, capsys):
     # evaluate reproduces the metrics of the best checkpoint
     assert main(["evaluate", "--model_name_or_path", out, *data]) == 0
     metrics = last_json(capsys.readouterr().out)
-    assert metrics == {"f1": saved["eval_f1"], "accuracy": saved["eval_accuracy"]}
+    assert metrics["split"] == "validation" and metrics["rows"] == 16
+    assert {k: metrics[k] for k in ("f1", "accuracy", "f1_macro", "loss")} == {
+        k: saved[f"eval_{k}"] for k in ("f1", "accuracy", "f1_macro", "loss")}
+    assert [row["label"] for row in metrics["per_class"]] == ["0", "1"]
+    assert sum(row["support"] for row in metrics["per_class"]) == 16
 
     # predict writes one row per test example, and a reload of the model reproduces them
     pred_file = str(tmp_path / "pred.tsv")
     assert main(["predict", "--model_name_or_path", out, *data, "--output_file", pred_file]) == 0
     rows = list(csv.DictReader(open(pred_file), delimiter="\t"))
-    assert len(rows) == 16 and list(rows[0]) == ["idx", "prediction", "probability"]
+    # the input columns a user joins on, then the label name, its id and its probability
+    assert len(rows) == 16 and list(rows[0]) == ["sentence1", "sentence2", "label", "idx", "prediction",
+                                                 "prediction_id", "probability"]
     tokenizer = AutoTokenizer.from_pretrained(out)
     test_rows = list(csv.DictReader(open(pair_files["test"])))
     batch = tokenizer([r["sentence1"] for r in test_rows], [r["sentence2"] for r in test_rows], padding=True,
@@ -63,6 +69,8 @@ def test_train_evaluate_predict(tiny_model, pair_files, tmp_path, capsys):
         probs = torch.softmax(model(**batch).logits, -1).numpy()
     expected = [model.config.id2label[i] for i in probs.argmax(-1)]
     assert [r["prediction"] for r in rows] == expected
+    assert [int(r["prediction_id"]) for r in rows] == list(probs.argmax(-1))
+    assert [r["sentence1"] for r in rows] == [r["sentence1"] for r in test_rows]
     np.testing.assert_allclose([float(r["probability"]) for r in rows], probs.max(-1), atol=1e-5)
     assert [int(r["idx"]) for r in rows] == [int(r["idx"]) for r in test_rows]
 

@@ -25,7 +25,7 @@ def run(launcher, model, files, out, batch, *extra):
            "--validation_file", files["validation"], "--output_dir", out, "--per_device_train_batch_size", str(batch),
            "--max_steps", "5", "--logging_steps", "1", "--no_bf16", "--learning_rate", "1e-3", "--disable_tqdm",
            "--seed", "5", "--no_group_by_length", "--max_eval_samples", "13", "--per_device_eval_batch_size", "4",  # uneven shards
-           *extra]
+           "--save_optimizer_state_on_finish", *extra]
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -91,7 +91,7 @@ def test_two_processes_resume_across_the_epoch_boundary_on_the_defaults(tiny_mod
         cmd = [*TORCHRUN, "-m", "seqtune", "train", "--model_name_or_path", tiny_model, "--train_file",
                pair_files["train"], "--validation_file", pair_files["validation"], "--output_dir", out,
                "--symmetric_pairs", "true", "--per_device_train_batch_size", "4", "--save_steps", "5",
-               "--save_total_limit", "5", "--seed", "9", "--disable_tqdm", *extra]
+               "--save_total_limit", "5", "--seed", "9", "--disable_tqdm", "--save_optimizer_state_on_finish", *extra]
         env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         assert result.returncode == 0, result.stderr[-3000:]

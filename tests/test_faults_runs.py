@@ -24,7 +24,8 @@ from tests.conftest import write_csv
 def cmd(model, files, out, *extra):
     return ["train", "--model_name_or_path", model, "--train_file", files["train"], "--validation_file",
             files["validation"], "--output_dir", out, "--per_device_train_batch_size", "8", "--num_train_epochs",
-            "2", "--save_steps", "2", "--logging_steps", "1", "--seed", "1", "--disable_tqdm", *extra]
+            "2", "--save_steps", "2", "--logging_steps", "1", "--seed", "1", "--disable_tqdm",
+            "--save_optimizer_state_on_finish", *extra]  # finished runs resumed from their checkpoints
 
 
 def tree(folder) -> set[str]:

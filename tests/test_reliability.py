@@ -27,7 +27,7 @@ def train_cmd(tiny_model, pair_files, out, *extra):
     return ["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"],
             "--validation_file", pair_files["validation"], "--output_dir", out, "--per_device_train_batch_size", "4",
             "--num_train_epochs", "2", "--save_steps", "4", "--learning_rate", "1e-3", "--logging_steps", "2",
-            "--seed", "11", *extra]
+            "--seed", "11", "--save_optimizer_state_on_finish", *extra]
 
 
 # Runs the real CLI in a child process, which stalls right after writing checkpoint-6 (mid-epoch: 12 steps per

@@ -121,3 +121,44 @@ def test_report_leaves_out_only_the_plot_whose_file_is_missing(tmp_path, missing
     page = open(build_report(out)).read()
     assert {name for name in ("loss_lr.png", "metrics.png", "confusion.png", "lengths.png")
             if f'<img src="{name}"' in page} == images
+
+
+def test_report_summary_units_hyperparameters_per_class_and_validation_loss(tmp_path):
+    from seqtune.report import _plot_loss_lr, _read_log
+
+    out = _run_folder(tmp_path / "run", {"model_name_or_path": "bert-base-uncased"}, {"task_name": "mrpc"},
+                      ["not_equivalent", "equivalent"])
+    _write(out, "all_results.json", {"eval_f1": 0.875, "eval_loss": 0.41, "best_step": 12, "global_step": 18,
+                                     "epoch": 3.0, "train_runtime": 103.564, "train_samples_per_second": 27.4,
+                                     "main_metric": "loss", "greater_is_better": False, "stopped_early": True,
+                                     "evaluated_split": "validation", "phase_seconds": {"training": 103.6}})
+    with open(os.path.join(out, "train_log.jsonl"), "a") as f:
+        f.write('\n{"step": 6, "epoch": 1.0, "eval_loss": 0.6}\n{"step": 12, "epoch": 2.0, "eval_loss": 0.41}\n')
+    page = open(build_report(out)).read()
+    for text in ("<td>base model</td><td>bert-base-uncased</td>", "<td>data</td><td>GLUE MRPC</td>",
+                 "<td>training time</td><td>103.6 s</td>", "<td>throughput</td><td>27.4 samples/s</td>",
+                 "step 12 of 18 (epoch 3), chosen by loss (lower is better), stopped early",
+                 "<td>time per phase</td><td>training 103.6 s</td>", "<td>learning_rate</td><td>0.0001</td>",
+                 "<th>precision</th>", "<td>max_seq_length</td><td>64</td>"):
+        assert text in page, text
+    # every row of the fixture's evaluation is predicted as the other label: per-class precision 0, support 2
+    assert page.count("<td>0.0000</td><td>0.0000</td><td>0.0000</td><td>2</td>") == 2
+    figure = _plot_loss_lr(_read_log(out))
+    labels = [line.get_label() for ax in figure.axes for line in ax.get_lines()]
+    assert labels == ["training loss", "validation loss", "learning rate"]
+
+
+def test_card_has_the_per_class_table_and_front_matter_that_validates(tmp_path):
+    from huggingface_hub import ModelCardData
+
+    out = _run_folder(tmp_path / "run", {"model_name_or_path": "bert-base-uncased"}, {"task_name": "mrpc"},
+                      ["not_equivalent", "equivalent"])
+    card = ModelCard.load(write_model_card(out))
+    assert "| `not_equivalent` | 0.0000 | 0.0000 | 0.0000 | 2 |" in card.text
+    data = card.data.to_dict()
+    assert data["base_model"] == "bert-base-uncased" and data["datasets"] == ["nyu-mll/glue"]
+    assert data["metrics"] == ["f1", "accuracy"]  # finite ones only (the fixture's pearson is NaN)
+    # the model-index the Hub reads parses back into evaluation results
+    again = ModelCardData(**data)
+    assert [(r.metric_type, r.metric_value, r.dataset_split) for r in again.eval_results] == [
+        ("f1", 0.875, "validation"), ("accuracy", 0.8125, "validation")]

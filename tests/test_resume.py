@@ -41,7 +41,7 @@ def defaults_cmd(model, files, out, *extra):
     return ["train", "--model_name_or_path", model, "--train_file", files["train"], "--validation_file",
             files["validation"], "--output_dir", out, "--symmetric_pairs", "true", "--per_device_train_batch_size",
             "8", "--save_steps", "25", "--save_total_limit", "3", "--logging_steps", "7", "--seed", "3",
-            "--disable_tqdm", *extra]
+            "--disable_tqdm", "--save_optimizer_state_on_finish", *extra]  # these runs are resumed and compared
 
 
 # The real CLI in a child process, which stops at a chosen point and tells the test through a file: after writing

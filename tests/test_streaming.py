@@ -85,7 +85,8 @@ def test_streaming_run_resumes_to_the_same_weights(tiny_model, parquet_shards, t
     def run(out, *extra):
         assert main(["train", "--model_name_or_path", tiny_model, "--train_file", parquet_shards["train"],
                      "--streaming", "--max_steps", "9", "--save_steps", "4", "--per_device_train_batch_size", "8",
-                     "--eval_strategy", "no", "--no_bf16", "--output_dir", out, "--disable_tqdm", *extra]) == 0
+                     "--eval_strategy", "no", "--no_bf16", "--output_dir", out, "--disable_tqdm",
+                     "--save_optimizer_state_on_finish", *extra]) == 0
 
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     run(full)

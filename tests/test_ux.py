@@ -27,16 +27,22 @@ def test_top_level_help_lists_every_command(capsys):
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "report"])
-def test_each_command_help_lists_all_its_flags(command, capsys):
+def test_each_command_help_lists_all_its_flags_and_only_its_own(command, capsys):
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
-    from seqtune.cli import _dataclasses_for
+    from seqtune.cli import HIDDEN_FLAGS, _dataclasses_for, flags_for
 
+    listed = {f for f in re.findall(r"^  --(\w+)", out, re.MULTILINE) if not f.startswith("no_")} - {
+        "help", "log_level", "config"}
+    assert listed == set(flags_for(command))
     for cls in _dataclasses_for(command):
         for f in dataclasses.fields(cls):
-            assert f"--{f.name}" in out, f"{command} --help misses --{f.name}"
             assert f.metadata.get("help"), f"--{f.name} has no help text"
+    for flag in HIDDEN_FLAGS.get(command, ()):  # training's flags are not evaluate's, predict's or data's
+        assert f"--{flag} " not in out and f"--{flag}\n" not in out
     assert "--config" in out
+    if command in ("evaluate", "predict"):
+        assert "--padding" not in out and "--group_by_length" not in out and "--reinit_pooler" not in out
 
 
 def test_report_help(capsys):

@@ -1,0 +1,62 @@
+"""--class_weights: the training loss weighted per class, for imbalanced labels.
+
+The weights are scikit-learn's "balanced" ones (`compute_class_weight`: n_rows / (n_classes x rows of the class)) or
+the user's; for multi-label data, each label's positives weigh negatives / positives (BCE's `pos_weight`). They act
+through a forward hook that recomputes the model's loss from its logits, so the model, its state dict and the
+training loop stay as transformers made them (a saved model has no trace of the weights)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from seqtune.errors import SeqtuneError
+
+logger = logging.getLogger("seqtune")
+
+
+def class_weights(value: str, labels, num_labels: int, multi_label: bool) -> list[float]:
+    """The weights `--class_weights VALUE` asks for, from the training labels (ids, or multi-hot rows)."""
+    if value.strip().lower() == "auto":
+        labels = np.asarray(labels)
+        if multi_label:
+            positives = labels.sum(axis=0)
+            return [float((len(labels) - p) / p) if p else 1.0 for p in positives]
+        from sklearn.utils.class_weight import compute_class_weight
+
+        present = np.unique(labels)
+        balanced = dict(zip(present, compute_class_weight("balanced", classes=present, y=labels)))
+        return [float(balanced.get(i, 1.0)) for i in range(num_labels)]
+    try:
+        weights = [float(w) for w in value.split(",")]
+    except ValueError as error:
+        raise SeqtuneError(f"--class_weights {value}: give auto or one number per label (e.g. 1,4).") from error
+    if len(weights) != num_labels or not all(np.isfinite(w) and w > 0 for w in weights):
+        raise SeqtuneError(f"--class_weights {value}: give {num_labels} positive numbers, one per label in id order, "
+                           "or auto.")
+    return weights
+
+
+def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, multi_label: bool
+                  ) -> torch.Tensor:
+    """Cross-entropy with a weight per class (the weighted mean, as torch computes it), or BCE with `pos_weight`."""
+    logits = logits.float()
+    if multi_label:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weights)
+    return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), weight=weights)
+
+
+def use_class_weights(model, weights: list[float], multi_label: bool):
+    """Make `model(**batch).loss` the weighted loss (a forward hook). Returns the hook's handle."""
+    tensor = torch.tensor(weights, dtype=torch.float32)
+
+    def hook(module, args, kwargs, output):
+        labels = kwargs.get("labels")
+        if labels is None or getattr(output, "logits", None) is None:
+            return output
+        output.loss = weighted_loss(output.logits, labels, tensor.to(output.logits.device), multi_label)
+        return output
+
+    return model.register_forward_hook(hook, with_kwargs=True)

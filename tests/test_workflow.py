@@ -1,0 +1,139 @@
+"""The workflow around a run: one YAML config for every command, prediction files that keep their inputs, what a
+finished run keeps, file modes, the console while training, and the trackers --report_to reaches."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import stat
+
+import pytest
+
+from seqtune.cli import main
+
+
+def train(tiny_model, pair_files, out, *extra):
+    return main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"], "--validation_file",
+                 pair_files["validation"], "--output_dir", out, "--per_device_train_batch_size", "8", "--max_steps",
+                 "4", "--logging_steps", "2", "--disable_tqdm", *extra])
+
+
+def test_one_yaml_drives_data_train_evaluate_predict(tiny_model, pair_files, tmp_path, capsys, caplog):
+    out, predictions = str(tmp_path / "run"), str(tmp_path / "predictions.tsv")
+    config = tmp_path / "workflow.yaml"
+    config.write_text(f"train_file: {pair_files['train']}\nvalidation_file: {pair_files['validation']}\n"
+                      f"test_file: {pair_files['test']}\nmax_seq_length: 64\n"
+                      # training-only keys, and one of predict's: the other commands ignore them
+                      "learning_rate: 0.001\nmax_steps: 3\npadding: longest\nper_device_train_batch_size: 8\n"
+                      "early_stopping_patience: 2\nkeep_columns: [idx]\nseeds: [1, 2]\n")
+    with caplog.at_level(logging.INFO, logger="seqtune"):
+        assert main(["data", "--config", str(config), "--model_name_or_path", tiny_model]) == 0
+        assert main(["train", "--config", str(config), "--model_name_or_path", tiny_model, "--output_dir", out]) == 0
+        assert json.load(open(os.path.join(out, "all_results.json")))["global_step"] == 3
+        assert main(["evaluate", "--config", str(config), "--model_name_or_path", out]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == 16
+        assert main(["predict", "--config", str(config), "--model_name_or_path", out, "--output_file",
+                     predictions]) == 0
+    assert list(csv.DictReader(open(predictions), delimiter="\t"))[0].keys() == {"idx", "prediction",
+                                                                                  "prediction_id", "probability"}
+    ignored = [r.getMessage() for r in caplog.records if "ignoring the keys of other commands" in r.getMessage()]
+    assert len(ignored) == 4  # once per command that ignored some
+    assert "learning_rate" in ignored[2] and "padding" in ignored[2] and "keep_columns" in ignored[2]  # evaluate's
+    # a key no command knows is still an error
+    config.write_text("learning_rat: 0.1\n")
+    assert main(["evaluate", "--config", str(config), "--model_name_or_path", out]) == 2
+    assert "unknown key 'learning_rat' (did you mean 'learning_rate'?)" in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_refuse_training_flags(tiny_model, pair_files, tmp_path, capsys):
+    code = main(["evaluate", "--model_name_or_path", tiny_model, "--validation_file", pair_files["validation"],
+                 "--padding", "max_length"])
+    assert code == 2 and "unknown flag --padding" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model, pair_files, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("finished") / "run")
+    old = os.umask(0o022)
+    try:
+        assert train(tiny_model, pair_files, out) == 0
+    finally:
+        os.umask(old)
+    return out
+
+
+def test_prediction_files_keep_the_input_columns(finished, pair_files, tmp_path, capsys):
+    test_rows = list(csv.DictReader(open(pair_files["test"])))
+    every = str(tmp_path / "every.jsonl")
+    assert main(["predict", "--model_name_or_path", finished, "--test_file", pair_files["test"], "--output_file",
+                 every]) == 0
+    rows = [json.loads(line) for line in open(every)]
+    assert list(rows[0]) == ["sentence1", "sentence2", "label", "idx", "prediction", "prediction_id", "probability"]
+    assert [r["sentence2"] for r in rows] == [r["sentence2"] for r in test_rows]
+    assert all(r["prediction"] == str(r["prediction_id"]) for r in rows)  # labels 0/1 are named "0"/"1"
+    chosen = str(tmp_path / "chosen.csv")
+    assert main(["predict", "--model_name_or_path", finished, "--test_file", pair_files["test"], "--output_file",
+                 chosen, "--keep_columns", "idx"]) == 0
+    assert list(next(csv.DictReader(open(chosen)))) == ["idx", "prediction", "prediction_id", "probability"]
+    assert main(["predict", "--model_name_or_path", finished, "--test_file", pair_files["test"], "--output_file",
+                 chosen, "--keep_columns", "none"]) == 0
+    assert list(next(csv.DictReader(open(chosen)))) == ["prediction", "prediction_id", "probability"]
+    code = main(["predict", "--model_name_or_path", finished, "--test_file", pair_files["test"], "--output_file",
+                 chosen, "--keep_columns", "id"])
+    assert code == 2 and "--keep_columns id: not columns of the data" in capsys.readouterr().err
+
+
+def test_a_finished_run_keeps_what_a_user_needs(finished, tiny_model, pair_files, tmp_path):
+    assert not [n for n in os.listdir(finished) if n.startswith("checkpoint-")]  # no optimizer state left
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "all_results.json", "train_log.jsonl",
+                 "README.md"):
+        assert os.path.isfile(os.path.join(finished, name)), name
+    kept = str(tmp_path / "kept")
+    assert train(tiny_model, pair_files, kept, "--save_optimizer_state_on_finish") == 0
+    assert os.path.isfile(os.path.join(kept, "checkpoint-4", "optimizer.bin"))  # resumable, as asked
+
+
+def test_saved_files_have_the_folders_usual_mode(finished):
+    for name in ("model.safetensors", "config.json", "all_results.json"):
+        assert stat.S_IMODE(os.stat(os.path.join(finished, name)).st_mode) == 0o644, name
+
+
+def test_console_loss_lines_when_the_bar_is_off_and_quiet_checkpoints(tiny_model, pair_files, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        assert train(tiny_model, pair_files, str(tmp_path / "run"), "--save_steps", "2") == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "seqtune"]
+    assert [line.split(":")[0] for line in lines if line.startswith("step ")] == ["step 2/4", "step 4/4"]
+    assert not [r for r in caplog.records if r.name.startswith("accelerate")]  # a line per file: debug only
+
+
+def test_report_to_wandb_offline_through_accelerate(tiny_model, pair_files, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = str(tmp_path / "run")
+    assert train(tiny_model, pair_files, out, "--report_to", "jsonl", "wandb") == 0
+    runs = [n for n in os.listdir(os.path.join(out, "wandb")) if n.startswith("offline-run-")]
+    assert len(runs) == 1 and any(f.endswith(".wandb") for f in os.listdir(os.path.join(out, "wandb", runs[0])))
+
+
+def test_report_to_mlflow_file_store(tiny_model, pair_files, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # a local store: offline
+    assert train(tiny_model, pair_files, str(tmp_path / "run"), "--report_to", "mlflow") == 0
+    runs = mlflow.search_runs(experiment_names=["seqtune"])
+    assert len(runs) == 1 and runs["metrics.loss"].notna().all() and "params.training.learning_rate" in runs
+
+
+def test_evaluate_and_predict_tokenize_only_the_split_they_use(finished, pair_files, tmp_path, caplog):
+    data = ["--train_file", pair_files["train"], "--validation_file", pair_files["validation"], "--test_file",
+            pair_files["test"]]
+    with caplog.at_level(logging.INFO, logger="seqtune"):
+        assert main(["evaluate", "--model_name_or_path", finished, *data]) == 0
+        assert main(["predict", "--model_name_or_path", finished, *data, "--output_file",
+                     str(tmp_path / "p.tsv")]) == 0
+    tokenized = [r.getMessage().split(" (")[0] for r in caplog.records if " split " in r.getMessage()
+                 and ("Tokenizing" in r.getMessage() or "Reusing" in r.getMessage())]
+    assert tokenized == ["Tokenizing the validation split", "Tokenizing the test split"]
+    assert not [r for r in caplog.records if "Evaluating" in r.getMessage()]
