@@ -89,8 +89,26 @@ def is_adapter_folder(path: str) -> bool:
 
 
 def adapter_base(path: str) -> str:
-    with open(os.path.join(path, ADAPTER_CONFIG)) as f:
-        return json.load(f)["base_model_name_or_path"]
+    """The model the adapter was trained on (a Hub id or a local folder), which must still be there."""
+    try:
+        with open(os.path.join(path, ADAPTER_CONFIG)) as f:
+            base = json.load(f)["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SeqtuneError(f"{path}/{ADAPTER_CONFIG} is damaged ({type(error).__name__}: {error}): save the adapter "
+                           "again.") from error
+    if os.path.isabs(base) and not os.path.isdir(base):
+        raise SeqtuneError(f"{path} holds a LoRA adapter for the base model {base}, which is no longer there: put the "
+                           f"base model back, or write its new place into {path}/{ADAPTER_CONFIG} "
+                           "(base_model_name_or_path).")
+    return base
+
+
+def refuse_adapter_as_base(path: str) -> None:
+    """Fine-tuning starts from a whole model; an adapter folder is only a difference to its base."""
+    if is_adapter_folder(path):
+        raise SeqtuneError(f"--model_name_or_path {path} holds only a LoRA adapter (saved with --save_adapter_only): "
+                           f"fine-tune its base model ({adapter_base(path)}) instead, or save runs merged (without "
+                           "--save_adapter_only) to fine-tune them further.")
 
 
 def load_adapter(base_model, path: str):

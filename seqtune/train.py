@@ -22,7 +22,7 @@ from seqtune.datastats import length_report
 from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.fileio import WRITE_ERRORS, disk_error, remove_tree, usual_file_mode, write_json
-from seqtune.lora import apply_lora, is_peft_model, merged_model, save_adapter
+from seqtune.lora import apply_lora, is_peft_model, merged_model, refuse_adapter_as_base, save_adapter
 from seqtune.loop import EpochBatches, Hooks, LoopState, Plan, fit
 from seqtune.losses import class_weights, use_class_weights
 from seqtune.model_family import match_model_to_tokenizer
@@ -59,8 +59,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         selection = setup_selection(data, args)
         # --- batches, optimizer, schedule; accelerate places and shards them
         loader, sampler, steps_per_epoch = setup_batches(accelerator, data, data_args, args)
-        log_memory(model, data, data_args, args)
         plan = make_plan(args, data, steps_per_epoch)
+        log_memory(model, data, data_args, args)
         optimizer, scheduler = setup_optimizer(model, args, plan.max_steps, accelerator.num_processes)
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         if sampler is not None:  # a stream is split across processes by build_stream_dataloader, not accelerate
@@ -135,6 +135,7 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
                 on_cpu: bool):
     """The pre-trained model with a fresh classification head for the data's labels; then, when asked, gradient
     checkpointing, LoRA adapters (peft) and fast CPU dropout (which also swaps the adapters' dropout)."""
+    refuse_adapter_as_base(model_path)
     config = load_config(model_path, model_args.trust_remote_code,
                          **label_config(data.labels.names, data.labels.multi_label))
     model = load_model(model_path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,

@@ -131,3 +131,19 @@ def test_gradient_checkpointing_on_a_model_without_it_exits_2(tiny_model, pair_f
     assert main(lora_cmd(tiny_model, pair_files, str(tmp_path / "run"), "--gradient_checkpointing")) == 2
     err = capsys.readouterr().err
     assert "does not support gradient checkpointing: drop --gradient_checkpointing" in err
+
+
+def test_an_adapter_folder_is_named_as_such(tiny_model, pair_files, tmp_path, capsys):
+    """Fine-tuning from an adapter folder, or scoring one whose base model has moved: exit 2 naming the base."""
+    adapter = str(tmp_path / "adapter")
+    assert main(lora_cmd(tiny_model, pair_files, adapter, "--save_adapter_only")) == 0
+    capsys.readouterr()
+    assert main(["train", "--model_name_or_path", adapter, "--train_file", pair_files["train"], "--output_dir",
+                 str(tmp_path / "again"), "--max_steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "holds only a LoRA adapter" in err and tiny_model in err
+    config_path = os.path.join(adapter, "adapter_config.json")
+    config = json.load(open(config_path))
+    json.dump({**config, "base_model_name_or_path": str(tmp_path / "moved")}, open(config_path, "w"))
+    assert main(["evaluate", "--model_name_or_path", adapter, "--validation_file", pair_files["validation"]]) == 2
+    assert "which is no longer there" in capsys.readouterr().err
