@@ -1,4 +1,4 @@
-"""seqtune: fine-tune pre-trained transformer encoders for text and text-pair classification.
+"""seqtune: fine-tune pre-trained transformers (encoders, decoder LMs, LoRA) for text and text-pair classification.
 
 The public pieces are importable from here; they load lazily so that `seqtune --help` is fast and the CLI can
 switch the Hub libraries to offline mode before they are imported."""
