@@ -32,9 +32,11 @@ def _load_finetuned(model_args: ModelArguments):
     path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(path, model_args.trust_remote_code)
     config = load_config(path, model_args.trust_remote_code)
-    if is_adapter_folder(path):  # --save_adapter_only: the base model, its adapter merged in
+    if is_adapter_folder(path):  # --save_adapter_only: the base model, its adapter merged in. The base may differ
+        # in shape (another head, embeddings grown by a pad token): the adapter holds those trained weights
         model = load_adapter(load_model(adapter_base(path), config, model_args.trust_remote_code,
-                                        model_args.allow_pickle_weights, dtype=model_args.torch_dtype), path)
+                                        model_args.allow_pickle_weights, ignore_mismatched_sizes=True,
+                                        dtype=model_args.torch_dtype), path)
     else:
         model = load_model(path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
                            dtype=model_args.torch_dtype)

@@ -71,12 +71,22 @@ def is_peft_model(model) -> bool:
 
 
 def merged_model(model):
-    """A plain transformers model with the adapters folded into the weights (what `from_pretrained` reloads)."""
+    """A plain transformers model with the adapters folded into the weights (what `from_pretrained` reloads), in
+    float32: added to bfloat16 weights, the adapters' small updates would round away."""
+    import torch
+
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        logger.info("Merging the adapters in float32 (the model is saved in float32, not in its loaded dtype)")
+        model = model.float()
     return model.merge_and_unload()
 
 
 def save_adapter(model, folder: str) -> list[str]:
-    """Only the adapter and the fully trained heads (adapter_model.safetensors + adapter_config.json)."""
+    """Only the adapter and the fully trained heads (adapter_model.safetensors + adapter_config.json), naming a
+    local base model by its absolute path (it is loaded from there, whatever the working directory then)."""
+    for config in model.peft_config.values():
+        if config.base_model_name_or_path and os.path.isdir(config.base_model_name_or_path):
+            config.base_model_name_or_path = os.path.abspath(config.base_model_name_or_path)
     model.save_pretrained(folder, safe_serialization=True)
     card = os.path.join(folder, "README.md")  # peft's own card: seqtune writes the run's model card
     if os.path.exists(card):

@@ -9,26 +9,33 @@ logger = logging.getLogger("seqtune")
 
 
 def prepare_tokenizer(tokenizer) -> None:
-    """Give a decoder's tokenizer what classification needs, in place; an encoder's is left as it is.
+    """Give a decoder's tokenizer what classification needs, in place; a tokenizer that has a pad token (every
+    encoder's) keeps its padding side (XLNet pads on the left and classifies from the last position).
 
     - no pad token (GPT-2, Llama, Qwen2, Gemma as released): pad with the EOS token, or a new "<pad>" token when there
-      is no EOS either (the model's embeddings then grow by one row: `match_model_to_tokenizer`);
-    - padding on the right, so every command pads alike (the classifier pools the last token that is not padding);
+      is no EOS either (the model's embeddings then grow by one row: `match_model_to_tokenizer`), on the right
+      (the classifier pools the last token that is not padding; absolute positions such as GPT-2's stay those of an
+      unpadded row); the model's `pad_token_id` is then made the tokenizer's (`match_model_to_tokenizer`);
     - a pair's two texts joined with nothing between them (byte-level BPE decoders): the EOS token between them."""
     if tokenizer.pad_token is None:
-        if tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-            logger.info("The tokenizer has no pad token: padding with its EOS token %r (id %d)", tokenizer.eos_token,
-                        tokenizer.pad_token_id)
-        else:
-            tokenizer.add_special_tokens({"pad_token": "<pad>"})
-            logger.info("The tokenizer has no pad token and no EOS token: added a new pad token '<pad>' (id %d); "
-                        "the model's embeddings grow by one row", tokenizer.pad_token_id)
+        _add_pad_token(tokenizer)
+    _separate_pairs(tokenizer)
+
+
+def _add_pad_token(tokenizer) -> None:
+    if tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+        logger.info("The tokenizer has no pad token: padding with its EOS token %r (id %d)", tokenizer.eos_token,
+                    tokenizer.pad_token_id)
+    else:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+        logger.info("The tokenizer has no pad token and no EOS token: added a new pad token '<pad>' (id %d); "
+                    "the model's embeddings grow by one row", tokenizer.pad_token_id)
+    tokenizer.seqtune_added_pad = True  # for match_model_to_tokenizer: the config's pad id cannot be this one
     if tokenizer.padding_side != "right":
         logger.info("Padding on the right (the tokenizer said %s)", tokenizer.padding_side)
         tokenizer.padding_side = "right"
         tokenizer.init_kwargs["padding_side"] = "right"  # saved with it: transformers reloads it padding right too
-    _separate_pairs(tokenizer)
 
 
 def _separate_pairs(tokenizer) -> None:
@@ -47,13 +54,18 @@ def _separate_pairs(tokenizer) -> None:
 def match_model_to_tokenizer(model, tokenizer) -> None:
     """The model pads with the tokenizer's pad token (a decoder's classifier pools the last token that is not it),
     and embeds every token the tokenizer can produce."""
-    config = model.config
-    if tokenizer.pad_token_id is not None and getattr(config, "pad_token_id", None) != tokenizer.pad_token_id:
-        if getattr(config, "pad_token_id", None) is not None:  # e.g. Gemma's config says 0, its tokenizer pads with
-            # another id: a decoder's classifier would pool a padding position
-            logger.info("The model's pad_token_id %s is set to the tokenizer's %d", config.pad_token_id,
-                        tokenizer.pad_token_id)
-        config.pad_token_id = tokenizer.pad_token_id
+    config, pad = model.config, tokenizer.pad_token_id
+    current = getattr(config, "pad_token_id", None)
+    if pad is not None and current != pad:
+        if current is None or getattr(tokenizer, "seqtune_added_pad", False):  # e.g. a Gemma config saying 0 for
+            # a tokenizer that had no pad token: a decoder's classifier would pool a padding position
+            if current is not None:
+                logger.info("The model's pad_token_id %s is set to the tokenizer's %d", current, pad)
+            config.pad_token_id = pad
+        else:  # both given by the checkpoint (RoBERTa's position ids depend on the config's): left as they are
+            logger.warning("The model's pad_token_id %s differs from its tokenizer's pad token id %d: a decoder's "
+                           "classifier would pool padding positions; fix the checkpoint's config.json if so.",
+                           current, pad)
     embeddings = model.get_input_embeddings()
     if embeddings is not None and len(tokenizer) > embeddings.num_embeddings:
         logger.info("Resizing the token embeddings from %d to %d rows", embeddings.num_embeddings, len(tokenizer))

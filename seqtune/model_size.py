@@ -13,16 +13,18 @@ class MemoryEstimate:
     weights: int  # bytes
     gradients: int
     optimizer: int
-    activations: int
+    activations: int | None  # None: an architecture whose shape the estimate does not know
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
+        return self.weights + self.gradients + self.optimizer + (self.activations or 0)
 
     def describe(self, rows: int, tokens: int) -> str:
+        activations = f"activations {_size(self.activations)} at {rows} rows x {tokens} tokens" \
+            if self.activations is not None else "activations not estimated for this architecture"
         return (f"{_count(self.parameters)} parameters, {_count(self.trainable)} trainable; training memory about "
                 f"{_size(self.total)} (weights {_size(self.weights)}, gradients {_size(self.gradients)}, AdamW "
-                f"{_size(self.optimizer)}, activations {_size(self.activations)} at {rows} rows x {tokens} tokens)")
+                f"{_size(self.optimizer)}, {activations})")
 
 
 def _count(n: int) -> str:
@@ -33,13 +35,17 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def _shape(config) -> tuple[int, int, int]:
-    """(layers, hidden size, attention heads) under the names the families use."""
+def _shape(config) -> tuple[int, int, int] | None:
+    """(layers, hidden size, attention heads) under the names the families use; None for an architecture that
+    has none of them (FNet has no attention heads)."""
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    layers = next(getattr(config, k) for k in ("num_hidden_layers", "n_layer", "n_layers") if hasattr(config, k))
-    hidden = next(getattr(config, k) for k in ("hidden_size", "n_embd", "dim", "d_model") if hasattr(config, k))
-    heads = next(getattr(config, k) for k in ("num_attention_heads", "n_head", "n_heads") if hasattr(config, k))
-    return layers, hidden, heads
+
+    def first(*names):
+        return next((getattr(config, k) for k in names if isinstance(getattr(config, k, None), int)), None)
+
+    shape = (first("num_hidden_layers", "n_layer", "n_layers"), first("hidden_size", "n_embd", "dim", "d_model"),
+             first("num_attention_heads", "n_head", "n_heads"))
+    return None if None in shape else shape
 
 
 def estimate_training_memory(model, rows: int, tokens: int, autocast_bf16: bool,
@@ -53,10 +59,16 @@ def estimate_training_memory(model, rows: int, tokens: int, autocast_bf16: bool,
     trainable = [p for p in params if p.requires_grad]
     weights = sum(p.numel() * p.element_size() for p in params)
     gradients = sum(p.numel() * p.element_size() for p in trainable)
-    layers, hidden, heads = _shape(model.config)
+    return MemoryEstimate(parameters, sum(p.numel() for p in trainable), weights, gradients, 2 * gradients,
+                          _activations(model.config, rows, tokens, autocast_bf16, gradient_checkpointing))
+
+
+def _activations(config, rows: int, tokens: int, autocast_bf16: bool, gradient_checkpointing: bool) -> int | None:
+    shape = _shape(config)
+    if shape is None:
+        return None
+    layers, hidden, heads = shape
     scale = 1 if autocast_bf16 else 2  # 16-bit activations under autocast, 32-bit without
     per_layer = scale * (tokens * rows * hidden * 34 + 5 * heads * tokens * tokens * rows)
-    activations = (layers * 2 * scale * tokens * rows * hidden + per_layer) if gradient_checkpointing \
-        else layers * per_layer
-    return MemoryEstimate(parameters, sum(p.numel() for p in trainable), weights, gradients, 2 * gradients,
-                          activations)
+    return (layers * 2 * scale * tokens * rows * hidden + per_layer) if gradient_checkpointing else layers * per_layer
+

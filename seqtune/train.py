@@ -153,9 +153,10 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
     if args.lora_r:
         model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout,
                            comma_items(args.lora_target_modules))
-    elif model_args.torch_dtype in ("bfloat16", "float16"):
-        logger.warning("Training %s weights directly (no float32 master copy): small updates can be lost to "
-                       "rounding; --lora_r keeps the trained adapters in float32.", model_args.torch_dtype)
+    if model_args.torch_dtype in ("bfloat16", "float16"):
+        logger.warning("Training %s weights without a float32 master copy (%s): small updates can be lost to "
+                       "rounding.", model_args.torch_dtype, "the classifier head and pooler; the LoRA adapters stay "
+                       "float32" if args.lora_r else "every weight; with --lora_r only the head and pooler")
     if args.fast_dropout and on_cpu:
         logger.info("Fast CPU dropout: %s", use_fast_dropout(model))
     return model

@@ -79,6 +79,9 @@ def build_tokenizer(family: str):
     if family == "xlm-roberta":
         return tf.XLMRobertaTokenizer(vocab=_unigram(["<s>", "<pad>", "</s>", "<unk>", "<mask>"]),
                                       model_max_length=128)
+    if family == "xlnet":  # pads on the left: its classifier reads the last position
+        return tf.XLNetTokenizer(vocab=_unigram(["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>"]),
+                                 model_max_length=128)
     if family == "gpt2":
         vocab, merges = _bpe(["<|endoftext|>"], byte_level=True)
         return tf.GPT2Tokenizer(vocab=vocab, merges=merges, pad_token=None, model_max_length=128)
@@ -145,6 +148,9 @@ def build_model(family: str, tokenizer):
             max_position_embeddings=128, local_attention=16, global_attn_every_n_layers=2,
             cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
             bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, **ids))
+    if family == "xlnet":
+        return tf.XLNetLMHeadModel(tf.XLNetConfig(vocab_size=vocab, d_model=32, n_layer=2, n_head=4, d_inner=37,
+                                                  pad_token_id=tokenizer.pad_token_id))
     decoder = {"gpt2": (tf.GPT2LMHeadModel, tf.GPT2Config), "llama": (tf.LlamaForCausalLM, tf.LlamaConfig),
                "qwen2": (tf.Qwen2ForCausalLM, tf.Qwen2Config), "gemma": (tf.GemmaForCausalLM, tf.GemmaConfig)}
     cls, config_class = decoder[family]

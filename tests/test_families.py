@@ -165,3 +165,21 @@ def test_a_tokenizer_without_pad_or_eos_gets_a_new_pad_token(pair_files, tmp_pat
     labels, _ = reference_predictions(out, rows)
     predictions = json.load(open(os.path.join(out, "eval_predictions.json")))["predictions"]
     assert [saved.config.id2label[p] for p in predictions] == labels
+
+
+def test_a_tokenizer_with_a_pad_token_keeps_its_padding_side(tmp_path):
+    """XLNet pads on the left and classifies from the last position: seqtune leaves it so, and its logits do not
+    change when padding is added."""
+    folder = build_family("xlnet", str(tmp_path / "xlnet"))
+    tokenizer = load_tokenizer(folder)
+    assert tokenizer.padding_side == "left" and not getattr(tokenizer, "seqtune_added_pad", False)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2).eval()
+    before = model.config.pad_token_id
+    match_model_to_tokenizer(model, tokenizer)
+    assert model.config.pad_token_id == before
+    short, long = "A short one.", "A much longer sentence that needs many more tokens than the first one does."
+    with torch.no_grad():
+        alone = model(**tokenizer([short], return_tensors="pt")).logits[0]
+        padded = model(**tokenizer([short, long], padding=True, return_tensors="pt")).logits[0]
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-4)

@@ -80,15 +80,46 @@ def test_gradient_checkpointing_gives_the_same_training(tiny_model, pair_files, 
     assert losses[1] == pytest.approx(losses[0], abs=1e-6)
 
 
-def test_bfloat16_weights_with_float32_adapters(tmp_path, pair_files):
+def test_bfloat16_weights_with_float32_adapters_merge_without_rounding(tmp_path, pair_files):
+    """Adapters trained over bfloat16 weights are merged in float32: the saved model gives the adapter model's
+    logits (added to bfloat16 weights, the small updates would round away)."""
+    from peft import PeftModel
+
     model = build_family("llama", str(tmp_path / "llama"))
-    out = str(tmp_path / "run")
-    assert main(lora_cmd(model, pair_files, out, "--torch_dtype", "bfloat16", "--lora_dropout", "0")) == 0
-    weights = load_file(os.path.join(out, "checkpoint-6", "model.safetensors"))
+    merged_dir, adapter_dir = str(tmp_path / "merged"), str(tmp_path / "adapter")
+    flags = ["--torch_dtype", "bfloat16", "--lora_dropout", "0", "--learning_rate", "3e-3"]
+    assert main(lora_cmd(model, pair_files, merged_dir, *flags)) == 0
+    assert main(lora_cmd(model, pair_files, adapter_dir, *flags, "--save_adapter_only")) == 0
+    weights = load_file(os.path.join(merged_dir, "checkpoint-6", "model.safetensors"))
     assert {t.dtype for k, t in weights.items() if "base_layer" in k} == {torch.bfloat16}
     assert {t.dtype for k, t in weights.items() if "lora_" in k} == {torch.float32}
-    saved = load_file(os.path.join(out, "model.safetensors"))
-    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
+    assert {t.dtype for t in load_file(os.path.join(merged_dir, "model.safetensors")).values()} == {torch.float32}
+    merged = AutoModelForSequenceClassification.from_pretrained(merged_dir).eval()
+    base = AutoModelForSequenceClassification.from_pretrained(model, config=merged.config, dtype=torch.bfloat16)
+    adapter = PeftModel.from_pretrained(base.float(), adapter_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    batch = tokenizer(["a man buys a boat", "the cat sat"], ["a boat is bought", "the dog ran"], padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, adapter(**batch).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_adapter_only_with_a_grown_vocabulary_evaluates_as_trained(tmp_path, pair_files, capsys):
+    """A tokenizer with neither pad nor EOS token gets a new one: the adapter carries the grown embeddings, and
+    evaluate loads the base (one row short) with them."""
+    from tests.families import build_model, build_tokenizer
+
+    folder = str(tmp_path / "gpt2-no-eos")
+    tokenizer = build_tokenizer("gpt2")
+    build_model("gpt2", tokenizer).save_pretrained(folder)
+    tokenizer.eos_token = tokenizer.bos_token = tokenizer.unk_token = None
+    tokenizer.save_pretrained(folder)
+    out = str(tmp_path / "run")
+    assert main(lora_cmd(folder, pair_files, out, "--save_adapter_only")) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", pair_files["validation"]]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (metrics["f1"], metrics["accuracy"]) == (results["eval_f1"], results["eval_accuracy"])
 
 
 def test_memory_estimate_counts_what_trains(tiny_model):
@@ -103,6 +134,16 @@ def test_memory_estimate_counts_what_trains(tiny_model):
     assert small.trainable == trainable < total and small.optimizer == 8 * trainable
     saved = estimate_training_memory(lora, rows=32, tokens=64, autocast_bf16=True, gradient_checkpointing=True)
     assert saved.activations < small.activations
+
+
+def test_memory_estimate_of_an_architecture_without_attention_heads():
+    """FNet mixes tokens with Fourier transforms: no heads, no activation estimate, and no error."""
+    from transformers import FNetConfig, FNetForSequenceClassification
+
+    model = FNetForSequenceClassification(FNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                     intermediate_size=20, num_labels=2))
+    estimate = estimate_training_memory(model, rows=8, tokens=16, autocast_bf16=True, gradient_checkpointing=False)
+    assert estimate.activations is None and "activations not estimated" in estimate.describe(8, 16)
 
 
 @pytest.mark.parametrize("extra,message", [
