@@ -440,7 +440,7 @@ def build_report(output_dir: str) -> str:
     os.makedirs(folder, exist_ok=True)
     log = _read_log(output_dir)
     predictions = _read_dict(output_dir, "eval_predictions.json")
-    plots = [("loss_lr.png", "Training loss and learning rate", _plot_loss_lr, log),
+    plots = [("loss_lr.png", "Training and validation loss, learning rate", _plot_loss_lr, log),
              ("metrics.png", "Validation metrics per evaluation", _plot_metrics, log),
              ("confusion.png", "Confusion matrix of the saved model", _plot_confusion, predictions),
              ("lengths.png", "Token length histogram and the padding each strategy costs", _plot_lengths,
