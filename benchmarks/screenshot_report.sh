@@ -8,7 +8,7 @@ out=${2:-report.png}
 page="file://$(cd "$run_dir" && pwd)/report/index.html"
 profile=$(mktemp -d)
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
-  --disable-component-update --disable-sync --user-data-dir="$profile" --hide-scrollbars --window-size=1000,2300 \
+  --disable-component-update --disable-sync --user-data-dir="$profile" --hide-scrollbars --window-size=1000,2900 \
   --screenshot="$(realpath -m "$out")" "$page" 2>/dev/null
 rm -rf "$profile"
 # every <img> of the page must exist beside it and be a PNG

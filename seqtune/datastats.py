@@ -19,7 +19,8 @@ def show_data(data_args: DataArguments, model_args: ModelArguments, args: DataSt
     print(f"\ntext: {data.columns.text}" + (f" + {data.columns.text_pair}" if data.columns.text_pair else "")
           + f"; label: {data.columns.label}; metrics: {', '.join(data.metrics)}")
     print("labels: " + ("regression (one float score)" if data.labels.is_regression
-                        else ", ".join(f"{i}={n}" for i, n in enumerate(data.labels.names))))
+                        else ", ".join(f"{i}={n}" for i, n in enumerate(data.labels.names)))
+          + (" (multi-label: any number of them per row)" if data.labels.multi_label else ""))
     report = {}
     strategies = padding_strategies(data_args.max_seq_length, args.max_tokens_per_batch_stats)
     print(f"\ntoken lengths (max_seq_length {data_args.max_seq_length}) and the padding each strategy costs at "

@@ -96,6 +96,8 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
     columns = resolve_columns(first.column_names, task, data_args.text_column, data_args.text_pair_column,
                               data_args.label_column)
     if data_args.label_columns or model_multi_label or is_list_column(raw, columns.label):
+        if stream is not None:
+            raise SeqtuneError("multi-label data needs the whole training split in memory: leave out --streaming.")
         missing = [c for c in data_args.label_columns or [] if c not in first.column_names]
         if missing:
             raise SeqtuneError(f"--label_columns {' '.join(missing)}: not columns of the data; its columns are "

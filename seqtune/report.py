@@ -166,13 +166,18 @@ def _card_data(output_dir: str, args: dict, results: dict):
         model_name=os.path.basename(os.path.abspath(output_dir)) if evals else None, eval_results=evals or None)
 
 
-def _usage(output_dir: str, pair: str | None, symmetric: bool) -> str:
+def _usage(output_dir: str, pair: str | None, symmetric: bool, threshold=None) -> str:
     import shlex
 
     inputs = '{"text": "first text", "text_pair": "second text"}' if pair else '"a text"'
     sentences = '--sentence1 "..." --sentence2 "..."' if pair else '--sentence1 "..."'
     note = ("\nThe scores above average both orders of each pair, as `seqtune predict` does; the pipeline scores "
             "one order." if symmetric else "")
+    if _finite(threshold):  # multi-label: a sigmoid per label, and the validation split's threshold
+        inputs += ", top_k=None"
+        note += (f"\nMulti-label: the pipeline gives every label's sigmoid probability; the labels at or above "
+                 f"{threshold:g} (the threshold chosen on the validation split, `seqtune_threshold` in config.json) "
+                 "are the prediction, as `seqtune predict` reports them.")
     return (f'```python\nfrom transformers import pipeline\n'
             f'classify = pipeline("text-classification", model={json.dumps(output_dir)})\nclassify({inputs})\n```\n'
             f"or `seqtune predict --model_name_or_path {shlex.quote(output_dir)} {sentences}`.{note}")
@@ -206,7 +211,7 @@ def _card_text(output_dir: str, args: dict, results: dict, config: dict) -> str:
     classes = ("\nPer class:\n\n| label | precision | recall | F1 | support |\n| --- | --- | --- | --- | --- |\n"
                + "\n".join(f"| {_code(c['label'])} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
                            f"{c['support']} |" for c in table) + "\n") if table else ""
-    usage = (_usage(output_dir, pair, symmetric) if _has_weights(output_dir) else
+    usage = (_usage(output_dir, pair, symmetric, config.get("seqtune_threshold")) if _has_weights(output_dir) else
              "This folder holds no model weights (`seqtune sweep` keeps only each run's metrics unless "
              "`--keep_models`): this card and `all_results.json` record its results only.")
     return f"""
@@ -435,7 +440,7 @@ def build_report(output_dir: str) -> str:
     os.makedirs(folder, exist_ok=True)
     log = _read_log(output_dir)
     predictions = _read_dict(output_dir, "eval_predictions.json")
-    plots = [("loss_lr.png", "Training loss and learning rate", _plot_loss_lr, log),
+    plots = [("loss_lr.png", "Training and validation loss, learning rate", _plot_loss_lr, log),
              ("metrics.png", "Validation metrics per evaluation", _plot_metrics, log),
              ("confusion.png", "Confusion matrix of the saved model", _plot_confusion, predictions),
              ("lengths.png", "Token length histogram and the padding each strategy costs", _plot_lengths,

@@ -47,7 +47,10 @@ def test_two_processes_batch_4_match_one_process_batch_8(no_dropout_model, pair_
     # evaluation gathers both ranks' predictions without duplicates: the metrics are exactly the single-process ones
     single_eval = [r for r in single_log if "eval_f1" in r]
     double_eval = [r for r in double_log if "eval_f1" in r]
-    assert double_eval == single_eval
+    # (the loss, a mean over float logits from other batch shapes, agrees to float precision)
+    assert [{k: v for k, v in r.items() if k != "eval_loss"} for r in double_eval] == [
+        {k: v for k, v in r.items() if k != "eval_loss"} for r in single_eval]
+    assert [r["eval_loss"] for r in double_eval] == pytest.approx([r["eval_loss"] for r in single_eval], abs=1e-6)
     # only the main process prints the results line
     assert len([line for line in double.stdout.splitlines() if line.startswith("{")]) == 1
 

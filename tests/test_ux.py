@@ -79,6 +79,12 @@ def test_shipped_config_runs_a_few_steps(path, tiny_model, tmp_path, capsys):
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert results["global_step"] == 2
     assert set(f"eval_{m}" for m in GLUE_TASKS[task].metrics) <= set(results)
+    # the same file drives evaluate, which ignores training's keys (output_dir)
+    assert "# then: seqtune evaluate --config" in open(path).read()
+    assert main(["evaluate", "--config", path, "--model_name_or_path", out, "--train_file", train,
+                 "--validation_file", val]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["rows"] == 8 and set(GLUE_TASKS[task].metrics) <= set(evaluated)
 
 
 def test_config_values_are_overridden_by_the_command_line(tiny_model, pair_files, tmp_path):
