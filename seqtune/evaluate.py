@@ -79,8 +79,9 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
     logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
                             swapped=data.swapped.get(split))
     labels = np.asarray(data.tokenized[split]["labels"])
+    # the model's saved threshold, else predict's 0.5: never one tuned on the split being scored
     metrics, predictions, _ = score_logits(logits, labels, data.all_metrics, data.space,
-                                           getattr(config, "seqtune_threshold", None))
+                                           getattr(config, "seqtune_threshold", None) or 0.5)
     result = {"split": split, "rows": len(labels), **metrics}
     if not data.labels.is_regression:
         names = data.labels.names
@@ -268,7 +269,7 @@ def _row_writer(path: str):
         _make_folder_of(path)
         with atomic_write(path, newline="") as f:
             if ext == ".jsonl":
-                f.writelines(json.dumps(row) + "\n" for row in rows)
+                f.writelines(json.dumps(row, default=str) + "\n" for row in rows)
             else:
                 fields = list(rows[0]) if rows else ["prediction", "prediction_id", "probability"]
                 w = csv.DictWriter(f, fieldnames=fields, delimiter="\t" if ext == ".tsv" else ",")

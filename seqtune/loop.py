@@ -142,7 +142,6 @@ def fit(accelerator, model, optimizer, scheduler, batches: EpochBatches, plan: P
                 break
         state.finished = state.step >= plan.max_steps or state.epoch >= plan.num_epochs or state.stopped_early
         end_epoch(state, plan, hooks, losses, clock)
-        state.finished = state.finished or state.stopped_early  # (an epoch's evaluation can end the run)
         signum = 0 if state.finished else stop.requested(accelerator)  # arrived during the epoch's end
         if signum:
             break
@@ -174,6 +173,8 @@ def end_epoch(state: LoopState, plan: Plan, hooks: Hooks, losses: "LossWindow", 
     with clock.paused(losses):
         if plan.eval_per_epoch or (plan.eval_every is not None and state.step % plan.eval_every and state.finished):
             timed(state, "eval_time", hooks.evaluate)
+        state.finished = state.finished or state.stopped_early  # the evaluation can end the run: the checkpoint
+        # written next must say so, or a resume would train on
         checkpoint(state, hooks, losses)
 
 

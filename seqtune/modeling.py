@@ -142,7 +142,8 @@ def label_config(label_names: tuple[str, ...] | None, multi_label: bool = False)
         return {"num_labels": 1, "problem_type": "regression"}
     return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
             "label2id": {name: i for i, name in enumerate(label_names)},
-            **({"problem_type": "multi_label_classification"} if multi_label else {})}
+            # explicit either way: a base model's own problem_type (a multi-label head) does not carry over
+            "problem_type": "multi_label_classification" if multi_label else "single_label_classification"}
 
 
 def is_sentence_transformers_checkpoint(model_path: str) -> bool:

@@ -32,6 +32,11 @@ def prepare_multi_label(raw: DatasetDict, label_column: str | None, label_column
     """Multi-hot labels in `MULTI_LABEL_COLUMN` for every split that has labels; their names: the 0/1 columns, a
     fine-tuned model's labels, or the sorted values of the training split's lists."""
     if label_columns:
+        if model_labels is not None and set(model_labels) == set(label_columns):
+            label_columns = list(model_labels)  # the model's order: its outputs are these columns in that order
+        elif model_labels is not None:
+            raise SeqtuneError(f"--label_columns {' '.join(label_columns)}: the model was fine-tuned on the columns "
+                               f"{' '.join(model_labels)}: name those.")
         names = tuple(label_columns)
         labelled = tuple(s for s, ds in raw.items() if all(c in ds.column_names for c in label_columns))
         _check_binary_columns(raw, label_columns, labelled)

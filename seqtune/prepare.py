@@ -99,10 +99,11 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
         if stream is not None:
             raise SeqtuneError("multi-label data needs the whole training split in memory: leave out --streaming.")
         missing = [c for c in data_args.label_columns or [] if c not in first.column_names]
-        if missing:
+        if missing and not model_multi_label:  # a multi-label model's predict needs no label columns
             raise SeqtuneError(f"--label_columns {' '.join(missing)}: not columns of the data; its columns are "
                                f"{first.column_names}.")
-        raw, labels = prepare_multi_label(raw, columns.label, data_args.label_columns, model_labels)
+        raw, labels = prepare_multi_label(raw, columns.label, data_args.label_columns,
+                                          model_labels if model_multi_label else None)
         return raw, Columns(columns.text, columns.text_pair, MULTI_LABEL_COLUMN), labels, task, stream
     raw, labels = prepare_labels(raw, columns.label, task, model_labels=model_labels,
                                  model_is_regression=model_is_regression)
@@ -127,7 +128,9 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     `augment_train`, the training split is doubled with its swapped rows."""
     # a fine-tuned regression model (one output) scores the split's numbers even without a training split
     is_regression = getattr(model_config, "problem_type", None) == "regression"
-    multi_label = getattr(model_config, "problem_type", None) == MULTI_LABEL_PROBLEM
+    # a fine-tuned multi-label model scores and predicts as such; a base model's own head does not decide how a
+    # new one is trained (the data does: 0/1 columns or a list column)
+    multi_label = getattr(model_config, "problem_type", None) == MULTI_LABEL_PROBLEM and not augment_train
     raw, columns, labels, task, stream = load_data(data_args, fine_tuned_labels(model_config), is_regression,
                                                    multi_label)
     limit = min(getattr(model_config, "max_position_embeddings", 10**9), tokenizer.model_max_length)
@@ -145,8 +148,9 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     symmetric = bool(symmetric and columns.text_pair)
     wanted = DatasetDict({s: ds for s, ds in raw.items() if splits is None or s in splits}) or DatasetDict(raw)
     if first_only and len(wanted) > 1 and splits is not None:  # the first of `splits` the data has
-        first = next(s for s in splits if s in wanted)
-        wanted = DatasetDict({first: wanted[first]})
+        first = next((s for s in splits if s in wanted), None)  # none: `_pick_split` names the splits there are
+        if first is not None:
+            wanted = DatasetDict({first: wanted[first]})
     check_text_columns(wanted, (columns.text, columns.text_pair))
     keep_token_types = uses_token_type_ids(tokenizer, model_config)
     train_stream = None

@@ -299,7 +299,8 @@ def restore_state(accelerator, path: str, best: BestModel, plan: Plan) -> LoopSt
     whole and written with the same settings (or --allow_inexact_resume)."""
     accelerator.load_state(path)
     state = LoopState.from_dict(load_loop_state(path))
-    state.finished = state.finished and state.step >= plan.max_steps  # a larger --max_steps extends a finished run
+    # a larger --max_steps extends a finished run; one that stopped early stays stopped
+    state.finished = state.finished and (state.step >= plan.max_steps or state.stopped_early)
     if accelerator.is_main_process and state.best_step is not None:
         best.weights = load_best_weights(path)
         if best.weights is None and state.best_step == state.step:

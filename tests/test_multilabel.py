@@ -109,9 +109,36 @@ def test_several_binary_columns_are_multi_label(tiny_model, tmp_path, capsys):
     assert config["id2label"] == {"0": "water", "1": "animal", "2": "road"}  # the columns' order
     assert main(["evaluate", "--model_name_or_path", out, "--validation_file", validation, "--label_columns",
                  "water", "animal", "road"]) == 0
-    assert last_json(capsys)["rows"] == 12
+    in_order = last_json(capsys)
+    assert in_order["rows"] == 12
+    # the columns named in another order are read in the model's order: the same figures, the same names
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", validation, "--label_columns",
+                 "animal", "road", "water"]) == 0
+    assert last_json(capsys) == in_order
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", validation, "--label_columns",
+                 "animal", "road"]) == 2
+    assert "the model was fine-tuned on the columns water animal road" in capsys.readouterr().err
+    # predict needs no label columns: a file without them, the YAML's --label_columns still given
+    unlabelled = write_csv(str(tmp_path / "new.csv"), [{"text": r["text"]} for r in rows(4, 3)])
+    assert main(["predict", "--model_name_or_path", out, "--test_file", unlabelled, "--label_columns", "water",
+                 "animal", "road", "--output_file", str(tmp_path / "p.csv")]) == 0
     bad = write_csv(str(tmp_path / "bad.csv"), [{"text": "a", "water": 2, "animal": 0, "road": 1}] * 4)
     code = main(["train", "--model_name_or_path", tiny_model, "--train_file", bad, "--label_columns", "water",
                  "animal", "road", "--output_dir", str(tmp_path / "bad")])
     assert code == 2 and "column 'water' of the train split holds [2]" in capsys.readouterr().err
 
+
+
+def test_a_multi_label_base_model_does_not_make_training_multi_label(tiny_model, pair_files, tmp_path):
+    """Fine-tuning from a checkpoint whose head was multi-label (a toxicity classifier, an earlier run): the data
+    decides, here single-label pairs."""
+    import shutil
+
+    base = str(tmp_path / "base")
+    shutil.copytree(tiny_model, base)
+    config_path = os.path.join(base, "config.json")
+    json.dump({**json.load(open(config_path)), "problem_type": "multi_label_classification"}, open(config_path, "w"))
+    out = str(tmp_path / "run")
+    assert main(["train", "--model_name_or_path", base, "--train_file", pair_files["train"], "--validation_file",
+                 pair_files["validation"], "--output_dir", out, "--max_steps", "2"]) == 0
+    assert json.load(open(os.path.join(out, "config.json"))).get("problem_type") != "multi_label_classification"

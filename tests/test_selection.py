@@ -114,3 +114,17 @@ def test_class_weights_weigh_the_training_loss(tiny_model, pair_files, tmp_path)
     assert plain["global_step"] == weighted["global_step"] == 2 and abs(first[0] - first[1]) > 1e-4
     args = json.load(open(os.path.join(tmp_path, "b", "seqtune_args.json")))
     assert args["training"]["class_weights"] == "1,5"
+
+
+@pytest.mark.parametrize("strategy", [["--num_train_epochs", "10"],
+                                      ["--max_steps", "40", "--eval_strategy", "steps", "--eval_steps", "4"]])
+def test_a_run_that_stopped_early_stays_finished_when_resumed(tiny_model, pair_files, tmp_path, strategy):
+    """Resuming an early-stopped run trains nothing: its last checkpoint says it finished."""
+    out = str(tmp_path / "run")
+    flags = [*strategy, "--learning_rate", "1e-9", "--early_stopping_patience", "2",
+             "--save_optimizer_state_on_finish"]
+    first = run(tiny_model, pair_files, out, *flags)
+    log = open(os.path.join(out, "train_log.jsonl")).read()
+    again = run(tiny_model, pair_files, out, *flags, "--resume_from_checkpoint")
+    assert again["global_step"] == first["global_step"] and again["best_step"] == first["best_step"]
+    assert open(os.path.join(out, "train_log.jsonl")).read() == log  # no step trained, nothing evaluated

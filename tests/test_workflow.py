@@ -137,3 +137,18 @@ def test_evaluate_and_predict_tokenize_only_the_split_they_use(finished, pair_fi
                  and ("Tokenizing" in r.getMessage() or "Reusing" in r.getMessage())]
     assert tokenized == ["Tokenizing the validation split", "Tokenizing the test split"]
     assert not [r for r in caplog.records if "Evaluating" in r.getMessage()]
+
+
+@pytest.mark.parametrize("split_flags", [["--split", "tset"], []])
+def test_evaluate_names_the_splits_when_the_wanted_one_is_missing(tiny_model, pair_files, tmp_path, capsys,
+                                                                  split_flags):
+    """A --split typo, or data with train and test but no validation: exit 2 listing the splits (was a bare
+    StopIteration, exit 1)."""
+    out = str(tmp_path / "run")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"],
+                 "--validation_file", pair_files["validation"], "--output_dir", out, "--max_steps", "2"]) == 0
+    capsys.readouterr()
+    code = main(["evaluate", "--model_name_or_path", out, "--train_file", pair_files["train"], "--test_file",
+                 pair_files["test"], *split_flags])
+    err = capsys.readouterr().err
+    assert code == 2 and "no such split" in err and "StopIteration" not in err
