@@ -23,7 +23,8 @@ def class_weights(value: str, labels, num_labels: int, multi_label: bool) -> lis
         labels = np.asarray(labels)
         if multi_label:
             positives = labels.sum(axis=0)
-            return [float((len(labels) - p) / p) if p else 1.0 for p in positives]
+            # a label positive in every row has no negatives to weigh against: 1, not 0 (its loss would vanish)
+            return [float((len(labels) - p) / p) if 0 < p < len(labels) else 1.0 for p in positives]
         from sklearn.utils.class_weight import compute_class_weight
 
         present = np.unique(labels)

@@ -174,6 +174,8 @@ def log_memory(model, data: PreparedData, data_args: DataArguments, args: Traini
 
 def setup_loss(model, data: PreparedData, value: str | None) -> None:
     """--class_weights: the training loss weighted per class (a hook on the model; nothing else changes)."""
+    if value and data.labels.is_regression:
+        logger.warning("--class_weights ignored: the labels are numbers (regression), not classes")
     if not value or data.labels.is_regression:
         return
     labels = None if data.streaming else data.train.with_format(None)["labels"]
@@ -188,6 +190,8 @@ def setup_loss(model, data: PreparedData, value: str | None) -> None:
 def setup_selection(data: PreparedData, args: TrainingArguments) -> Selection:
     """Which validation metric picks the saved model (--metric_for_best_model, else the task's main metric)."""
     metric = args.metric_for_best_model or data.metrics[0]
+    if args.early_stopping_patience and data.eval_split is None:
+        logger.warning("--early_stopping_patience ignored: the data has no validation split to evaluate on")
     computed = (*data.all_metrics, "loss")
     if metric not in computed:
         raise SeqtuneError(f"--metric_for_best_model {metric}: not computed for this data; choose one of "
