@@ -154,7 +154,8 @@ class TrainingArguments:
     lora_r: int = _f(0, "Fine-tune with LoRA adapters of this rank (peft) instead of every weight: the pre-trained "
                      "weights stay frozen, the classification head trains fully. 0 = full fine-tuning.")
     lora_alpha: float | None = _f(None, "LoRA scale numerator (the update is scaled by alpha/r). Default: 2 x r.")
-    lora_dropout: float = _f(0.1, "Dropout on the LoRA adapters' input.")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA adapters' input. Default 0: on MRPC, 0.1 trained 1.34x slower "
+                             "in more memory (a copy of each adapted layer's input) and scored no better.")
     lora_target_modules: list[str] = field(default_factory=list, metadata={
         "help": "Which layers get adapters, by name suffix (e.g. query value, or q_proj v_proj). Default: every "
                 "linear layer of the pre-trained model (attention and MLP projections)."})
