@@ -98,10 +98,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, config, args: BenchArguments,
-               max_seq_length: int, batch_size: int, peaks: dict) -> dict:
-    """Time `args.steps` optimizer steps of one configuration on a fresh model."""
-    device = bench_device()
+def fresh_model(model_path: str, config, tokenizer, args: BenchArguments, device: torch.device):
+    """The model as `seqtune train` would start it (seeded head, the family's pad id, fast CPU dropout), in
+    training mode, compiled when asked."""
     torch.manual_seed(args.seed)
     model = load_model(model_path, config)
     match_model_to_tokenizer(model, tokenizer)
@@ -109,8 +108,14 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
     if args.fast_dropout and device.type == "cpu":
         use_fast_dropout(model)
     model.train()
-    if args.torch_compile:
-        model = torch.compile(model)
+    return torch.compile(model) if args.torch_compile else model
+
+
+def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, config, args: BenchArguments,
+               max_seq_length: int, batch_size: int, peaks: dict) -> dict:
+    """Time `args.steps` optimizer steps of one configuration on a fresh model."""
+    device = bench_device()
+    model = fresh_model(model_path, config, tokenizer, args, device)
     optimizer = build_optimizer(model, args.learning_rate, 0.01, implementation=args.adamw)
     collator = build_collator(tokenizer, batching.padding, max_seq_length, batching.pad_to_multiple_of)
     loader = build_train_dataloader(data.tokenized["train"], collator, batching, batch_size, args.seed)

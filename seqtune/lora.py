@@ -19,7 +19,7 @@ def head_modules(model) -> list[str]:
     """What the classifier adds on top of the pre-trained model (classifier, score, pre_classifier, ModernBERT's
     head, DeBERTa's pooler) and the encoder's own [CLS] pooler: these train fully, as in full fine-tuning."""
     heads = [name for name, child in model.named_children()
-             if name != model.base_model_prefix and any(True for _ in child.parameters())]
+             if name != model.base_model_prefix and next(child.parameters(), None) is not None]
     base = getattr(model, model.base_model_prefix, None)
     if base is not None and getattr(base, "pooler", None) is not None:
         heads.append(f"{model.base_model_prefix}.pooler")
@@ -81,7 +81,7 @@ def merged_model(model):
     return model.merge_and_unload()
 
 
-def save_adapter(model, folder: str) -> list[str]:
+def save_adapter(model, folder: str) -> None:
     """Only the adapter and the fully trained heads (adapter_model.safetensors + adapter_config.json), naming a
     local base model by its absolute path (it is loaded from there, whatever the working directory then)."""
     for config in model.peft_config.values():
@@ -91,7 +91,6 @@ def save_adapter(model, folder: str) -> list[str]:
     card = os.path.join(folder, "README.md")  # peft's own card: seqtune writes the run's model card
     if os.path.exists(card):
         os.remove(card)
-    return [name for name in os.listdir(folder)]
 
 
 def is_adapter_folder(path: str) -> bool:

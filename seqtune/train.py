@@ -15,8 +15,8 @@ import torch
 
 from seqtune.batching import build_collator, build_stream_dataloader, build_train_dataloader
 from seqtune.best_model import BestModel, Selection, cpu_copy
-from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_weights, load_loop_state, resolve_resume_path,
-                                rotate_checkpoints, save_checkpoint, verify_checkpoint)
+from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_weights, load_loop_state,
+                                resolve_resume_path, rotate_checkpoints, save_checkpoint, verify_checkpoint)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments, comma_items, default_learning_rate
 from seqtune.datastats import length_report
 from seqtune.errors import SeqtuneError, StoppedBySignal
@@ -55,7 +55,6 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
         data = setup_data(accelerator, data_args, tokenizer, model_path, model_args.trust_remote_code)
         model = setup_model(model_path, model_args, args, data, tokenizer, on_cpu=accelerator.device.type == "cpu")
-        setup_loss(model, data, args.class_weights)
         selection = setup_selection(data, args)
         # --- batches, optimizer, schedule; accelerate places and shards them
         loader, sampler, steps_per_epoch = setup_batches(accelerator, data, data_args, args)
@@ -134,7 +133,7 @@ def setup_data(accelerator, data_args: DataArguments, tokenizer, model_path: str
 def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArguments, data: PreparedData, tokenizer,
                 on_cpu: bool):
     """The pre-trained model with a fresh classification head for the data's labels; then, when asked, gradient
-    checkpointing, LoRA adapters (peft) and fast CPU dropout (which also swaps the adapters' dropout)."""
+    checkpointing, LoRA adapters (peft), fast CPU dropout (which also swaps the adapters' dropout) and class weights."""
     refuse_adapter_as_base(model_path)
     config = load_config(model_path, model_args.trust_remote_code,
                          **label_config(data.labels.names, data.labels.multi_label))
@@ -159,6 +158,7 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
                        "float32" if args.lora_r else "every weight; with --lora_r only the head and pooler")
     if args.fast_dropout and on_cpu:
         logger.info("Fast CPU dropout: %s", use_fast_dropout(model))
+    setup_loss(model, data, args.class_weights)  # a hook on the (possibly peft-wrapped) model
     return model
 
 
