@@ -24,6 +24,8 @@ COMMANDS = {
     "bench": "measure training throughput per padding strategy (and against transformers' Trainer)",
     "report": "rebuild the model card and the report (plots + HTML) of a training run: seqtune report DIR",
     "sweep": "train several seeds (mean ± std of every metric) or search hyperparameters with Optuna",
+    "export": "export a fine-tuned model to ONNX (optionally int8-quantized) for ONNX Runtime",
+    "serve": "serve a fine-tuned model over HTTP (dynamic batching, /predict, /health, /metadata)",
 }
 logger = logging.getLogger("seqtune")
 
@@ -42,6 +44,14 @@ def _dataclasses_for(command: str):
         from seqtune.sweep import SweepArguments
 
         return common + [config.TrainingArguments, SweepArguments]
+    if command == "export":
+        from seqtune.onnx_export import ExportArguments
+
+        return [config.ModelArguments, ExportArguments]
+    if command == "serve":
+        from seqtune.serve import ServeArguments
+
+        return [config.ModelArguments, ServeArguments]
     from seqtune.bench import BenchArguments
 
     return common + [BenchArguments]
@@ -50,9 +60,13 @@ def _dataclasses_for(command: str):
 # flags of the shared dataclasses that only training reads: evaluate, predict and data neither list nor take them
 TRAINING_ONLY = ("streaming", "max_train_samples", "padding", "pad_to_multiple_of", "group_by_length",
                  "max_tokens_per_batch", "reinit_pooler", "ignore_mismatched_sizes", "preprocessing_num_workers")
+INFERENCE_ONLY = ("reinit_pooler", "ignore_mismatched_sizes")
 HIDDEN_FLAGS = {
-    "evaluate": TRAINING_ONLY + ("max_predict_samples", "keep_columns", "sentence1", "sentence2"),
+    "evaluate": TRAINING_ONLY + ("max_predict_samples", "keep_columns", "sentence1", "sentence2", "predictions_dir",
+                                 "rows_per_shard"),
     "predict": TRAINING_ONLY + ("max_eval_samples",),
+    "export": INFERENCE_ONLY + ("torch_dtype",),
+    "serve": INFERENCE_ONLY,
     "data": ("streaming", "reinit_pooler", "ignore_mismatched_sizes", "allow_pickle_weights", "max_predict_samples",
              "torch_dtype"),
 }
@@ -366,6 +380,14 @@ def _run(command: str, rest: list[str], config_path: str | None = None, config: 
         from seqtune.sweep import sweep
 
         sweep(*parsed)
+    elif command == "export":
+        from seqtune.onnx_export import export
+
+        print(json.dumps(export(*parsed)))
+    elif command == "serve":
+        from seqtune.serve import serve
+
+        serve(*parsed)
     elif command == "bench":
         from seqtune.bench import bench
 

@@ -186,6 +186,17 @@ class EvalArguments:
     keep_columns: list[str] | None = field(default=None, metadata={
         "help": "predict: the input columns copied into --output_file beside the prediction (default: all of "
                 "them; --keep_columns none for none)."})
+    backend: Literal["torch", "onnx"] | None = _f(
+        None, "Run the model with torch or with ONNX Runtime (a folder made by `seqtune export`). Default: onnx for "
+        "a folder holding only model.onnx, torch otherwise.")
+    bf16: bool = _f(False, "bfloat16 autocast for the torch backend: faster on CPUs with AVX-512 BF16/AMX and on "
+                    "recent GPUs; probabilities move by about 1e-2 (BENCHMARKS.md).")
+    predictions_dir: str | None = _f(
+        None, "predict: write the predictions as Parquet shards into this folder, reading --test_file (a file or "
+        "a glob of Parquet, CSV, TSV or JSONL shards) chunk by chunk: constant memory for any input size, one "
+        "shard per chunk, an interrupted run continues where it stopped, and under torchrun/accelerate launch each "
+        "process scores its own chunks.")
+    rows_per_shard: int = _f(20000, "predict --predictions_dir: input rows per chunk and output shard.")
 
 
 @dataclass

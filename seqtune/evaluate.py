@@ -15,33 +15,14 @@ from seqtune.config import DataArguments, EvalArguments, ModelArguments
 from seqtune.data import check_room_for_text
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import atomic_write, disk_error, write_json
-from seqtune.inference import logits_to_predictions, predict_logits
-from seqtune.lora import adapter_base, is_adapter_folder, load_adapter
+from seqtune.finetuned import load_finetuned
+from seqtune.inference import predict_logits
 from seqtune.metrics import collapse_warning, per_class, score_logits
-from seqtune.model_family import match_model_to_tokenizer, model_inputs
-from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
+from seqtune.predictor import Predictor, inference_autocast, prediction_fields
 from seqtune.prepare import prepare_data
 from seqtune.validation import has_data, validate_eval_args
 
 logger = logging.getLogger("seqtune")
-
-
-def _load_finetuned(model_args: ModelArguments):
-    """Tokenizer first: it checks the model folder's files (a damaged or missing one is named before the weights
-    load)."""
-    path = resolve_model_path(model_args.model_name_or_path)
-    tokenizer = load_tokenizer(path, model_args.trust_remote_code)
-    config = load_config(path, model_args.trust_remote_code)
-    if is_adapter_folder(path):  # --save_adapter_only: the base model, its adapter merged in. The base may differ
-        # in shape (another head, embeddings grown by a pad token): the adapter holds those trained weights
-        model = load_adapter(load_model(adapter_base(path), config, model_args.trust_remote_code,
-                                        model_args.allow_pickle_weights, ignore_mismatched_sizes=True,
-                                        dtype=model_args.torch_dtype), path)
-    else:
-        model = load_model(path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
-                           dtype=model_args.torch_dtype)
-    match_model_to_tokenizer(model, tokenizer)
-    return tokenizer, config, model
 
 
 def _check_label_space(config, data) -> None:
@@ -67,7 +48,7 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
     """Score a fine-tuned model on a labelled split: the split, its number of rows, the metrics (with the loss) and,
     for a classifier, the per-class table; a warning when every row gets the same prediction."""
     validate_eval_args(data_args, eval_args, "evaluate")
-    tokenizer, config, model = _load_finetuned(model_args)
+    tokenizer, config, model = load_finetuned(model_args, eval_args.backend)
     data = prepare_data(data_args, tokenizer, config, first_only=True,
                         splits=_splits_to_read(eval_args.split, ("validation", "validation_matched")))
     _check_label_space(config, data)
@@ -76,8 +57,9 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
         raise SeqtuneError(f"the {split} split has no labels (all -1 or missing), so it cannot be scored: use "
                            "`seqtune predict` for it, or --split validation.")
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
-    logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
-                            swapped=data.swapped.get(split))
+    with inference_autocast(model, eval_args.bf16):
+        logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
+                                swapped=data.swapped.get(split))
     labels = np.asarray(data.tokenized[split]["labels"])
     # the model's saved threshold, else predict's 0.5: never one tuned on the split being scored
     metrics, predictions, _ = score_logits(logits, labels, data.all_metrics, data.space,
@@ -119,21 +101,26 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
     one input."""
     validate_eval_args(data_args, eval_args, "predict")
     if eval_args.sentence1 is not None:
-        return [predict_one(model_args, eval_args.sentence1, eval_args.sentence2, data_args.max_seq_length)]
+        return [predict_one(model_args, eval_args, data_args.max_seq_length)]
     if not has_data(data_args) and not sys.stdin.isatty():
         return predict_stream(model_args, sys.stdin, sys.stdout, data_args.max_seq_length,
-                              eval_args.per_device_eval_batch_size)
+                              eval_args.per_device_eval_batch_size, eval_args.backend, eval_args.bf16)
+    if eval_args.predictions_dir:  # large inputs: chunk by chunk into Parquet shards, in constant memory
+        from seqtune.batch_predict import predict_shards
+
+        return predict_shards(data_args, model_args, eval_args)
     if not eval_args.output_file:
         raise SeqtuneError("--output_file is required to predict a split or file (.tsv, .csv or .jsonl); or give "
                            "--sentence1 \"...\" [--sentence2 \"...\"] for one input.")
     writer = _row_writer(eval_args.output_file)
-    tokenizer, config, model = _load_finetuned(model_args)
+    tokenizer, config, model = load_finetuned(model_args, eval_args.backend)
     data = prepare_data(data_args, tokenizer, config, splits=_splits_to_read(
         eval_args.split, ("test", "test_matched", "validation", "validation_matched")), first_only=True)
     split = _pick_split(data, eval_args.split, ("test", data.eval_split, "validation", "train"))
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
-    logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
-                            swapped=data.swapped.get(split), progress=False)
+    with inference_autocast(model, eval_args.bf16):
+        logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
+                                swapped=data.swapped.get(split), progress=False)
     raw = data.raw[split]
     kept = _kept_columns(raw.column_names, eval_args.keep_columns)
     inputs = raw.select_columns(kept).to_list() if kept else [{} for _ in range(len(raw))]
@@ -157,54 +144,30 @@ def _kept_columns(columns: list[str], wanted: list[str] | None) -> list[str]:
     return wanted
 
 
-def prediction_fields(logits: np.ndarray, config) -> list[dict]:
-    """Per row: the label name and id with its probability; for multi-label, the names and ids of the labels at or
-    above the model's threshold and every label's probability; for regression, the score."""
-    multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
-    threshold = getattr(config, "seqtune_threshold", None) or 0.5
-    predictions, probabilities = logits_to_predictions(logits, config.num_labels == 1, multi_label, threshold)
-    if config.num_labels == 1:
-        return [{"score": float(p)} for p in predictions]
-    if multi_label:
-        names = [config.id2label[i] for i in range(config.num_labels)]
-        return [{"prediction": ",".join(n for n, on in zip(names, row) if on),
-                 "prediction_id": ",".join(str(i) for i, on in enumerate(row) if on),
-                 "probabilities": ",".join(f"{q:.6f}" for q in probs)}
-                for row, probs in zip(predictions, probabilities)]
-    return [{"prediction": config.id2label[int(p)], "prediction_id": int(p), "probability": round(float(q), 6)}
-            for p, q in zip(predictions, probabilities)]
+def load_predictor(model_args: ModelArguments, max_length: int, batch_size: int, backend: str | None = None,
+                   bf16: bool = False) -> Predictor:
+    tokenizer, config, model = load_finetuned(model_args, backend)
+    return Predictor(tokenizer, config, model, max_length, batch_size, bf16)
 
 
-def _classify(tokenizer, config, model, texts: list[str], pairs: list[str] | None, max_length: int) -> list[dict]:
-    import torch
-
-    def logits_for(first, second):
-        batch = tokenizer(first, second, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        batch = {k: v for k, v in batch.items() if k in model_inputs(tokenizer, config)}
-        with torch.inference_mode():
-            return model(**batch).logits.float().numpy()
-
-    logits = logits_for(texts, pairs)
-    if pairs is not None and getattr(config, "seqtune_symmetric_pairs", False):  # as the model was evaluated
-        logits = (logits + logits_for(pairs, texts)) / 2
-    # one line per input: the label (or labels) and its probability (or theirs), or the score
-    return [{k: v for k, v in row.items() if k != "prediction_id"} for row in prediction_fields(logits, config)]
+def _one_line(fields: dict) -> dict:
+    """One input's printed result: the label (or labels) and its probability (or theirs), or the score."""
+    return {k: v for k, v in fields.items() if k != "prediction_id"}
 
 
-def predict_one(model_args: ModelArguments, sentence1: str, sentence2: str | None, max_length: int) -> dict:
-    tokenizer, config, model = _load_finetuned(model_args)
-    check_room_for_text(tokenizer, max_length, sentence2 is not None)
-    model.eval()
-    return _classify(tokenizer, config, model, [sentence1], [sentence2] if sentence2 is not None else None,
-                     max_length)[0]
+def predict_one(model_args: ModelArguments, eval_args: EvalArguments, max_length: int) -> dict:
+    predictor = load_predictor(model_args, max_length, 1, eval_args.backend, eval_args.bf16)
+    pair = eval_args.sentence2 is not None
+    check_room_for_text(predictor.tokenizer, max_length, pair)
+    return _one_line(predictor.predict([eval_args.sentence1], [eval_args.sentence2] if pair else None)[0])
 
 
-def predict_stream(model_args: ModelArguments, lines, out, max_length: int, batch_size: int) -> list[dict]:
+def predict_stream(model_args: ModelArguments, lines, out, max_length: int, batch_size: int,
+                   backend: str | None = None, bf16: bool = False) -> list[dict]:
     """Shell pipelines: read `text[<TAB>text_pair]` lines, write `prediction<TAB>probability` lines (or the score
     for regression), in order, batch by batch: exactly one output line per input line (an empty line is an empty
     text, or an empty pair once the input has shown it holds pairs)."""
-    tokenizer, config, model = _load_finetuned(model_args)
-    model.eval()
+    predictor = load_predictor(model_args, max_length, batch_size, backend, bf16)
     rows: list[dict] = []
     width, first = None, None  # texts per line (1 or 2), set by the first non-empty line (number `first`)
 
@@ -213,8 +176,8 @@ def predict_stream(model_args: ModelArguments, lines, out, max_length: int, batc
             return
         parts = [p if p != [""] else [""] * (width or 1) for p in chunk]
         pairs = [p[1] for p in parts] if width == 2 else None
-        check_room_for_text(tokenizer, max_length, pairs is not None)
-        for row in _classify(tokenizer, config, model, [p[0] for p in parts], pairs, max_length):
+        check_room_for_text(predictor.tokenizer, max_length, pairs is not None)
+        for row in map(_one_line, predictor.predict([p[0] for p in parts], pairs)):
             out.write("\t".join(str(v) for v in row.values()) + "\n")
             rows.append(row)
         out.flush()

@@ -36,6 +36,9 @@ def validate_eval_args(data_args: DataArguments, eval_args: EvalArguments, comma
     one_input = eval_args.sentence1 is not None
     problems = _data_problems(data_args, needs_data=command == "evaluate", reads_data=not one_input)
     problems += _positive({"--per_device_eval_batch_size": eval_args.per_device_eval_batch_size})
+    if eval_args.bf16 and eval_args.backend == "onnx":
+        problems.append("--bf16 is bfloat16 autocast for the torch backend; an ONNX model runs as it was exported "
+                        "(int8 with `seqtune export --quantize`).")
     if command == "evaluate":
         if one_input or eval_args.sentence2 is not None:
             problems.append("--sentence1/--sentence2 are for `seqtune predict`; evaluate scores a labelled split.")
@@ -68,16 +71,35 @@ def _predict_problems(data_args: DataArguments, eval_args: EvalArguments) -> lis
     problems = []
     if eval_args.sentence2 is not None and eval_args.sentence1 is None:
         problems.append("--sentence2 needs --sentence1: give the first text of the pair with --sentence1.")
-    if eval_args.sentence1 is not None and (has_data(data_args) or eval_args.output_file):
+    if eval_args.sentence1 is not None and (has_data(data_args) or eval_args.output_file
+                                            or eval_args.predictions_dir):
         problems.append("--sentence1 classifies one input and prints the result: leave out the data flags and "
                         "--output_file, or leave out --sentence1 to predict the data into --output_file.")
     output = eval_args.output_file
     if output and os.path.splitext(output)[1].lower() not in PREDICTION_FORMATS:
         problems.append(f"--output_file {output}: use a .tsv, .csv or .jsonl file name.")
-    if eval_args.sentence1 is None and has_data(data_args) and not output:
+    if eval_args.sentence1 is None and has_data(data_args) and not output and not eval_args.predictions_dir:
         problems.append("--output_file is required to predict a split or file (.tsv, .csv or .jsonl); or give "
                         "--sentence1 \"...\" [--sentence2 \"...\"] for one input.")
-    return problems
+    return problems + _shard_problems(data_args, eval_args)
+
+
+def _shard_problems(data_args: DataArguments, eval_args: EvalArguments) -> list[str]:
+    """predict --predictions_dir: reads --test_file (files or a glob) chunk by chunk."""
+    problems = _positive({"--rows_per_shard": eval_args.rows_per_shard})
+    if not eval_args.predictions_dir:
+        return problems
+    if eval_args.output_file:
+        problems.append("give either --output_file (one file, predicted in memory) or --predictions_dir (Parquet "
+                        "shards, chunk by chunk), not both.")
+    if not data_args.test_file or data_args.dataset_name or data_args.task_name:
+        problems.append("--predictions_dir reads the rows to predict from --test_file (a file or a glob pattern of "
+                        "shards: \"data/*.parquet\").")
+    if data_args.train_file or data_args.validation_file or eval_args.split:
+        problems.append("--predictions_dir predicts --test_file only: leave out --train_file, --validation_file "
+                        "and --split.")
+    problem = writable_dir_problem(eval_args.predictions_dir, f"--predictions_dir {eval_args.predictions_dir}")
+    return problems + ([problem] if problem else [])
 
 
 def _data_problems(data_args: DataArguments, needs_data: bool, reads_data: bool = True) -> list[str]:

@@ -1,0 +1,239 @@
+"""`seqtune predict --test_file "shards/*.parquet" --predictions_dir DIR`: prediction of inputs of any size in
+constant memory. The input is read chunk by chunk (pyarrow's streaming readers for Parquet, CSV/TSV and JSONL),
+each chunk of --rows_per_shard rows is predicted and written as one Parquet shard (atomically), named by its file
+and chunk numbers; a restarted run skips the shards that exist, so every row ends up exactly once. Under torchrun
+or accelerate launch (RANK/WORLD_SIZE), process r scores the chunks whose running number is r modulo the world
+size; no process group is needed."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from seqtune.config import DataArguments, EvalArguments, ModelArguments
+from seqtune.data import data_file_paths, resolve_columns
+from seqtune.errors import SeqtuneError
+from seqtune.fileio import disk_error, read_json, write_json
+
+logger = logging.getLogger("seqtune")
+
+MANIFEST = "_seqtune_predict.json"  # "_" and "." names are skipped by pyarrow/pandas when they read the folder
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json"}
+
+
+def predict_shards(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> list[dict]:
+    from filelock import FileLock, Timeout
+
+    from seqtune.evaluate import _kept_columns, load_predictor
+
+    files = [os.path.abspath(p) for p in data_file_paths(data_args.test_file)]
+    _check_formats(files)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    out = eval_args.predictions_dir
+    os.makedirs(out, exist_ok=True)
+    lock = FileLock(os.path.join(out, f".seqtune-predict-{rank}.lock"))
+    try:  # one writer per process slot: two runs into one folder would write the same shards
+        lock.acquire(timeout=0)
+    except Timeout as error:
+        raise SeqtuneError(f"--predictions_dir {out}: another seqtune predict (process {rank}) is writing into it; "
+                           "wait for it to finish, or choose another folder.") from error
+    try:
+        names = _schema(files[0]).names
+        columns = resolve_columns(names, None, data_args.text_column, data_args.text_pair_column)
+        kept = _kept_columns(names, eval_args.keep_columns)
+        _check_manifest(out, _settings(files, model_args, data_args, eval_args, columns, kept))
+        _remove_dead_temporaries(out)
+        predictor = load_predictor(model_args, data_args.max_seq_length, eval_args.per_device_eval_batch_size,
+                                   eval_args.backend, eval_args.bf16)
+        _to_local_device(predictor)
+        summary = _run(files, out, predictor, columns, kept, eval_args.rows_per_shard, rank, world)
+    finally:
+        lock.release()
+    logger.info("Predicted %d rows into %d shards in %s (%.0f rows/s); %d rows were already done%s", summary["rows"],
+                summary["shards"], out, summary["rows_per_second"], summary["skipped_rows"],
+                f" (process {rank} of {world})" if world > 1 else "")
+    return [summary]
+
+
+def _check_formats(files: list[str]) -> None:
+    unknown = [f for f in files if os.path.splitext(f)[1].lower() not in FORMATS]
+    if unknown:
+        raise SeqtuneError(f"--predictions_dir reads Parquet, CSV, TSV and JSONL files; {unknown[0]} is none of "
+                           "them (by its extension).")
+
+
+def _settings(files, model_args, data_args, eval_args, columns, kept) -> dict:
+    """What decides the shards' content: a restart with other settings would mix two runs' rows."""
+    return {"inputs": [[f, os.path.getsize(f)] for f in files], "rows_per_shard": eval_args.rows_per_shard,
+            "model": os.path.abspath(model_args.model_name_or_path) if model_args.model_name_or_path and
+            os.path.exists(model_args.model_name_or_path) else model_args.model_name_or_path,
+            "backend": eval_args.backend, "bf16": eval_args.bf16, "max_seq_length": data_args.max_seq_length,
+            "text_column": columns.text, "text_pair_column": columns.text_pair, "kept_columns": kept}
+
+
+def _check_manifest(out: str, settings: dict) -> None:
+    earlier = read_json(os.path.join(out, MANIFEST))
+    if earlier is None:
+        if any(n.endswith(".parquet") for n in os.listdir(out)):
+            raise SeqtuneError(f"--predictions_dir {out} holds Parquet files that seqtune did not write: choose an "
+                               "empty or new folder.")
+        write_json(os.path.join(out, MANIFEST), settings)
+        return
+    changed = [key for key in settings if earlier.get(key) != settings[key]]
+    if changed:
+        raise SeqtuneError(f"--predictions_dir {out} holds the shards of a run with other settings ("
+                           f"{', '.join(changed)} differ{'s' if len(changed) == 1 else ''}): continuing would mix "
+                           "both runs' rows. Rerun that command, or choose a new folder.")
+    logger.info("Continuing the predictions in %s: shards already written are skipped.", out)
+
+
+def _remove_dead_temporaries(out: str) -> None:
+    """Shards being written when a run was killed (their writer's process id is in the name and gone)."""
+    for path in glob.glob(os.path.join(out, ".part-*.tmp.*")):
+        pid = path.rsplit(".", 1)[-1]
+        alive = pid.isdigit() and _process_exists(int(pid))
+        if not alive:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _to_local_device(predictor) -> None:
+    """Under torchrun on GPUs, process r uses GPU LOCAL_RANK; on CPUs the model stays where it is."""
+    import torch
+
+    if isinstance(predictor.model, torch.nn.Module) and torch.cuda.is_available():
+        predictor.model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+
+
+def _run(files, out, predictor, columns, kept, rows_per_shard, rank, world) -> dict:
+    from tqdm.auto import tqdm
+
+    done = skipped = shards = 0
+    started = time.perf_counter()
+    bar = tqdm(total=_known_rows(files) if world == 1 else None, unit="rows", unit_scale=True, desc="Predicting",
+               file=sys.stderr, disable=logger.getEffectiveLevel() > logging.INFO or rank != 0,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
+    for number, (file_index, chunk_index, table) in enumerate(_chunks(files, rows_per_shard)):
+        if number % world != rank:
+            continue
+        path = os.path.join(out, f"part-{file_index:05d}-{chunk_index:06d}.parquet")
+        if os.path.exists(path):
+            skipped += table.num_rows
+        else:
+            _write_shard(path, _predicted_table(predictor, table, columns, kept))
+            done, shards = done + table.num_rows, shards + 1
+        bar.update(table.num_rows)
+    bar.close()
+    seconds = time.perf_counter() - started
+    return {"predictions_dir": out, "rows": done, "shards": shards, "skipped_rows": skipped,
+            "seconds": round(seconds, 2), "rows_per_second": round(done / seconds, 1) if seconds else 0.0}
+
+
+def _known_rows(files: list[str]) -> int | None:
+    """Parquet files state their row counts in their footers; text files would have to be read to know."""
+    if all(f.lower().endswith(".parquet") for f in files):
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return None
+
+
+def _predicted_table(predictor, table: pa.Table, columns, kept: list[str]) -> pa.Table:
+    texts = _texts(table, columns.text)
+    pairs = _texts(table, columns.text_pair) if columns.text_pair else None
+    fields = predictor.predict(texts, pairs)
+    result = table.select([c for c in kept if c not in fields[0]]) if fields else table.select(kept)
+    for name in (fields[0] if fields else {}):
+        result = result.append_column(name, pa.array([row[name] for row in fields]))
+    return result
+
+
+def _texts(table: pa.Table, column: str) -> list[str]:
+    """A missing text (null) is predicted as an empty text, as in the in-memory path's CSV reading."""
+    return ["" if value is None else str(value) for value in table.column(column).to_pylist()]
+
+
+def _write_shard(path: str, table: pa.Table) -> None:
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.tmp.{os.getpid()}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise disk_error(error, path) from error
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+# ------------------------------------------------------------------------------------------ reading in chunks
+def _schema(path: str) -> pa.Schema:
+    with contextlib.closing(_reader(path)) as reader:
+        return reader.schema
+
+
+def _chunks(files: list[str], rows: int):
+    """(file number, chunk number, table of exactly `rows` rows, the last of a file fewer), file after file."""
+    for file_index, path in enumerate(files):
+        with contextlib.closing(_reader(path)) as reader:
+            for chunk_index, table in enumerate(_exact_chunks(_batches(reader, path), rows)):
+                yield file_index, chunk_index, table
+
+
+def _exact_chunks(batches, rows: int):
+    """Readers hand out batches of their own sizes; chunks must be the same on every run and in every process."""
+    pending, count = [], 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(rows - count, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            count, batch = count + take, batch.slice(take)
+            if count == rows:
+                yield pa.Table.from_batches(pending)
+                pending, count = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+def _batches(reader, path: str):
+    try:
+        yield from (reader.iter_batches(batch_size=8192) if isinstance(reader, pq.ParquetFile) else reader)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
+        raise SeqtuneError(f"--test_file {path} could not be read: {str(error).splitlines()[0]}") from error
+
+
+def _reader(path: str):
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+
+    kind = FORMATS[os.path.splitext(path)[1].lower()]
+    try:
+        if kind == "parquet":
+            return pq.ParquetFile(path)
+        if kind == "json":
+            return pjson.open_json(path)
+        parse = pcsv.ParseOptions(delimiter="\t" if kind == "tsv" else ",", newlines_in_values=True)
+        names = pcsv.open_csv(path, parse_options=parse).schema.names
+        # every column read as text: a column typed from its first block would fail on a later block that differs
+        return pcsv.open_csv(path, parse_options=parse,
+                             convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}))
+    except (pa.ArrowInvalid, OSError) as error:
+        raise SeqtuneError(f"--test_file {path} could not be read: {str(error).splitlines()[0]}") from error

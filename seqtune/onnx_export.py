@@ -1,0 +1,207 @@
+"""`seqtune export`: a fine-tuned classifier to ONNX (torch's exporter, `torch.onnx.export(dynamo=True)`), checked
+against the torch model, optionally quantized to int8 (onnxruntime's dynamic quantization); and the ONNX Runtime
+model that predict, evaluate and serve run with `--backend onnx`.
+
+Why not optimum: optimum-onnx (0.1.0, the current release) pins transformers < 4.58 and seqtune is on
+transformers 5; torch's own exporter and onnxruntime's quantizer are what optimum calls underneath."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+
+from seqtune.errors import SeqtuneError
+
+logger = logging.getLogger("seqtune")
+
+ONNX_FILE = "model.onnx"
+# fp32 logits of the export against torch's on a sample batch; larger means the export is wrong
+EXPORT_TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportArguments:
+    """Where the ONNX model goes and how it is made."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Folder for model.onnx, the config and the "
+                                                                   "tokenizer (required)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Write into a non-empty --output_dir."})
+    quantize: bool = field(default=False, metadata={
+        "help": "Quantize the weights of linear layers to int8 (onnxruntime dynamic quantization): a smaller, "
+                "faster model on CPUs, at a small accuracy cost (BENCHMARKS.md)."})
+    opset: int = field(default=18, metadata={"help": "ONNX opset version."})
+    debug: bool = field(default=False, metadata={"help": "Show full tracebacks for errors."})
+
+
+def is_onnx_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, ONNX_FILE))
+
+
+class OnnxClassifier:
+    """An ONNX Runtime session that seqtune's inference code calls like a transformers classifier (tensors in,
+    `.logits` out). Hand-written: optimum's ORTModelForSequenceClassification is the library version of this, and
+    optimum-onnx cannot be installed beside transformers 5 (see the module's note)."""
+
+    training = False
+
+    def __init__(self, path: str, config, threads: int | None = None):
+        import onnxruntime as ort
+        import torch
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        try:
+            self.session = ort.InferenceSession(os.path.join(path, ONNX_FILE), options, providers=providers)
+        except Exception as error:  # onnxruntime raises its own exception types for a damaged or foreign file
+            raise SeqtuneError(f"{os.path.join(path, ONNX_FILE)} is not a model ONNX Runtime can load "
+                               f"({str(error).splitlines()[0][:200]}): export it again.") from error
+        self.config = config
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self._device = torch.empty(0)
+
+    def __call__(self, **batch):
+        import torch
+
+        feeds = {}
+        for name in self.input_names:
+            value = batch.get(name)
+            if value is None:  # a graph that takes token types, given rows without them: all type 0
+                value = torch.zeros_like(batch["input_ids"])
+            feeds[name] = value.cpu().numpy().astype(np.int64, copy=False)
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feeds)[0]))
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def parameters(self):
+        yield self._device  # inputs go to the CPU; onnxruntime moves them to its own device
+
+
+def export(model_args, args: ExportArguments) -> dict:
+    """Export, check, quantize if asked and save beside the tokenizer and config; returns what was done."""
+    from seqtune.finetuned import load_finetuned
+
+    _check_output_dir(args)
+    tokenizer, config, model = load_finetuned(model_args, backend="torch")
+    model.float().eval()
+    names = _input_names(tokenizer, config)
+    staging = args.output_dir.rstrip("/\\") + ".exporting"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    onnx_path = os.path.join(staging, ONNX_FILE)
+    _export_graph(model, tokenizer, names, onnx_path, args.opset)
+    difference = _max_logit_difference(model, tokenizer, names, onnx_path)
+    if difference > EXPORT_TOLERANCE:
+        raise SeqtuneError(f"the exported model's logits differ from the torch model's by {difference:.2e} "
+                           f"(more than {EXPORT_TOLERANCE:g}): this model's architecture does not export correctly "
+                           "to ONNX here; report it with --debug's output.")
+    result = {"output_dir": args.output_dir, "inputs": names, "opset": args.opset, "max_abs_logit_difference":
+              float(difference), "quantized": args.quantize}
+    if args.quantize:
+        result["quantized_max_abs_logit_difference"] = float(_quantize(onnx_path, model, tokenizer, names))
+    config.seqtune_onnx = {k: v for k, v in result.items() if k != "output_dir"}
+    config.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    _replace_folder(staging, args.output_dir)
+    logger.info("Exported to %s (max |logit difference| against torch: %.2e%s)", args.output_dir, difference,
+                f"; int8: {result['quantized_max_abs_logit_difference']:.2e}" if args.quantize else "")
+    return result
+
+
+def _check_output_dir(args: ExportArguments) -> None:
+    if not args.output_dir:
+        raise SeqtuneError("--output_dir is required: the folder the ONNX model is written to.")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise SeqtuneError(f"--output_dir {args.output_dir} is a file, not a folder.")
+    if os.path.isdir(args.output_dir) and os.listdir(args.output_dir):
+        if not is_onnx_folder(args.output_dir):  # a training run or a user's folder is never replaced
+            raise SeqtuneError(f"--output_dir {args.output_dir} is not empty and holds no earlier export: choose a "
+                               "new folder for the ONNX model.")
+        if not args.overwrite_output_dir:
+            raise SeqtuneError(f"--output_dir {args.output_dir} holds an earlier export: pass --overwrite_output_dir "
+                               "to replace it, or choose another folder.")
+
+
+def _input_names(tokenizer, config) -> list[str]:
+    from seqtune.model_family import model_inputs
+
+    return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in model_inputs(tokenizer, config)]
+
+
+def _sample(tokenizer, names: list[str], rows: int, tensors: str):
+    texts = ["the quick brown fox jumps over the lazy dog", "a cat", "paraphrase or not?"] * rows
+    batch = tokenizer(texts[:rows], texts[1:rows + 1], padding=True, truncation=True, max_length=64,
+                      return_tensors=tensors)
+    return {n: batch[n] for n in names if n in batch}
+
+
+def _export_graph(model, tokenizer, names: list[str], path: str, opset: int) -> None:
+    import torch
+
+    class Logits(torch.nn.Module):  # inputs in `names` order, logits out: the graph's signature
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            return self.inner(**{n: given[n] for n in names}).logits
+
+    sample = _sample(tokenizer, names, 2, "pt")
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    shapes = tuple({0: batch, 1: sequence} for _ in names)
+    try:
+        torch.onnx.export(Logits(model), tuple(sample[n] for n in names), path, input_names=names,
+                          output_names=["logits"], dynamic_shapes=shapes, opset_version=opset, dynamo=True,
+                          verbose=False)
+    except Exception as error:  # the exporter's many error types: one line, the traceback with --debug
+        cause = error.__cause__ or error  # the exporter wraps the real error in its own, with advice on filing it
+        lines = str(cause).strip().splitlines()
+        raise SeqtuneError(f"torch.onnx.export failed for this model ({type(cause).__name__}: "
+                           f"{lines[0][:300] if lines else ''}).") from error
+
+
+def _max_logit_difference(model, tokenizer, names: list[str], path: str) -> float:
+    """On a batch of another size and length than the export's sample: the dynamic axes are checked too."""
+    import onnxruntime as ort
+    import torch
+
+    sample = _sample(tokenizer, names, 3, "pt")
+    with torch.inference_mode():
+        expected = model(**sample).logits.float().numpy()
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {n: sample[n].numpy() for n in names})[0]
+    return float(np.abs(got - expected).max())
+
+
+def _quantize(path: str, model, tokenizer, names: list[str]) -> float:
+    """Replace the fp32 graph by its int8 dynamic quantization; returns its logit difference from torch's."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = path + ".int8"
+    quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
+    os.replace(quantized, path)
+    for leftover in [n for n in os.listdir(os.path.dirname(path)) if n.endswith(".data")]:
+        os.remove(os.path.join(os.path.dirname(path), leftover))  # the fp32 weights, stored beside a large graph
+    return _max_logit_difference(model, tokenizer, names, path)
+
+
+def _replace_folder(staging: str, target: str) -> None:
+    """The export appears whole or not at all: built beside the target, then swapped in."""
+    old = target.rstrip("/\\") + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.isdir(target):
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)

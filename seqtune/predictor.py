@@ -1,0 +1,105 @@
+"""A fine-tuned classifier ready for inference on lists of texts: tokenize, batch by length, run (torch or ONNX
+Runtime), average both orders of a symmetric pair, and turn logits into labels and probabilities. Used by the
+server, by chunked batch prediction and by one-input / standard-input prediction."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from seqtune.inference import logits_to_predictions
+from seqtune.model_family import model_inputs
+
+
+class Predictor:
+    """`logits(texts, pairs)` in the input order; rows are tokenized without padding, sorted longest first and
+    padded per batch of `batch_size` (little padding, as evaluation does)."""
+
+    def __init__(self, tokenizer, config, model, max_length: int, batch_size: int = 64, bf16: bool = False):
+        self.tokenizer, self.config, self.model = tokenizer, config, model
+        self.max_length, self.batch_size, self.bf16 = max_length, batch_size, bf16
+        self.inputs = list(model_inputs(tokenizer, config))
+        self.symmetric = bool(getattr(config, "seqtune_symmetric_pairs", False))
+        model.eval()
+
+    def logits(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        logits = self._logits(texts, pairs)
+        if pairs is not None and self.symmetric:  # as the model was trained and evaluated: both orders
+            logits = (logits + self._logits(pairs, texts)) / 2
+        return logits
+
+    def _logits(self, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        import torch
+
+        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+        columns = [name for name in self.inputs if name in encoded]
+        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
+        out = np.zeros((len(texts), self.config.num_labels), np.float32)
+        device = _device_of(self.model)
+        with torch.inference_mode(), inference_autocast(self.model, self.bf16):
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                batch = self.tokenizer.pad({k: [encoded[k][i] for i in rows] for k in columns}, return_tensors="pt")
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                out[rows] = self.model(**batch).logits.float().cpu().numpy()
+        return out
+
+    def predict(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
+        """The prediction file's fields per row (see `prediction_fields`)."""
+        return prediction_fields(self.logits(texts, pairs), self.config)
+
+    def answer(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
+        """The server's answer per row: label name and id with its probability and every label's probability;
+        the labels at or above the threshold for multi-label; the score for regression."""
+        return answer_fields(self.logits(texts, pairs), self.config)
+
+
+def inference_autocast(model, bf16: bool):
+    """bfloat16 autocast on the model's device for --bf16 (a torch model; ONNX Runtime runs its graph as exported)."""
+    import torch
+
+    if not bf16 or not isinstance(model, torch.nn.Module):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=_device_of(model).type, dtype=torch.bfloat16)
+
+
+def _device_of(model):
+    return next(model.parameters()).device
+
+
+def _label_names(config) -> list[str]:
+    return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def prediction_fields(logits: np.ndarray, config) -> list[dict]:
+    """Per row: the label name and id with its probability; for multi-label, the names and ids of the labels at or
+    above the model's threshold and every label's probability; for regression, the score."""
+    multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+    threshold = getattr(config, "seqtune_threshold", None) or 0.5
+    predictions, probabilities = logits_to_predictions(logits, config.num_labels == 1, multi_label, threshold)
+    if config.num_labels == 1:
+        return [{"score": float(p)} for p in predictions]
+    if multi_label:
+        names = _label_names(config)
+        return [{"prediction": ",".join(n for n, on in zip(names, row) if on),
+                 "prediction_id": ",".join(str(i) for i, on in enumerate(row) if on),
+                 "probabilities": ",".join(f"{q:.6f}" for q in probs)}
+                for row, probs in zip(predictions, probabilities)]
+    return [{"prediction": config.id2label[int(p)], "prediction_id": int(p), "probability": round(float(q), 6)}
+            for p, q in zip(predictions, probabilities)]
+
+
+def answer_fields(logits: np.ndarray, config) -> list[dict]:
+    if config.num_labels == 1:
+        return [{"score": float(row[0])} for row in logits]
+    names = _label_names(config)
+    if getattr(config, "problem_type", None) == "multi_label_classification":
+        threshold = getattr(config, "seqtune_threshold", None) or 0.5
+        chosen, probabilities = logits_to_predictions(logits, False, True, threshold)
+        return [{"labels": [n for n, on in zip(names, row) if on], "label_ids": [i for i, on in enumerate(row) if on],
+                 "probabilities": dict(zip(names, map(float, probs)))} for row, probs in zip(chosen, probabilities)]
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
+    return [{"label": names[int(p.argmax())], "label_id": int(p.argmax()), "probability": float(p.max()),
+             "probabilities": dict(zip(names, map(float, p)))} for p in probabilities]
