@@ -367,7 +367,7 @@ def _run(command: str, rest: list[str], config_path: str | None = None, config: 
         from seqtune.evaluate import predict
 
         rows = predict(*parsed)
-        if parsed[2].sentence1 is not None:
+        if parsed[2].sentence1 is not None or parsed[2].predictions_dir:  # one input's answer, or the summary
             print(json.dumps(rows[0]))
     elif command == "data":
         from seqtune.datastats import show_data

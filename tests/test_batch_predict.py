@@ -1,0 +1,170 @@
+"""predict --predictions_dir: several Parquet (or CSV, JSONL) shards in, Parquet shards out, row for row equal to
+the in-memory prediction; a run killed and restarted ends with every row exactly once; processes under
+RANK/WORLD_SIZE split the chunks; a folder holding another run's shards is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from seqtune.cli import main
+from seqtune.demo_data.generate import make_paraphrase_pairs
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_model, pair_files, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("batch") / "run")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"],
+                 "--validation_file", pair_files["validation"], "--output_dir", out, "--max_steps", "6",
+                 "--per_device_train_batch_size", "8", "--symmetric_pairs", "true", "--learning_rate", "1e-3",
+                 "--disable_tqdm", "--report_to", "none"]) == 0
+    return out
+
+
+def pairs_frame(rows: int) -> pd.DataFrame:
+    frame = pd.DataFrame(make_paraphrase_pairs(rows, seed=11))
+    frame["id"] = [f"row-{i}" for i in range(rows)]
+    return frame[["id", "sentence1", "sentence2"]]
+
+
+def in_memory(model: str, frame: pd.DataFrame, folder) -> pd.DataFrame:
+    path, out = str(folder / "all.csv"), str(folder / "all.jsonl")
+    frame.to_csv(path, index=False)
+    assert main(["predict", "--model_name_or_path", model, "--test_file", path, "--output_file", out]) == 0
+    return pd.read_json(out, lines=True, dtype={"id": str})
+
+
+def read_shards(folder) -> pd.DataFrame:
+    return pd.read_parquet(str(folder))
+
+
+def test_parquet_shards_equal_the_in_memory_prediction_row_for_row(finetuned, tmp_path):
+    frame = pairs_frame(70)
+    for i, part in enumerate((frame[:25], frame[25:26], frame[26:])):  # shards of uneven sizes, one of one row
+        part.to_parquet(tmp_path / f"in-{i}.parquet")
+    out = tmp_path / "preds"
+    assert main(["predict", "--model_name_or_path", finetuned, "--test_file", str(tmp_path / "in-*.parquet"),
+                 "--predictions_dir", str(out), "--rows_per_shard", "10"]) == 0
+    got, expected = read_shards(out), in_memory(finetuned, frame, tmp_path)
+    assert list(got.columns) == ["id", "sentence1", "sentence2", "prediction", "prediction_id", "probability"]
+    assert got["id"].tolist() == frame["id"].tolist()
+    assert got["prediction_id"].tolist() == expected["prediction_id"].tolist()
+    assert got["probability"].tolist() == pytest.approx(expected["probability"].tolist(), abs=1e-6)
+    assert sorted(n for n in os.listdir(out) if n.endswith(".parquet"))[:4] == [
+        "part-00000-000000.parquet", "part-00000-000001.parquet", "part-00000-000002.parquet",
+        "part-00001-000000.parquet"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_text_formats_give_the_same_shards(finetuned, tmp_path, suffix):
+    frame = pairs_frame(23)
+    path = str(tmp_path / f"in{suffix}")
+    if suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+    out = tmp_path / "preds"
+    assert main(["predict", "--model_name_or_path", finetuned, "--test_file", path, "--predictions_dir", str(out),
+                 "--rows_per_shard", "7", "--keep_columns", "id"]) == 0
+    got, expected = read_shards(out), in_memory(finetuned, frame, tmp_path)
+    assert list(got.columns) == ["id", "prediction", "prediction_id", "probability"]
+    assert got["id"].tolist() == frame["id"].tolist()
+    assert got["prediction_id"].tolist() == expected["prediction_id"].tolist()
+
+
+def run_predict(model, inputs, out, *extra, env=None):
+    return subprocess.Popen([sys.executable, "-m", "seqtune", "predict", "--model_name_or_path", model,
+                             "--test_file", inputs, "--predictions_dir", out, *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def test_a_killed_run_restarted_ends_with_every_row_exactly_once(finetuned, tmp_path):
+    frame = pairs_frame(3000)
+    frame.to_parquet(tmp_path / "big.parquet")
+    out = str(tmp_path / "preds")
+    args = (finetuned, str(tmp_path / "big.parquet"), out, "--rows_per_shard", "25")
+    process = run_predict(*args)
+    while not [n for n in os.listdir(out) if n.startswith("part-")] if os.path.isdir(out) else True:
+        assert process.poll() is None, process.communicate()[1]
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = [n for n in os.listdir(out) if n.startswith("part-")]
+    assert 0 < len(written) < 120, "the kill came after the run had finished: nothing was tested"
+    restarted = run_predict(*args)
+    _, err = restarted.communicate(timeout=300)
+    assert restarted.returncode == 0, err
+    assert "Continuing the predictions" in err and "rows were already done" in err
+    got = read_shards(out)
+    assert sorted(got["id"]) == sorted(frame["id"]) and got["id"].is_unique
+    assert not [n for n in os.listdir(out) if ".tmp." in n]
+
+
+def test_processes_split_the_chunks_between_them(finetuned, tmp_path):
+    frame = pairs_frame(90)
+    for i in range(3):
+        frame[i * 30:(i + 1) * 30].to_parquet(tmp_path / f"in-{i}.parquet")
+    out = str(tmp_path / "preds")
+    processes = [run_predict(finetuned, str(tmp_path / "in-*.parquet"), out, "--rows_per_shard", "8",
+                             env={"RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r)}) for r in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err for _, err in outputs]
+    got, expected = read_shards(out), in_memory(finetuned, frame, tmp_path)
+    assert got["id"].tolist() == frame["id"].tolist()
+    assert got["prediction_id"].tolist() == expected["prediction_id"].tolist()
+    done = [json.loads(out.strip().splitlines()[-1])["rows"] for out, _ in outputs]  # each prints its summary
+    assert sum(done) == 90 and min(done) > 0
+
+
+def test_a_folder_with_another_runs_shards_is_refused(finetuned, tmp_path, capsys):
+    frame = pairs_frame(12)
+    frame.to_parquet(tmp_path / "in.parquet")
+    out = str(tmp_path / "preds")
+    base = ["predict", "--model_name_or_path", finetuned, "--test_file", str(tmp_path / "in.parquet"),
+            "--predictions_dir", out]
+    assert main(base + ["--rows_per_shard", "5"]) == 0
+    assert main(base + ["--rows_per_shard", "6"]) == 2
+    assert "rows_per_shard differs" in capsys.readouterr().err
+    frame[:3].to_parquet(tmp_path / "in.parquet")  # the input changed since the shards were written
+    assert main(base + ["--rows_per_shard", "5"]) == 2
+    assert "inputs differs" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    frame.to_parquet(foreign / "mine.parquet")
+    assert main(base[:-1] + [str(foreign)]) == 2
+    assert "did not write" in capsys.readouterr().err
+
+
+def test_a_second_run_into_the_same_folder_is_refused(finetuned, tmp_path, capsys):
+    from filelock import FileLock
+
+    pairs_frame(5).to_parquet(tmp_path / "in.parquet")
+    out = tmp_path / "preds"
+    out.mkdir()
+    with FileLock(str(out / ".seqtune-predict-0.lock")):
+        assert main(["predict", "--model_name_or_path", finetuned, "--test_file", str(tmp_path / "in.parquet"),
+                     "--predictions_dir", str(out)]) == 2
+    assert "another seqtune predict (process 0) is writing into it" in capsys.readouterr().err
+
+
+def test_flag_combinations_are_named(finetuned, pair_files, tmp_path, capsys):
+    code = main(["predict", "--model_name_or_path", finetuned, "--test_file", pair_files["test"], "--predictions_dir",
+                 str(tmp_path / "p"), "--output_file", str(tmp_path / "p.csv"), "--rows_per_shard", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not both" in err and "--rows_per_shard" in err
+    code = main(["predict", "--model_name_or_path", finetuned, "--validation_file", pair_files["validation"],
+                 "--predictions_dir", str(tmp_path / "p")])
+    assert code == 2 and "reads the rows to predict from --test_file" in capsys.readouterr().err
+    bad = tmp_path / "rows.txt"
+    bad.write_text("a\n")
+    code = main(["predict", "--model_name_or_path", finetuned, "--test_file", str(bad), "--predictions_dir",
+                 str(tmp_path / "p")])
+    assert code == 2 and "Parquet, CSV, TSV and JSONL" in capsys.readouterr().err

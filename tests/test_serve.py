@@ -1,0 +1,222 @@
+"""`seqtune serve` as a real process on a loopback port: the same predictions as `seqtune predict`, a 4xx with a
+JSON message for every bad request, 503 with Retry-After beyond the queue (and still serving afterwards), and
+SIGTERM answering every request in flight."""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from seqtune.cli import main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 60):
+    """(status, parsed JSON body, headers)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"null"), dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def post(port: int, payload, **kwargs):
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return request(port, "POST", "/predict", body, **kwargs)
+
+
+class Server:
+    def __init__(self, model: str, *flags: str):
+        self.port = free_port()
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        self.process = subprocess.Popen([sys.executable, "-m", "seqtune", "serve", "--model_name_or_path", model,
+                                         "--port", str(self.port), *flags], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=env)
+
+    def wait_ready(self, seconds: float = 90) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.communicate()[1]
+            try:
+                if request(self.port, "GET", "/health", timeout=5)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("the server did not become ready")
+
+    def stop(self) -> tuple[int, str]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _, err = self.process.communicate(timeout=60)
+        return self.process.returncode, err
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model, pair_files, tmp_path_factory) -> str:
+    """A fine-tuned tiny model whose pairs are symmetric: the server must average both orders as predict does."""
+    out = str(tmp_path_factory.mktemp("serve") / "run")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"],
+                 "--validation_file", pair_files["validation"], "--output_dir", out, "--max_steps", "6",
+                 "--per_device_train_batch_size", "8", "--symmetric_pairs", "true", "--learning_rate", "1e-3",
+                 "--disable_tqdm", "--report_to", "none"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    running = Server(model, "--max_batch_size", "8")
+    running.wait_ready()
+    yield running
+    code, err = running.stop()
+    assert code == 0, err
+
+
+def test_answers_equal_predicts_and_name_the_labels(server, model, pair_files, tmp_path):
+    predictions = str(tmp_path / "p.jsonl")
+    assert main(["predict", "--model_name_or_path", model, "--test_file", pair_files["test"], "--output_file",
+                 predictions]) == 0
+    expected = [json.loads(line) for line in open(predictions)]
+    rows = list(csv.DictReader(open(pair_files["test"])))
+    items = [{"text": r["sentence1"], "text_pair": r["sentence2"]} for r in rows[:8]]
+    status, body, _ = post(server.port, items)
+    assert status == 200 and len(body["predictions"]) == 8
+    for answer, want in zip(body["predictions"], expected):
+        assert answer["label"] == want["prediction"] and answer["label_id"] == want["prediction_id"]
+        assert answer["probability"] == pytest.approx(want["probability"], abs=2e-6)
+        assert set(answer["probabilities"]) == {"0", "1"}
+        assert sum(answer["probabilities"].values()) == pytest.approx(1.0)
+    status, one, _ = post(server.port, items[3])  # one item in, one answer out
+    assert status == 200 and one["probability"] == pytest.approx(body["predictions"][3]["probability"], abs=1e-6)
+    status, metadata, _ = request(server.port, "GET", "/metadata")
+    assert status == 200 and metadata["labels"] == ["0", "1"] and metadata["symmetric_pairs"] is True
+    assert metadata["max_seq_length"] == 128 and metadata["backend"] == "torch"
+
+
+BAD_REQUESTS = [
+    (b'{"text": "a", ', 400, "not valid JSON"),
+    (b"\xff\xfe", 400, "not valid JSON"),
+    (b'{"text_pair": "b"}', 422, 'no "text" field'),
+    (b'{"text": 5}', 422, "text must be a string"),
+    (b'{"text": "a", "text_pair": ["b"]}', 422, "text_pair must be a string"),
+    (b'{"text": null}', 422, "text must be a string"),
+    (b'{"txt": "a"}', 422, "unknown field"),
+    (b"[]", 422, "empty"),
+    (b'"just a string"', 422, "must be an item"),
+    (b"[1, 2]", 422, "item 0 is not an object"),
+    (b'[{"text": "a"}, {"text": "b", "text_pair": "c"}]', 422, "every item"),
+    (json.dumps([{"text": "a"}] * 9).encode(), 413, "at most 8"),
+    (b"[" + b",".join([b'{"text": "' + b"y" * 15000 + b'"}'] * 8) + b"]", 413, "bytes"),  # 120 kB > 100 kB
+]
+
+
+@pytest.fixture(scope="module")
+def strict_server(model):
+    running = Server(model, "--max_batch_size", "8", "--max_request_bytes", "100000")
+    running.wait_ready()
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("body,status,message", BAD_REQUESTS)
+def test_bad_requests_get_a_4xx_with_a_json_message(strict_server, body, status, message):
+    got, answer, _ = post(strict_server.port, body)
+    assert got == status and message in answer["error"]
+    assert post(strict_server.port, {"text": "still", "text_pair": "serving"})[0] == 200
+
+
+def test_a_text_of_a_megabyte_gets_413_under_the_default_limits(server):
+    status, answer, _ = post(server.port, {"text": "x" * 1_000_000, "text_pair": "y"})
+    assert status == 413 and "1000000 characters; at most 20000" in answer["error"]
+    assert post(server.port, {"text": "still", "text_pair": "serving"})[0] == 200
+
+
+def test_wrong_paths_and_methods_are_4xx_json(server):
+    assert request(server.port, "GET", "/predict")[0] == 405
+    status, body, _ = request(server.port, "GET", "/nowhere")
+    assert status == 404 and body
+
+
+def test_a_burst_beyond_the_queue_gets_503_and_the_server_recovers(model):
+    running = Server(model, "--max_batch_size", "1", "--max_queue_size", "1", "--max_wait_ms", "0")
+    running.wait_ready()
+    try:
+        statuses, retry_after = [], set()
+        long = {"text": "the quick brown fox " * 40, "text_pair": "jumps over the lazy dog " * 40}
+        start = threading.Barrier(48)
+
+        def client():
+            start.wait()
+            status, _, headers = post(running.port, long)
+            statuses.append(status)
+            if status == 503:
+                retry_after.add(headers.get("retry-after"))
+
+        threads = [threading.Thread(target=client) for _ in range(48)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(statuses) <= {200, 503} and statuses.count(503) > 0 and statuses.count(200) > 0
+        assert retry_after == {"1"}
+        assert post(running.port, long)[0] == 200 and request(running.port, "GET", "/health")[0] == 200
+    finally:
+        code, err = running.stop()
+    assert code == 0, err
+
+
+def test_sigterm_answers_every_request_in_flight(model):
+    running = Server(model, "--max_batch_size", "4", "--max_wait_ms", "400")  # requests wait in the batcher
+    running.wait_ready()
+    answers = []
+
+    def client(i):
+        answers.append(post(running.port, {"text": f"sentence {i}", "text_pair": "another one"})[0])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # the requests are queued or being scored
+    running.process.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join()
+    code, err = running.stop()
+    assert answers == [200] * 10
+    assert code == 0 and "every request in flight was answered" in err
+    with pytest.raises(OSError):
+        request(running.port, "GET", "/health", timeout=5)
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_one_line(model, tmp_path):
+    import shutil
+
+    broken = shutil.copytree(model, str(tmp_path / "broken"))
+    with open(os.path.join(broken, "config.json"), "w") as f:
+        f.write('{"model_type": "bert", "num_labels": ')  # truncated
+    running = Server(broken)
+    running.process.wait(timeout=90)
+    code, err = running.stop()
+    assert code == 2 and "seqtune serve: error:" in err and "Traceback" not in err
+
+
+def test_bad_flags_exit_2_before_listening(model, capsys):
+    assert main(["serve", "--model_name_or_path", model, "--max_batch_size", "0", "--max_wait_ms", "nan"]) == 2
+    err = capsys.readouterr().err
+    assert "--max_batch_size must be positive" in err and "--max_wait_ms must be 0 or more" in err
