@@ -21,6 +21,7 @@ from seqtune.config import DataArguments, EvalArguments, ModelArguments
 from seqtune.data import data_file_paths, resolve_columns
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import disk_error, read_json, write_json
+from seqtune.predictor import to_local_device
 
 logger = logging.getLogger("seqtune")
 
@@ -52,7 +53,7 @@ def predict_shards(data_args: DataArguments, model_args: ModelArguments, eval_ar
         _remove_dead_temporaries(out)
         predictor = load_predictor(model_args, data_args.max_seq_length, eval_args.per_device_eval_batch_size,
                                    eval_args.backend, eval_args.bf16)
-        _to_local_device(predictor)
+        to_local_device(predictor.model)
         summary = _run(files, out, predictor, columns, kept, eval_args.rows_per_shard, rank, world)
     finally:
         lock.release()
@@ -112,14 +113,6 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _to_local_device(predictor) -> None:
-    """Under torchrun on GPUs, process r uses GPU LOCAL_RANK; on CPUs the model stays where it is."""
-    import torch
-
-    if isinstance(predictor.model, torch.nn.Module) and torch.cuda.is_available():
-        predictor.model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
 
 
 def _run(files, out, predictor, columns, kept, rows_per_shard, rank, world) -> dict:

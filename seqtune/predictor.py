@@ -64,6 +64,30 @@ def inference_autocast(model, bf16: bool):
     return torch.autocast(device_type=_device_of(model).type, dtype=torch.bfloat16)
 
 
+def fast_bf16(model) -> bool:
+    """Whether bfloat16 is fast where the model runs: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX
+    (elsewhere autocast emulates it, slower than float32)."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return False
+    device = _device_of(model)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return device.type == "cpu" and any(check() for check in checks if check is not None)
+
+
+def to_local_device(model) -> None:
+    """On a machine with GPUs, the GPU of this process (LOCAL_RANK under torchrun); on CPUs the model stays."""
+    import os
+
+    import torch
+
+    if isinstance(model, torch.nn.Module) and torch.cuda.is_available():
+        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+
+
 def _device_of(model):
     return next(model.parameters()).device
 

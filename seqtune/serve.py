@@ -42,7 +42,9 @@ class ServeArguments:
     max_seq_length: int = _f(128, "Longest input in tokens; longer pairs are truncated (as in predict).")
     backend: str | None = _f(None, "torch or onnx (a folder made by `seqtune export`). Default: onnx for a folder "
                              "holding only model.onnx, torch otherwise.", choices=["torch", "onnx"])
-    bf16: bool = _f(False, "bfloat16 autocast for the torch backend.")
+    bf16: bool | None = _f(None, "bfloat16 autocast for the torch backend. Default: on where bfloat16 is fast (a CPU "
+                           "with AVX-512 BF16 or AMX, a GPU since Ampere): 3x the rows/s of float32 on such a CPU "
+                           "with the same validation accuracy (BENCHMARKS.md); --bf16 false for float32.")
     shutdown_timeout: float = _f(30.0, "On SIGTERM, wait at most this many seconds for requests in flight.")
     access_log: bool = _f(False, "Log every request (uvicorn's access log).")
     debug: bool = _f(False, "Show full tracebacks for errors.")
@@ -279,7 +281,6 @@ def serve(model_args, args: ServeArguments) -> None:
     """Run the server until SIGTERM or Ctrl-C; requests in flight are answered before it stops."""
     import uvicorn
 
-    from seqtune.evaluate import load_predictor
     from seqtune.finetuned import pick_backend
     from seqtune.modeling import resolve_model_path
 
@@ -287,8 +288,8 @@ def serve(model_args, args: ServeArguments) -> None:
     path = resolve_model_path(model_args.model_name_or_path)
     info = {"model": path, "backend": pick_backend(path, args.backend)}
     servers: list = []
-    app = build_app(lambda: load_predictor(model_args, args.max_seq_length, args.max_batch_size, info["backend"],
-                                           args.bf16), args, info, lambda error: setattr(servers[0], "should_exit", True))
+    app = build_app(lambda: _load(model_args, args, info), args, info,
+                    lambda error: setattr(servers[0], "should_exit", True))
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            access_log=args.access_log, lifespan="on",
                                            timeout_graceful_shutdown=args.shutdown_timeout))
@@ -308,6 +309,18 @@ def serve(model_args, args: ServeArguments) -> None:
     if app.state.seqtune.load_error is not None:
         raise app.state.seqtune.load_error
     logger.info("Stopped: every request in flight was answered.")
+
+
+def _load(model_args, args: ServeArguments, info: dict):
+    """The predictor on this machine's best device, bfloat16 where it is fast unless --bf16 says otherwise."""
+    from seqtune.evaluate import load_predictor
+    from seqtune.predictor import fast_bf16, to_local_device
+
+    predictor = load_predictor(model_args, args.max_seq_length, args.max_batch_size, info["backend"], False)
+    to_local_device(predictor.model)
+    predictor.bf16 = fast_bf16(predictor.model) if args.bf16 is None else args.bf16
+    info["bf16"] = predictor.bf16
+    return predictor
 
 
 def _validate(args: ServeArguments) -> None:

@@ -82,7 +82,7 @@ def model(tiny_model, pair_files, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def server(model):
-    running = Server(model, "--max_batch_size", "8")
+    running = Server(model, "--max_batch_size", "8", "--bf16", "false")  # float32: equal to predict's to 1e-6
     running.wait_ready()
     yield running
     code, err = running.stop()
@@ -107,7 +107,22 @@ def test_answers_equal_predicts_and_name_the_labels(server, model, pair_files, t
     assert status == 200 and one["probability"] == pytest.approx(body["predictions"][3]["probability"], abs=1e-6)
     status, metadata, _ = request(server.port, "GET", "/metadata")
     assert status == 200 and metadata["labels"] == ["0", "1"] and metadata["symmetric_pairs"] is True
-    assert metadata["max_seq_length"] == 128 and metadata["backend"] == "torch"
+    assert metadata["max_seq_length"] == 128 and metadata["backend"] == "torch" and metadata["bf16"] is False
+
+
+def test_bf16_by_default_where_it_is_fast_and_close_to_float32(model, server):
+    import torch
+
+    fast = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    running = Server(model)
+    running.wait_ready()
+    try:
+        assert request(running.port, "GET", "/metadata")[1]["bf16"] is fast
+        item = {"text": "a man is riding a horse", "text_pair": "a person rides an animal"}
+        default, exact = post(running.port, item)[1], post(server.port, item)[1]
+        assert default["probability"] == pytest.approx(exact["probability"], abs=2e-2)
+    finally:
+        running.stop()
 
 
 BAD_REQUESTS = [
