@@ -312,14 +312,15 @@ def serve(model_args, args: ServeArguments) -> None:
 
 
 def _load(model_args, args: ServeArguments, info: dict):
-    """The predictor on this machine's best device, bfloat16 where it is fast unless --bf16 says otherwise."""
+    """The predictor on this machine's best device, bfloat16 where it is fast unless --bf16 says otherwise; a full
+    batch of symmetric pairs (both orders) is one model call."""
     from seqtune.evaluate import load_predictor
-    from seqtune.predictor import fast_bf16, to_local_device
+    from seqtune.predictor import fast_bf16_here, to_local_device
 
-    predictor = load_predictor(model_args, args.max_seq_length, args.max_batch_size, info["backend"], False)
+    info["bf16"] = (info["backend"] == "torch" and fast_bf16_here()) if args.bf16 is None else args.bf16
+    predictor = load_predictor(model_args, args.max_seq_length, args.max_batch_size, info["backend"],
+                               info["bf16"])
     to_local_device(predictor.model)
-    predictor.bf16 = fast_bf16(predictor.model) if args.bf16 is None else args.bf16
-    info["bf16"] = predictor.bf16
     return predictor
 
 
