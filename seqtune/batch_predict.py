@@ -11,6 +11,7 @@ import contextlib
 import glob
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -18,9 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqtune.config import DataArguments, EvalArguments, ModelArguments
-from seqtune.data import data_file_paths, resolve_columns
+from seqtune.data import check_max_length, data_file_paths, resolve_columns
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import disk_error, read_json, write_json
+from seqtune.modeling import resolve_model_path
 from seqtune.predictor import to_local_device
 
 logger = logging.getLogger("seqtune")
@@ -49,10 +51,12 @@ def predict_shards(data_args: DataArguments, model_args: ModelArguments, eval_ar
         names = _schema(files[0]).names
         columns = resolve_columns(names, None, data_args.text_column, data_args.text_pair_column)
         kept = _kept_columns(names, eval_args.keep_columns)
+        _check_columns(files, [c for c in (columns.text, columns.text_pair, *kept) if c])
         _check_manifest(out, _settings(files, model_args, data_args, eval_args, columns, kept))
         _remove_dead_temporaries(out)
         predictor = load_predictor(model_args, data_args.max_seq_length, eval_args.per_device_eval_batch_size,
                                    eval_args.backend, eval_args.bf16)
+        check_max_length(predictor.tokenizer, predictor.config, data_args.max_seq_length, columns.text_pair is not None)
         to_local_device(predictor.model)
         summary = _run(files, out, predictor, columns, kept, eval_args.rows_per_shard, rank, world)
     finally:
@@ -70,22 +74,50 @@ def _check_formats(files: list[str]) -> None:
                            "them (by its extension).")
 
 
+def _check_columns(files: list[str], needed: list[str]) -> None:
+    """Every file has the columns the first one gave (schemas are read from footers and first blocks: cheap)."""
+    for path in files[1:]:
+        names = _schema(path).names
+        missing = [c for c in needed if c not in names]
+        if missing:
+            raise SeqtuneError(f"--test_file {path} has no column {', '.join(missing)} (the first file has; its "
+                               f"columns are {names}): every shard needs the same columns.")
+
+
 def _settings(files, model_args, data_args, eval_args, columns, kept) -> dict:
     """What decides the shards' content: a restart with other settings would mix two runs' rows."""
-    return {"inputs": [[f, os.path.getsize(f)] for f in files], "rows_per_shard": eval_args.rows_per_shard,
-            "model": os.path.abspath(model_args.model_name_or_path) if model_args.model_name_or_path and
-            os.path.exists(model_args.model_name_or_path) else model_args.model_name_or_path,
-            "backend": eval_args.backend, "bf16": eval_args.bf16, "max_seq_length": data_args.max_seq_length,
-            "text_column": columns.text, "text_pair_column": columns.text_pair, "kept_columns": kept}
+    model = resolve_model_path(model_args.model_name_or_path)
+    return {"inputs": [_file_identity(f) for f in files], "rows_per_shard": eval_args.rows_per_shard,
+            "model": os.path.abspath(model) if os.path.exists(model) else model, "model_files": _model_identity(model),
+            "backend": eval_args.backend, "bf16": eval_args.bf16, "torch_dtype": model_args.torch_dtype,
+            "max_seq_length": data_args.max_seq_length, "text_column": columns.text,
+            "text_pair_column": columns.text_pair, "kept_columns": kept}
+
+
+def _file_identity(path: str) -> list:
+    status = os.stat(path)
+    return [path, status.st_size, status.st_mtime_ns]
+
+
+def _model_identity(model: str) -> list:
+    """A model folder retrained or replaced in place between a kill and the restart must not pass as the same."""
+    if not os.path.isdir(model):
+        return []
+    return [_file_identity(os.path.join(model, name))[1:] + [name] for name in sorted(os.listdir(model))
+            if name.endswith((".safetensors", ".onnx", ".data", ".bin")) or name == "config.json"]
 
 
 def _check_manifest(out: str, settings: dict) -> None:
-    earlier = read_json(os.path.join(out, MANIFEST))
+    path = os.path.join(out, MANIFEST)
+    earlier = read_json(path)
     if earlier is None:
-        if any(n.endswith(".parquet") for n in os.listdir(out)):
+        foreign = [n for n in os.listdir(out) if n.endswith(".parquet")]
+        earlier = read_json(path)  # another process of this run may have written it (and a shard) meanwhile
+    if earlier is None:
+        if foreign:
             raise SeqtuneError(f"--predictions_dir {out} holds Parquet files that seqtune did not write: choose an "
                                "empty or new folder.")
-        write_json(os.path.join(out, MANIFEST), settings)
+        write_json(path, settings)
         return
     changed = [key for key in settings if earlier.get(key) != settings[key]]
     if changed:
@@ -95,12 +127,18 @@ def _check_manifest(out: str, settings: dict) -> None:
     logger.info("Continuing the predictions in %s: shards already written are skipped.", out)
 
 
+def _temporary_name(path: str) -> str:
+    """Host and process id in the name: a restart removes the leftovers of dead writers on its own host only (the
+    folder may be shared by the processes of several machines)."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.tmp.{socket.gethostname()}.{os.getpid()}")
+
+
 def _remove_dead_temporaries(out: str) -> None:
     """Shards being written when a run was killed (their writer's process id is in the name and gone)."""
     for path in glob.glob(os.path.join(out, ".part-*.tmp.*")):
-        pid = path.rsplit(".", 1)[-1]
-        alive = pid.isdigit() and _process_exists(int(pid))
-        if not alive:
+        host, _, pid = path.rsplit(".tmp.", 1)[-1].rpartition(".")
+        if host == socket.gethostname() and pid.isdigit() and not _process_exists(int(pid)):
             with contextlib.suppress(OSError):
                 os.remove(path)
 
@@ -127,7 +165,7 @@ def _run(files, out, predictor, columns, kept, rows_per_shard, rank, world) -> d
         if number % world != rank:
             continue
         path = os.path.join(out, f"part-{file_index:05d}-{chunk_index:06d}.parquet")
-        if os.path.exists(path):
+        if _whole_shard(path, table.num_rows):
             skipped += table.num_rows
         else:
             _write_shard(path, _predicted_table(predictor, table, columns, kept))
@@ -137,6 +175,16 @@ def _run(files, out, predictor, columns, kept, rows_per_shard, rank, world) -> d
     seconds = time.perf_counter() - started
     return {"predictions_dir": out, "rows": done, "shards": shards, "skipped_rows": skipped,
             "seconds": round(seconds, 2), "rows_per_second": round(done / seconds, 1) if seconds else 0.0}
+
+
+def _whole_shard(path: str, rows: int) -> bool:
+    """A shard written by an earlier run, with its rows: one emptied by a crash of the machine is written again."""
+    if not os.path.exists(path):
+        return False
+    try:
+        return pq.read_metadata(path).num_rows == rows
+    except (OSError, pa.ArrowInvalid):
+        return False
 
 
 def _known_rows(files: list[str]) -> int | None:
@@ -157,13 +205,19 @@ def _predicted_table(predictor, table: pa.Table, columns, kept: list[str]) -> pa
 
 
 def _texts(table: pa.Table, column: str) -> list[str]:
-    """A missing text (null) is predicted as an empty text, as in the in-memory path's CSV reading."""
-    return ["" if value is None else str(value) for value in table.column(column).to_pylist()]
+    """The column's texts; a null or a value that is not text is refused as the in-memory path refuses it."""
+    values = table.column(column).to_pylist()
+    if any(v is None for v in values):
+        raise SeqtuneError(f"column '{column}' has empty (null) text: remove or fill those rows.")
+    if any(not isinstance(v, str) for v in values):
+        kind = type(next(v for v in values if not isinstance(v, str))).__name__
+        raise SeqtuneError(f"column '{column}' holds {kind} values, not text: name the text columns with "
+                           "--text_column / --text_pair_column, or store the values as text.")
+    return values
 
 
 def _write_shard(path: str, table: pa.Table) -> None:
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.tmp.{os.getpid()}")
+    tmp = _temporary_name(path)
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, path)
@@ -223,7 +277,9 @@ def _reader(path: str):
             return pq.ParquetFile(path)
         if kind == "json":
             return pjson.open_json(path)
-        parse = pcsv.ParseOptions(delimiter="\t" if kind == "tsv" else ",", newlines_in_values=True)
+        # TSV as the in-memory reader takes it: no quoting (a text may start with "), one row a line
+        parse = (pcsv.ParseOptions(delimiter="\t", quote_char=False) if kind == "tsv"
+                 else pcsv.ParseOptions(delimiter=",", newlines_in_values=True))
         names = pcsv.open_csv(path, parse_options=parse).schema.names
         # every column read as text: a column typed from its first block would fail on a later block that differs
         return pcsv.open_csv(path, parse_options=parse,

@@ -1,4 +1,4 @@
-"""The `seqtune` command line: `seqtune {train,evaluate,predict,data,bench} [flags]`.
+"""The `seqtune` command line: `seqtune {train,evaluate,predict,data,bench,report,sweep,export,serve} [flags]`.
 
 Flags come from the typed dataclasses in `seqtune.config` (help generated from their docstrings)."""
 

@@ -485,6 +485,15 @@ def _whole_cache_exists(cache_file: str, rows: int, split: str) -> bool:
     return False
 
 
+def check_max_length(tokenizer, model_config, max_length: int, pair: bool) -> None:
+    """--max_seq_length within the model's position limit and with room for the text (see `check_room_for_text`)."""
+    limit = min(getattr(model_config, "max_position_embeddings", None) or 10**9, tokenizer.model_max_length)
+    if max_length > limit:
+        raise SeqtuneError(f"--max_seq_length {max_length} is above the model's limit of {limit} tokens: use "
+                           f"--max_seq_length {min(limit, 512)} or less.")
+    check_room_for_text(tokenizer, max_length, pair)
+
+
 def check_room_for_text(tokenizer, max_length: int, pair: bool) -> None:
     """--max_seq_length must leave room for at least one token of each text beside the special tokens."""
     specials = tokenizer.num_special_tokens_to_add(pair=pair)

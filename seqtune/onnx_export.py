@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -56,8 +57,10 @@ class OnnxClassifier:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                     if p in ort.get_available_providers()]
+        # under torchrun each process runs on its own GPU (LOCAL_RANK), as the torch backend does
+        providers = [("CUDAExecutionProvider", {"device_id": int(os.environ.get("LOCAL_RANK", "0"))}),
+                     "CPUExecutionProvider"]
+        providers = [p for p in providers if (p[0] if isinstance(p, tuple) else p) in ort.get_available_providers()]
         try:
             self.session = ort.InferenceSession(os.path.join(path, ONNX_FILE), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types for a damaged or foreign file
@@ -96,9 +99,21 @@ def export(model_args, args: ExportArguments) -> dict:
     tokenizer, config, model = load_finetuned(model_args, backend="torch")
     model.float().eval()
     names = _input_names(tokenizer, config)
-    staging = args.output_dir.rstrip("/\\") + ".exporting"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
+    parent = os.path.dirname(os.path.abspath(args.output_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".seqtune-export-", dir=parent)  # its own name: nothing of a user's is touched
+    try:
+        result = _export_into(staging, model, tokenizer, config, names, args)
+        _replace_folder(staging, args.output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Exported to %s (max |logit difference| against torch: %.2e%s)", args.output_dir,
+                result["max_abs_logit_difference"],
+                f"; int8: {result['quantized_max_abs_logit_difference']:.2e}" if args.quantize else "")
+    return result
+
+
+def _export_into(staging: str, model, tokenizer, config, names: list[str], args: ExportArguments) -> dict:
     onnx_path = os.path.join(staging, ONNX_FILE)
     _export_graph(model, tokenizer, names, onnx_path, args.opset)
     difference = _max_logit_difference(model, tokenizer, names, onnx_path)
@@ -113,9 +128,6 @@ def export(model_args, args: ExportArguments) -> dict:
     config.seqtune_onnx = {k: v for k, v in result.items() if k != "output_dir"}
     config.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    _replace_folder(staging, args.output_dir)
-    logger.info("Exported to %s (max |logit difference| against torch: %.2e%s)", args.output_dir, difference,
-                f"; int8: {result['quantized_max_abs_logit_difference']:.2e}" if args.quantize else "")
     return result
 
 
@@ -198,10 +210,12 @@ def _quantize(path: str, model, tokenizer, names: list[str]) -> float:
 
 
 def _replace_folder(staging: str, target: str) -> None:
-    """The export appears whole or not at all: built beside the target, then swapped in."""
-    old = target.rstrip("/\\") + ".old"
-    shutil.rmtree(old, ignore_errors=True)
+    """The export appears whole: built beside the target under a fresh name, then swapped in; an earlier export is
+    moved aside under a fresh name first and removed only once the new one is in place."""
+    old = None
     if os.path.isdir(target):
-        os.replace(target, old)
+        old = tempfile.mkdtemp(prefix=".seqtune-export-old-", dir=os.path.dirname(staging))
+        os.replace(target, os.path.join(old, "export"))
     os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -5,11 +5,15 @@ server, by chunked batch prediction and by one-input / standard-input prediction
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import numpy as np
 
+from seqtune.data import check_max_length
 from seqtune.inference import logits_to_predictions
 from seqtune.model_family import model_inputs
+
+logger = logging.getLogger("seqtune")
 
 
 class Predictor:
@@ -21,6 +25,7 @@ class Predictor:
         self.max_length, self.batch_size, self.bf16 = max_length, batch_size, bf16
         self.inputs = list(model_inputs(tokenizer, config))
         self.symmetric = bool(getattr(config, "seqtune_symmetric_pairs", False))
+        check_max_length(tokenizer, config, max_length, pair=False)
         model.eval()
         if bf16:
             _linear_weights_in_bf16(model)
@@ -28,8 +33,7 @@ class Predictor:
     def logits(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         if pairs is None or not self.symmetric:
             return self._logits(texts, pairs)
-        # as the model was trained and evaluated: the mean of both orders, scored in one pass (one batch of 2n rows
-        # keeps the matrix units busier than two of n)
+        # as the model was trained and evaluated: the mean of both orders, both in one length-sorted pass
         both = self._logits(list(texts) + list(pairs), list(pairs) + list(texts))
         return (both[:len(texts)] + both[len(texts):]) / 2
 
@@ -59,6 +63,26 @@ class Predictor:
         return answer_fields(self.logits(texts, pairs), self.config)
 
 
+def compile_for_inference(predictor: Predictor, max_rows: int) -> bool:
+    """torch.compile with dynamic shapes, warmed up over the batch sizes and lengths a server sees, so that no
+    request pays for compilation. Where compilation fails the eager model stays (False, with a warning)."""
+    import torch
+
+    eager = predictor.model
+    try:
+        predictor.model = torch.compile(eager, dynamic=True)
+        for rows in sorted({1, 2, max_rows}):
+            for words in (3, 30):
+                predictor.logits(["word " * words] * rows, ["other words"] * rows)
+                predictor.logits(["word " * words] * rows)  # single texts: other batch sizes for symmetric models
+    except Exception as error:  # inductor needs a C++ compiler and supports most, not all, models
+        logger.warning("torch.compile failed (%s: %s); serving the eager model.", type(error).__name__,
+                       str(error).strip().splitlines()[0][:200] if str(error).strip() else "")
+        predictor.model = eager
+        return False
+    return True
+
+
 def inference_autocast(model, bf16: bool):
     """bfloat16 autocast on the model's device for --bf16 (a torch model; ONNX Runtime runs its graph as exported)."""
     import torch
@@ -73,8 +97,8 @@ def fast_bf16_here() -> bool:
     AMX (elsewhere autocast emulates it, slower than float32)."""
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+    if torch.cuda.is_available():  # Ampere or later: older GPUs emulate bfloat16
+        return torch.cuda.get_device_capability()[0] >= 8
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
 

@@ -9,7 +9,7 @@ from datasets import DatasetDict, IterableDataset, concatenate_datasets
 
 from seqtune.batching import Batching
 from seqtune.config import DataArguments
-from seqtune.data import (Columns, LabelInfo, check_room_for_text, load_raw_datasets, prepare_labels,
+from seqtune.data import (Columns, LabelInfo, check_max_length, load_raw_datasets, prepare_labels,
                           resolve_columns, swap_pair, tokenize_datasets)
 from seqtune.datacheck import check_text_columns, check_trainable
 from seqtune.errors import SeqtuneError
@@ -133,11 +133,7 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     multi_label = getattr(model_config, "problem_type", None) == MULTI_LABEL_PROBLEM and not augment_train
     raw, columns, labels, task, stream = load_data(data_args, fine_tuned_labels(model_config), is_regression,
                                                    multi_label)
-    limit = min(getattr(model_config, "max_position_embeddings", 10**9), tokenizer.model_max_length)
-    if data_args.max_seq_length > limit:
-        raise SeqtuneError(f"--max_seq_length {data_args.max_seq_length} is above the model's limit of {limit} "
-                           f"tokens: use --max_seq_length {min(limit, 512)} or less.")
-    check_room_for_text(tokenizer, data_args.max_seq_length, columns.text_pair is not None)
+    check_max_length(tokenizer, model_config, data_args.max_seq_length, columns.text_pair is not None)
     if augment_train and "train" in raw and not labels.multi_label:  # training: something to learn from
         check_trainable(raw["train"], columns.label, labels.num_labels, labels.is_regression)
     symmetric = data_args.symmetric_pairs

@@ -95,6 +95,9 @@ def _shard_problems(data_args: DataArguments, eval_args: EvalArguments) -> list[
     if not data_args.test_file or data_args.dataset_name or data_args.task_name:
         problems.append("--predictions_dir reads the rows to predict from --test_file (a file or a glob pattern of "
                         "shards: \"data/*.parquet\").")
+    if data_args.max_predict_samples is not None:
+        problems.append("--max_predict_samples is for the in-memory prediction; --predictions_dir predicts every row "
+                        "of --test_file (give it fewer files or rows).")
     if data_args.train_file or data_args.validation_file or eval_args.split:
         problems.append("--predictions_dir predicts --test_file only: leave out --train_file, --validation_file "
                         "and --split.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,20 +109,24 @@ def test_a_killed_run_restarted_ends_with_every_row_exactly_once(finetuned, tmp_
     assert not [n for n in os.listdir(out) if ".tmp." in n]
 
 
-def test_processes_split_the_chunks_between_them(finetuned, tmp_path):
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
+                    reason="torchrun is not installed beside this Python")
+def test_torchrun_processes_split_the_chunks_between_them(finetuned, tmp_path):
     frame = pairs_frame(90)
     for i in range(3):
         frame[i * 30:(i + 1) * 30].to_parquet(tmp_path / f"in-{i}.parquet")
     out = str(tmp_path / "preds")
-    processes = [run_predict(finetuned, str(tmp_path / "in-*.parquet"), out, "--rows_per_shard", "8",
-                             env={"RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r)}) for r in range(2)]
-    outputs = [p.communicate(timeout=300) for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], [err for _, err in outputs]
+    torchrun = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2",
+                "--master_port", "29541", "-m", "seqtune", "predict", "--model_name_or_path", finetuned,
+                "--test_file", str(tmp_path / "in-*.parquet"), "--predictions_dir", out, "--rows_per_shard", "8"]
+    result = subprocess.run(torchrun, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
     got, expected = read_shards(out), in_memory(finetuned, frame, tmp_path)
     assert got["id"].tolist() == frame["id"].tolist()
     assert got["prediction_id"].tolist() == expected["prediction_id"].tolist()
-    done = [json.loads(out.strip().splitlines()[-1])["rows"] for out, _ in outputs]  # each prints its summary
-    assert sum(done) == 90 and min(done) > 0
+    done = [json.loads(line)["rows"] for line in result.stdout.splitlines() if line.startswith("{")]
+    assert sum(done) == 90 and len(done) == 2 and min(done) > 0  # each its share
 
 
 def test_a_folder_with_another_runs_shards_is_refused(finetuned, tmp_path, capsys):
@@ -141,6 +146,48 @@ def test_a_folder_with_another_runs_shards_is_refused(finetuned, tmp_path, capsy
     frame.to_parquet(foreign / "mine.parquet")
     assert main(base[:-1] + [str(foreign)]) == 2
     assert "did not write" in capsys.readouterr().err
+
+
+def test_texts_starting_with_quotes_in_tsv_and_null_texts(finetuned, tmp_path, capsys):
+    tsv = tmp_path / "q.tsv"
+    tsv.write_text('id\tsentence1\tsentence2\n1\t"Quoted," he said.\tHe said it\n2\tplain\t"open quote\n')
+    out = tmp_path / "preds"
+    assert main(["predict", "--model_name_or_path", finetuned, "--test_file", str(tsv), "--predictions_dir",
+                 str(out)]) == 0
+    got = read_shards(out)
+    assert got["sentence1"].tolist() == ['"Quoted," he said.', "plain"]
+    assert got["sentence2"].tolist() == ["He said it", '"open quote']
+    frame = pairs_frame(3)
+    frame.loc[1, "sentence2"] = None
+    frame.to_parquet(tmp_path / "nulls.parquet")
+    assert main(["predict", "--model_name_or_path", finetuned, "--test_file", str(tmp_path / "nulls.parquet"),
+                 "--predictions_dir", str(tmp_path / "p2")]) == 2
+    assert "column 'sentence2' has empty (null) text" in capsys.readouterr().err
+
+
+def test_a_model_changed_in_place_is_not_continued(finetuned, tmp_path, capsys):
+    import shutil as sh
+
+    model = sh.copytree(finetuned, str(tmp_path / "model"))
+    pairs_frame(6).to_parquet(tmp_path / "in.parquet")
+    args = ["predict", "--model_name_or_path", model, "--test_file", str(tmp_path / "in.parquet"),
+            "--predictions_dir", str(tmp_path / "preds"), "--rows_per_shard", "2"]
+    assert main(args) == 0
+    os.utime(os.path.join(model, "model.safetensors"), (1, 1))  # as if retrained into the same folder
+    assert main(args) == 2
+    assert "model_files differs" in capsys.readouterr().err
+
+
+def test_a_shard_emptied_by_a_crash_is_written_again(finetuned, tmp_path):
+    frame = pairs_frame(6)
+    frame.to_parquet(tmp_path / "in.parquet")
+    out = tmp_path / "preds"
+    args = ["predict", "--model_name_or_path", finetuned, "--test_file", str(tmp_path / "in.parquet"),
+            "--predictions_dir", str(out), "--rows_per_shard", "2"]
+    assert main(args) == 0
+    (out / "part-00000-000001.parquet").write_bytes(b"")  # renamed, never flushed: a power cut
+    assert main(args) == 0
+    assert read_shards(out)["id"].tolist() == frame["id"].tolist()
 
 
 def test_a_second_run_into_the_same_folder_is_refused(finetuned, tmp_path, capsys):
@@ -163,6 +210,14 @@ def test_flag_combinations_are_named(finetuned, pair_files, tmp_path, capsys):
     code = main(["predict", "--model_name_or_path", finetuned, "--validation_file", pair_files["validation"],
                  "--predictions_dir", str(tmp_path / "p")])
     assert code == 2 and "reads the rows to predict from --test_file" in capsys.readouterr().err
+    code = main(["predict", "--model_name_or_path", finetuned, "--test_file", pair_files["test"], "--predictions_dir",
+                 str(tmp_path / "p"), "--max_predict_samples", "3"])
+    assert code == 2 and "--max_predict_samples is for the in-memory prediction" in capsys.readouterr().err
+    pairs_frame(4).to_parquet(tmp_path / "a-0.parquet")
+    pairs_frame(4).rename(columns={"sentence2": "other"}).to_parquet(tmp_path / "a-1.parquet")
+    code = main(["predict", "--model_name_or_path", finetuned, "--test_file", str(tmp_path / "a-*.parquet"),
+                 "--predictions_dir", str(tmp_path / "q")])
+    assert code == 2 and "a-1.parquet has no column sentence2" in capsys.readouterr().err
     bad = tmp_path / "rows.txt"
     bad.write_text("a\n")
     code = main(["predict", "--model_name_or_path", finetuned, "--test_file", str(bad), "--predictions_dir",

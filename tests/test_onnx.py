@@ -86,6 +86,17 @@ def test_quantized_export_records_its_cost_and_predicts(finetuned, tmp_path, cap
     assert json.loads(capsys.readouterr().out.strip())["prediction"] in ("0", "1")
 
 
+def test_export_leaves_neighbouring_folders_alone(finetuned, tmp_path):
+    for name in ("onnx.old", "onnx.exporting"):  # names an exporter might have used for its own folders
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mine.txt").write_text("a user's file")
+    out = str(tmp_path / "onnx")
+    assert main(["export", "--model_name_or_path", finetuned, "--output_dir", out]) == 0
+    assert main(["export", "--model_name_or_path", finetuned, "--output_dir", out, "--overwrite_output_dir"]) == 0
+    assert (tmp_path / "onnx.old" / "mine.txt").exists() and (tmp_path / "onnx.exporting" / "mine.txt").exists()
+    assert sorted(os.listdir(tmp_path)) == ["onnx", "onnx.exporting", "onnx.old"]  # no staging folder left
+
+
 def test_export_never_replaces_a_folder_that_is_not_an_export(finetuned, exported, tmp_path, capsys):
     code = main(["export", "--model_name_or_path", finetuned, "--output_dir", finetuned, "--overwrite_output_dir"])
     assert code == 2 and "holds no earlier export" in capsys.readouterr().err
