@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from seqtune.config import DataArguments, EvalArguments, ModelArguments
 from seqtune.data import check_max_length, data_file_paths, resolve_columns
 from seqtune.errors import SeqtuneError
-from seqtune.fileio import disk_error, read_json, write_json
+from seqtune.fileio import atomic_write, read_json, write_json
 from seqtune.modeling import resolve_model_path
 from seqtune.predictor import to_local_device
 
@@ -217,18 +217,8 @@ def _texts(table: pa.Table, column: str) -> list[str]:
 
 
 def _write_shard(path: str, table: pa.Table) -> None:
-    tmp = _temporary_name(path)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise disk_error(error, path) from error
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "wb", tmp=_temporary_name(path)) as f:
+        pq.write_table(table, f)
 
 
 # ------------------------------------------------------------------------------------------ reading in chunks

@@ -43,9 +43,10 @@ def disk_error(error: BaseException, where: str, last_good: str | None = None) -
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "w", **open_kwargs):
-    """`with atomic_write(path) as f: ...` writes `path` whole or not at all."""
-    tmp = f"{path}.tmp.{os.getpid()}"
+def atomic_write(path: str, mode: str = "w", tmp: str | None = None, **open_kwargs):
+    """`with atomic_write(path) as f: ...` writes `path` whole or not at all (through `tmp`, by default beside it
+    with this process's id)."""
+    tmp = tmp or f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, mode, **open_kwargs) as f:
             yield f
