@@ -204,19 +204,9 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
               "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "model": model_path,
               "results": results}
     if args.compare == "trainer":
-        from seqtune.trainer_baseline import run_trainer_recipe
-
         reference = next((r for r in results if r["config"] == "default"), results[-1])
-        samples = args.trainer_samples or reference["samples"]
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = run_trainer_recipe(model_path, data.raw, data.columns.text, data.columns.text_pair,
-                                         data.labels.num_labels, tmp, seed=args.seed, max_steps=max(1, samples // 8),
-                                         evaluate=False)
-        trainer_sps = trainer["train_samples"] / trainer["train_runtime"]
-        report["trainer"] = {"samples": trainer["train_samples"], "seconds": trainer["train_runtime"],
-                             "samples_per_second": round(trainer_sps, 2)}
-        report["speedup_vs_trainer"] = {r["config"]: round(r["samples_per_second"] / trainer_sps, 2)
-                                        for r in results}
+        report.update(compare_with_trainer(model_path, data, args, args.trainer_samples or reference["samples"],
+                                           results))
     _print_table(report)
     if args.output_file:
         with open(args.output_file, "w") as f:
@@ -226,20 +216,42 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
     return report
 
 
+def compare_with_trainer(model_path: str, data, args: BenchArguments, samples: int, results: list[dict]) -> dict:
+    """transformers' `Trainer` on about `samples` samples twice: the course's recipe, and the fair peer (the same
+    Trainer given bf16, length grouping, batch 32, lr 1e-4); the speed of every configuration against both."""
+    from seqtune.trainer_baseline import FAIR_PEER, run_trainer_recipe
+
+    measured = {}
+    for name, levers in (("trainer", None), ("trainer_fair_peer", FAIR_PEER)):
+        batch = (levers or {}).get("per_device_train_batch_size", 8)
+        with tempfile.TemporaryDirectory() as tmp:
+            run = run_trainer_recipe(model_path, data.raw, data.columns.text, data.columns.text_pair,
+                                     data.labels.num_labels, tmp, seed=args.seed, max_steps=max(1, samples // batch),
+                                     evaluate=False, levers=levers)
+        measured[name] = {"samples": run["train_samples"], "seconds": run["train_runtime"],
+                          "samples_per_second": round(run["train_samples"] / run["train_runtime"], 2)}
+        logger.info("%s: %.1f samples/s", name, measured[name]["samples_per_second"])
+    return {**measured, **{f"speedup_vs_{name}": {r["config"]: round(r["samples_per_second"] /
+                                                                    m["samples_per_second"], 2) for r in results}
+                           for name, m in measured.items()}}
+
+
 def _print_table(report: dict) -> None:
     print(f"device {report['device']}; matrix-product peak: fp32 {report['peak_gflops']['fp32']} GFLOP/s, bf16 "
           f"{report['peak_gflops']['bf16']} GFLOP/s; {report['threads']} CPU threads")
     print(f"{'config':<14}{'dtype':>6}{'samples/s':>11}{'real tok/s':>12}{'exec tok/s':>12}{'pad':>7}{'MFU':>7}"
-          f"{'RSS MB':>8}{'vs Trainer':>11}")
+          f"{'RSS MB':>8}{'vs Trainer':>11}{'vs fair':>9}")
     for r in report["results"]:
-        speedup = report.get("speedup_vs_trainer", {}).get(r["config"])
+        speedups = [report.get(f"speedup_vs_{name}", {}).get(r["config"]) for name in ("trainer", "trainer_fair_peer")]
         print(f"{r['config']:<14}{'bf16' if r['bf16'] else 'fp32':>6}{r['samples_per_second']:>11.1f}"
               f"{r['real_tokens_per_second']:>12.0f}{r['executed_tokens_per_second']:>12.0f}{r['pad_fraction']:>7.1%}"
-              f"{r['mfu']:>7.1%}{r['peak_rss_mb']:>8.0f}" + (f"{speedup:>10.2f}x" if speedup else ""))
-    if "trainer" in report:
-        t = report["trainer"]
-        print(f"{'Trainer':<14}{'fp32':>6}{t['samples_per_second']:>11.1f}   (course recipe: batch 8, dynamic padding, "
-              f"{t['samples']} samples in {t['seconds']:.1f} s)")
+              f"{r['mfu']:>7.1%}{r['peak_rss_mb']:>8.0f}" + "".join(f"{s:>9.2f}x" if s else "" for s in speedups))
+    for name, what in (("trainer", "course recipe: fp32, batch 8, dynamic padding"),
+                       ("trainer_fair_peer", "fair peer: bf16, grouped by length, batch 32, lr 1e-4")):
+        if name in report:
+            t = report[name]
+            print(f"{name:<18}{t['samples_per_second']:>11.1f} samples/s  ({what}; {t['samples']} samples in "
+                  f"{t['seconds']:.1f} s)")
 
 
 def _chart(report: dict, path: str) -> None:
@@ -248,12 +260,13 @@ def _chart(report: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["config"] for r in report["results"]] + (["Trainer"] if "trainer" in report else [])
-    values = [r["samples_per_second"] for r in report["results"]]
-    if "trainer" in report:
-        values.append(report["trainer"]["samples_per_second"])
+    peers = [(label, report[key]["samples_per_second"]) for key, label in (("trainer", "Trainer"),
+                                                                           ("trainer_fair_peer", "Trainer fair"))
+             if key in report]
+    names = [r["config"] for r in report["results"]] + [label for label, _ in peers]
+    values = [r["samples_per_second"] for r in report["results"]] + [value for _, value in peers]
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(names, values, color=["#4c72b0"] * len(report["results"]) + ["#c44e52"] * ("trainer" in report))
+    ax.bar(names, values, color=["#4c72b0"] * len(report["results"]) + ["#c44e52"] * len(peers))
     ax.set_ylabel("training samples / s")
     ax.set_title("seqtune bench: throughput per padding strategy")
     for i, v in enumerate(values):

@@ -5,11 +5,13 @@ default); --early_stopping_patience stops the run after that many evaluations wi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from seqtune.inference import predict_logits
 from seqtune.loop import LoopState
@@ -51,20 +53,29 @@ class BestModel:
     and asks the loop to stop once the patience is spent."""
 
     def __init__(self, accelerator, model, dataset, swapped, collator, batch_size: int, metric_names, space: str,
-                 log, epoch_at, progress: bool, selection: Selection):
+                 log, epoch_at, progress: bool, selection: Selection, bf16: bool = False, ema=None):
         self.accelerator, self.model = accelerator, model
         self.dataset, self.swapped, self.collator, self.batch_size = dataset, swapped, collator, batch_size
         self.metric_names, self.space = tuple(metric_names), space
         self.log, self.epoch_at, self.progress, self.selection = log, epoch_at, progress, selection
         self.weights: dict | None = None  # the best evaluation's weights (main process)
+        # evaluated at the training's precision (as Trainer does): bfloat16 autocast under --bf16, 3x faster than
+        # float32 here; the saved config records it, so `seqtune evaluate` repeats these figures
+        self.autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16)
+        self.ema = ema  # --ema_decay: the average of the weights is what is scored and kept
 
     def __call__(self, state: LoopState) -> None:
         if self.dataset is None:
             return
         model = self.accelerator.unwrap_model(self.model)
-        metrics, predictions, threshold = evaluate_model(
-            model, self.dataset, self.collator, self.batch_size, self.metric_names, self.space, self.accelerator,
-            self.swapped, self.progress)
+        with self.ema.applied() if self.ema else contextlib.nullcontext():
+            self._score(model, state)
+
+    def _score(self, model, state: LoopState) -> None:
+        with self.autocast:
+            metrics, predictions, threshold = evaluate_model(
+                model, self.dataset, self.collator, self.batch_size, self.metric_names, self.space, self.accelerator,
+                self.swapped, self.progress)
         epoch = self.epoch_at(state.step)
         self.log({"step": state.step, "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}})
         logger.info("eval step %d%s: %s", state.step, "" if epoch is None else f" epoch {epoch:.2f}",
@@ -87,5 +98,7 @@ class BestModel:
                         state.step, self.selection.metric, patience, state.best_metric, state.best_step)
 
     def apart_from(self, step: int, state: LoopState) -> dict | None:
-        """The best weights, for a checkpoint at `step`, when they are not that checkpoint's model itself."""
-        return self.weights if state.best_step is not None and state.best_step != step else None
+        """The best weights, for a checkpoint at `step`, when they are not that checkpoint's model itself (with
+        --ema_decay never: the checkpoint's model is the live weights, the best is an average)."""
+        apart = state.best_step != step or self.ema is not None
+        return self.weights if state.best_step is not None and apart else None

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 
+from seqtune.ema import EMA_FILE
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import WRITE_ERRORS, disk_error, read_json, remove_tree, usual_file_mode, write_json
 
@@ -53,7 +54,7 @@ def previous_checkpoint(path: str) -> str | None:
 
 # ----------------------------------------------------------------------------------------------- saving
 def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, best_weights=None,
-                    keep: list[str] | None = None) -> str:
+                    keep: list[str] | None = None, ema_weights=None) -> str:
     """Write checkpoint-`step` atomically; `best_weights` (a CPU state dict) are stored beside the model when the
     best evaluation was not at this step. Returns the checkpoint's path. Every process must call it."""
     final = os.path.join(output_dir, f"checkpoint-{step}")
@@ -74,6 +75,10 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, best_w
                 from safetensors.torch import save_file
 
                 save_file(best_weights, os.path.join(staging, BEST_WEIGHTS_FILE))
+            if ema_weights is not None:  # --ema_decay: the average so far
+                from safetensors.torch import save_file
+
+                save_file(ema_weights, os.path.join(staging, EMA_FILE))
             write_json(os.path.join(staging, STATE_FILE), state, indent=None)
             usual_file_mode(*[os.path.join(staging, name) for name in os.listdir(staging)])
             remove_tree(final)
@@ -130,6 +135,8 @@ def verify_checkpoint(path: str, num_processes: int) -> None:
         except Exception as error:  # noqa: BLE001 - any failure to read a part means the same to the user
             raise damaged(path, name, error) from error
     state = load_loop_state(path)
+    if (state.get("settings") or {}).get("ema_decay"):
+        _check_safetensors(path, EMA_FILE)
     best_apart = state.get("best_step") is not None and state.get("best_step") != state.get("step")
     if best_apart or os.path.exists(os.path.join(path, BEST_WEIGHTS_FILE)):  # the best evaluation's weights
         try:
@@ -145,6 +152,22 @@ def damaged(path: str, part: str, error: BaseException) -> SeqtuneError:
     fix = (f"resume from the previous checkpoint with --resume_from_checkpoint {previous}" if previous
            else "start again without --resume_from_checkpoint")
     return SeqtuneError(f"checkpoint {path} is damaged: {part} cannot be read ({reason}): {fix}.")
+
+
+def _check_safetensors(path: str, name: str) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.path.join(path, name), framework="pt") as f:
+            f.keys()
+    except Exception as error:  # noqa: BLE001 - any failure to read a part means the same to the user
+        raise damaged(path, name, error) from error
+
+
+def load_ema_weights(path: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(path, EMA_FILE))
 
 
 def load_best_weights(path: str) -> dict | None:

@@ -201,6 +201,9 @@ def _config_value(action: argparse.Action, value):
 def main(argv: list[str] | None = None) -> int:
     """The command line's error boundary: a user error is one line and exit 2, anything else one line naming the
     exception and exit 1 (--debug re-raises both with their traceback), Ctrl-C exit 130."""
+    from seqtune.phases import command_started, take_start_up
+
+    command_started()  # the run's phase table counts its start-up (imports, flags) from here
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: seqtune {" + ",".join(COMMANDS) + "} [flags]   (seqtune COMMAND --help for its flags)\n")
@@ -238,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
     finally:
+        take_start_up()  # a command that trained nothing leaves no start-up behind for a later library call
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
@@ -331,6 +335,9 @@ def _parse(command: str, rest: list[str], config_path: str | None, config: dict)
         for group in parser._action_groups:
             if action in group._group_actions:
                 group._group_actions.remove(action)
+    for action in parser._actions:  # a yes/no flag whose default is decided later (None) also works bare: --bf16
+        if getattr(action.type, "__name__", "") == "string_to_bool" and action.nargs is None:
+            action.nargs, action.const = "?", True
     parser.add_argument("--log_level", default="info", help="Logging level: debug, info, warning, error.")
     parser.add_argument("--config", help="A YAML file of flags (flag: value) shared by the commands: each takes its "
                         "own keys and ignores the others'; flags on the command line override it.")

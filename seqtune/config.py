@@ -102,6 +102,9 @@ class TrainingArguments:
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
     layerwise_lr_decay: float = _f(1.0, "Layer-wise learning-rate decay: each encoder layer learns at this factor "
                                    "of the layer above it (the head at --learning_rate). 1.0 = one rate for all.")
+    ema_decay: float | None = _f(None, "Keep an exponential moving average of the weights with this decay per "
+                                 "optimizer step (e.g. 0.99): evaluation scores the average and the saved model is "
+                                 "the average. Off by default; its measured effect is in BENCHMARKS.md.")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.999, "AdamW beta2.")
     adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
@@ -189,8 +192,10 @@ class EvalArguments:
     backend: Literal["torch", "onnx"] | None = _f(
         None, "Run the model with torch or with ONNX Runtime (a folder made by `seqtune export`). Default: onnx for "
         "a folder holding only model.onnx, torch otherwise.")
-    bf16: bool = _f(False, "bfloat16 autocast for the torch backend: faster on CPUs with AVX-512 BF16/AMX and on "
-                    "recent GPUs; probabilities move by about 1e-2 (BENCHMARKS.md).")
+    bf16: bool | None = _f(None, "bfloat16 autocast for the torch backend: faster on CPUs with AVX-512 BF16/AMX and "
+                           "on recent GPUs; probabilities move by about 1e-2 (BENCHMARKS.md). Default: as the model "
+                           "was evaluated while training (bfloat16 after `seqtune train --bf16`, its default, so "
+                           "evaluate repeats all_results.json), float32 for other models.")
     predictions_dir: str | None = _f(
         None, "predict: write the predictions as Parquet shards into this folder, reading --test_file (a file or "
         "a glob of Parquet, CSV, TSV or JSONL shards) chunk by chunk: constant memory for any input size, one "

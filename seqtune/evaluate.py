@@ -18,7 +18,7 @@ from seqtune.fileio import atomic_write, disk_error, write_json
 from seqtune.finetuned import load_finetuned
 from seqtune.inference import predict_logits
 from seqtune.metrics import collapse_warning, per_class, score_logits
-from seqtune.predictor import Predictor, inference_autocast, prediction_fields
+from seqtune.predictor import Predictor, eval_bf16, inference_autocast, prediction_fields
 from seqtune.prepare import prepare_data
 from seqtune.validation import has_data, validate_eval_args
 
@@ -57,7 +57,7 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
         raise SeqtuneError(f"the {split} split has no labels (all -1 or missing), so it cannot be scored: use "
                            "`seqtune predict` for it, or --split validation.")
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
-    with inference_autocast(model, eval_args.bf16):
+    with inference_autocast(model, eval_bf16(eval_args.bf16, config, model)):
         logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
                                 swapped=data.swapped.get(split))
     labels = np.asarray(data.tokenized[split]["labels"])
@@ -118,7 +118,7 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
         eval_args.split, ("test", "test_matched", "validation", "validation_matched")), first_only=True)
     split = _pick_split(data, eval_args.split, ("test", data.eval_split, "validation", "train"))
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
-    with inference_autocast(model, eval_args.bf16):
+    with inference_autocast(model, eval_bf16(eval_args.bf16, config, model)):
         logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,
                                 swapped=data.swapped.get(split), progress=False)
     raw = data.raw[split]
@@ -145,9 +145,9 @@ def _kept_columns(columns: list[str], wanted: list[str] | None) -> list[str]:
 
 
 def load_predictor(model_args: ModelArguments, max_length: int, batch_size: int, backend: str | None = None,
-                   bf16: bool = False) -> Predictor:
+                   bf16: bool | None = None) -> Predictor:
     tokenizer, config, model = load_finetuned(model_args, backend)
-    return Predictor(tokenizer, config, model, max_length, batch_size, bf16)
+    return Predictor(tokenizer, config, model, max_length, batch_size, eval_bf16(bf16, config, model))
 
 
 def _one_line(fields: dict) -> dict:
@@ -163,7 +163,7 @@ def predict_one(model_args: ModelArguments, eval_args: EvalArguments, max_length
 
 
 def predict_stream(model_args: ModelArguments, lines, out, max_length: int, batch_size: int,
-                   backend: str | None = None, bf16: bool = False) -> list[dict]:
+                   backend: str | None = None, bf16: bool | None = None) -> list[dict]:
     """Shell pipelines: read `text[<TAB>text_pair]` lines, write `prediction<TAB>probability` lines (or the score
     for regression), in order, batch by batch: exactly one output line per input line (an empty line is an empty
     text, or an empty pair once the input has shown it holds pairs)."""

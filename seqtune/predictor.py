@@ -92,6 +92,17 @@ def inference_autocast(model, bf16: bool):
     return torch.autocast(device_type=_device_of(model).type, dtype=torch.bfloat16)
 
 
+def eval_bf16(requested: bool | None, config, model) -> bool:
+    """--bf16 of evaluate and predict: as asked; else as the model was evaluated while it trained (seqtune records
+    it in config.json: bfloat16 autocast when it trained with --bf16), so `evaluate` repeats the run's figures;
+    float32 for any other model, and for ONNX Runtime, which runs its graph as exported."""
+    import torch
+
+    if requested is not None:
+        return requested
+    return isinstance(model, torch.nn.Module) and bool(getattr(config, "seqtune_eval_bf16", False))
+
+
 def fast_bf16_here() -> bool:
     """Whether bfloat16 is fast where a model would run here: a GPU that supports it, or a CPU with AVX-512 BF16 or
     AMX (elsewhere autocast emulates it, slower than float32)."""

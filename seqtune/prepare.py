@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from datasets import DatasetDict, IterableDataset, concatenate_datasets
@@ -36,6 +37,7 @@ class PreparedData:
     swapped: dict = field(default_factory=dict)  # split -> tokenized (text_pair, text) rows, for symmetric pairs
     train_stream: IterableDataset | None = None  # --streaming: the tokenized training rows, read as iterated
     collator: object = None  # set by the recipe that batches the data
+    tokenize_seconds: float = 0.0  # time spent tokenizing (or reading the tokenized cache): the phase table's row
 
     @property
     def space(self) -> str:
@@ -161,13 +163,15 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
             wanted["train"] = concatenate_datasets([wanted["train"], wanted["train"].map(swap, batched=True)])
             logger.info("Symmetric pairs: training on both orders (%d rows); predictions average both orders",
                         len(wanted["train"]))
+    started = time.perf_counter()
     tokenized = tokenize_datasets(wanted, tokenizer, columns, data_args.max_seq_length, keep_token_types,
                                   data_args.cache_dir, data_args.preprocessing_num_workers)
     swapped = dict(tokenize_datasets(swapped_raw, tokenizer, columns, data_args.max_seq_length, keep_token_types,
                                      data_args.cache_dir, data_args.preprocessing_num_workers,
                                      what="in swapped pair order")) if swapped_raw else {}
     metrics = task.metrics if task else default_metrics(labels.num_labels, labels.multi_label)
-    return PreparedData(raw, tokenized, columns, labels, metrics, task, symmetric, swapped, train_stream)
+    return PreparedData(raw, tokenized, columns, labels, metrics, task, symmetric, swapped, train_stream,
+                        tokenize_seconds=time.perf_counter() - started)
 
 
 def batching_from_args(data_args: DataArguments) -> Batching:

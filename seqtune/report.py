@@ -76,6 +76,16 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _before_the_report(results: dict) -> dict:
+    """all_results.json as it was when the run made this page: the report's own time, the total and the share not
+    training are written after it (so `seqtune report` rebuilds the same page)."""
+    phases = results.get("phase_seconds")
+    if not isinstance(phases, dict):
+        return results
+    after = ("report", "total", "not_training_fraction")
+    return {**results, "phase_seconds": {k: v for k, v in phases.items() if k not in after}}
+
+
 def _num(value, spec: str) -> str:
     """A number formatted with `spec`, or "?" where the run did not record one."""
     return format(value, spec) if _finite(value) else "?"
@@ -461,7 +471,7 @@ def build_report(output_dir: str) -> str:
                 continue
             figures.append((name, caption))
     labels = _label_names(_read_dict(output_dir, "config.json"), predictions)
-    page = _html_page(output_dir, figures, _read_dict(output_dir, "all_results.json"), labels,
+    page = _html_page(output_dir, figures, _before_the_report(_read_dict(output_dir, "all_results.json")), labels,
                       _read_dict(output_dir, "seqtune_args.json"), _per_class(predictions))
     path = os.path.join(folder, "index.html")
     with atomic_write(path, encoding="utf-8") as f:

@@ -1,12 +1,15 @@
-"""`seqtune sweep`: several seeds of one configuration (mean ± std of every metric), or an Optuna search.
+"""`seqtune sweep`: several seeds of one configuration (mean ± std of every metric), or an Optuna search; on the
+validation split, or cross-validated on the training split.
 
     seqtune sweep --seeds 1,2,3,4,5 [train flags]             # one configuration, five seeds
-    seqtune sweep --n_trials 12 --seeds 1 [train flags]       # TPE search on the validation split
+    seqtune sweep --cv 5 --seeds 1,2 [train flags]            # 5-fold CV x 2 seeds, then the validation check
+    seqtune sweep --n_trials 12 --seeds 1 [--cv 5] [train flags]  # TPE search (on CV folds with --cv)
 
 The search is Optuna's (resumable: its study lives in OUTPUT_DIR/study.db); each trial trains with the
 hyperparameters `search_space` samples, for every seed, and scores the mean of the task's metrics (GLUE's score
 for the task). Unless --keep_models, each run's folder keeps its metrics, log, report and a card that says the
-weights were not kept; its weights and checkpoints are deleted.
+weights were not kept; its weights and checkpoints are deleted. A run whose folder already holds the finished
+results of the same flags is not trained again: an interrupted sweep continues with the same command.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 from dataclasses import dataclass, field, replace
 
@@ -34,6 +38,15 @@ class SweepArguments:
     n_trials: int = field(default=0, metadata={"help": "Optuna trials; 0 trains just the given flags."})
     study_seed: int = field(default=0, metadata={"help": "Seed of Optuna's TPE sampler (reproducible search)."})
     keep_models: bool = field(default=False, metadata={"help": "Keep every run's model (default: metrics only)."})
+    cv: int = field(default=0, metadata={
+        "help": "K-fold cross-validation on the training split (stratified by label): each fold trains on the other "
+                "K-1 parts and scores its own; metrics are mean ± std over folds x seeds. 0: score the validation "
+                "split only."})
+    cv_seed: int = field(default=0, metadata={"help": "Seed of the fold assignment (the same folds for every "
+                                                      "configuration compared)."})
+    cv_validation: bool = field(default=True, metadata={
+        "help": "With --cv (no search): also train each seed on the whole training split and score the validation "
+                "split, the final check on rows no fold saw; --cv_validation false to skip it."})
 
 
 def search_space(trial) -> dict:
@@ -101,17 +114,63 @@ def drop_model(run_dir: str) -> None:
 
 def run_seeds(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments, seeds: list[int],
               out: str, keep_models: bool) -> tuple[list[dict], dict]:
-    """Train one configuration once per seed (into OUT/seed-N); the runs' results and their summary."""
+    """Train one configuration once per seed (into OUT/seed-N; a run finished earlier with the same flags is
+    reused); the runs' results and their summary."""
     from seqtune.train import train
 
     runs = []
     for seed in seeds:
-        run_dir = os.path.join(out, f"seed-{seed}")
-        results = train(data_args, model_args, replace(args, seed=seed, output_dir=run_dir,
-                                                       overwrite_output_dir=True))
+        run_args = replace(args, seed=seed, output_dir=os.path.join(out, f"seed-{seed}"), overwrite_output_dir=True)
+        results = None if args.overwrite_output_dir else finished_results(data_args, model_args, run_args)
+        if results is None:
+            results = train(data_args, model_args, run_args)
+            if not keep_models:
+                drop_model(run_args.output_dir)
+        else:
+            logger.info("Reusing the finished run in %s", run_args.output_dir)
         runs.append({"seed": seed, **results})
-        if not keep_models:
-            drop_model(run_dir)
+    return runs, summarize(runs)
+
+
+def finished_results(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments) -> dict | None:
+    """all_results.json of a run that finished in args.output_dir with these very flags, else None."""
+    from seqtune.fileio import read_json
+    from seqtune.output_dir import INCOMPLETE_MARKER
+
+    folder = args.output_dir
+    try:
+        if os.path.exists(os.path.join(folder, INCOMPLETE_MARKER)):
+            return None
+        flags = read_json(os.path.join(folder, "seqtune_args.json"))
+        results = read_json(os.path.join(folder, "all_results.json"))
+    except (OSError, ValueError):  # unreadable or cut short: train again
+        return None
+    if not isinstance(flags, dict) or not isinstance(results, dict):
+        return None
+    from seqtune.config import default_learning_rate
+
+    args = replace(args, learning_rate=default_learning_rate(args))  # as `train` records it
+    model = {k: v for k, v in flags.get("model", {}).items() if k != "resolved"}
+    same = [_as_json(vars(data_args)) == flags.get("data"), _as_json(vars(model_args)) == model,
+            _as_json(vars(args)) == flags.get("training")]
+    return results if all(same) else None
+
+
+def _as_json(values: dict) -> dict:
+    return json.loads(json.dumps(values, default=str))
+
+
+def run_configuration(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,
+                      seeds: list[int], out: str, keep_models: bool, folds: list[DataArguments] | None = None
+                      ) -> tuple[list[dict], dict]:
+    """Every seed on the validation split (into OUT/seed-N), or with `folds` every seed on every fold (into
+    OUT/fold-K/seed-N): the runs (fold numbered) and the summary over all of them."""
+    if not folds:
+        return run_seeds(data_args, model_args, args, seeds, out, keep_models)
+    runs = []
+    for number, fold in enumerate(folds):
+        fold_runs, _ = run_seeds(fold, model_args, args, seeds, os.path.join(out, f"fold-{number}"), keep_models)
+        runs += [{"fold": number, **run} for run in fold_runs]
     return runs, summarize(runs)
 
 
@@ -124,8 +183,9 @@ def _record(out: str, entry: dict) -> None:
 
 
 def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,
-           sweep_args: SweepArguments, seeds: list[int]) -> dict:
-    """Optuna TPE search over `search_space`, resumable from OUTPUT_DIR/study.db; each trial trains every seed."""
+           sweep_args: SweepArguments, seeds: list[int], folds: list[DataArguments] | None = None) -> dict:
+    """Optuna TPE search over `search_space`, resumable from OUTPUT_DIR/study.db; each trial trains every seed
+    (on every fold with --cv) and scores their mean."""
     import optuna
 
     out = args.output_dir
@@ -133,8 +193,8 @@ def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingA
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space(trial)
-        runs, summary = run_seeds(data_args, model_args, replace(args, **params), seeds,
-                                  os.path.join(out, f"trial-{trial.number}"), sweep_args.keep_models)
+        runs, summary = run_configuration(data_args, model_args, replace(args, **params), seeds,
+                                          os.path.join(out, f"trial-{trial.number}"), sweep_args.keep_models, folds)
         if not metric_names:
             metric_names.extend(runs[0].get("task_metrics") or [k[5:] for k in runs[0] if k.startswith("eval_")])
         value = score(summary, metric_names)
@@ -151,37 +211,90 @@ def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingA
     remaining = sweep_args.n_trials - len([t for t in study.trials if t.state.is_finished()])
     if remaining > 0:
         study.optimize(objective, n_trials=remaining)
-    return {"seeds": seeds, "best_params": study.best_params, "best_score": study.best_value,
+    return {"seeds": seeds, "cv": len(folds or []), "best_params": study.best_params, "best_score": study.best_value,
             "trials": [{"number": t.number, "params": t.params, "score": t.value} for t in study.trials
                        if t.state == optuna.trial.TrialState.COMPLETE]}
 
 
 def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,
           sweep_args: SweepArguments) -> dict:
-    """`seqtune sweep`: seeds of the given flags (--n_trials 0) or a search; writes OUTPUT_DIR/sweep_summary.json."""
+    """`seqtune sweep`: seeds of the given flags (--n_trials 0) or a search, on the validation split or on --cv
+    folds (then each seed once more on the validation split); writes OUTPUT_DIR/sweep_summary.json."""
     from seqtune.validation import validate_training_args
 
     seeds = parse_seeds(sweep_args.seeds)
-    validate_training_args(data_args, args)
+    # a folder holding only an earlier sweep's files is continued (its finished runs reused); another needs
+    # --overwrite_output_dir, which also trains every run again
+    validate_training_args(data_args, replace(args, overwrite_output_dir=args.overwrite_output_dir or
+                                              is_sweep_folder(args.output_dir)))
     os.makedirs(args.output_dir, exist_ok=True)
-    if sweep_args.n_trials <= 0:
-        runs, summary = run_seeds(data_args, model_args, args, seeds, args.output_dir, sweep_args.keep_models)
-        for run in runs:
-            _record(args.output_dir, run)
-        report = {"seeds": seeds, "summary": summary}
+    folds = None
+    if sweep_args.cv:
+        from seqtune.cv import make_folds
+
+        folds = make_folds(data_args, sweep_args.cv, sweep_args.cv_seed, args.output_dir)
+    if sweep_args.n_trials > 0:
+        report = search(data_args, model_args, args, sweep_args, seeds, folds)
+    elif folds:
+        report = cross_validate(data_args, model_args, args, sweep_args, seeds, folds)
     else:
-        report = search(data_args, model_args, args, sweep_args, seeds)
+        runs, summary = run_seeds(data_args, model_args, args, seeds, args.output_dir, sweep_args.keep_models)
+        _record_runs(args.output_dir, runs)
+        report = {"seeds": seeds, "summary": summary}
     write_json(os.path.join(args.output_dir, "sweep_summary.json"), report)
     print_report(report)
     return report
 
 
+SWEEP_FILES = {"sweep_summary.json", "sweep_results.jsonl", "study.db", "validation"}
+SWEEP_FOLDER_RE = re.compile(r"^(seed|fold|trial)-\d+$")
+
+
+def is_sweep_folder(path: str) -> bool:
+    """Whether `path` holds nothing but what `seqtune sweep` writes (so the same command may continue in it)."""
+    from seqtune.cv import FOLDS_DIR
+    from seqtune.output_dir import LOCK_FILE
+
+    names = set(os.listdir(path)) - {LOCK_FILE} if os.path.isdir(path) else set()
+    return bool(names) and all(n in SWEEP_FILES or n == FOLDS_DIR or SWEEP_FOLDER_RE.match(n) for n in names)
+
+
+def cross_validate(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,
+                   sweep_args: SweepArguments, seeds: list[int], folds: list[DataArguments]) -> dict:
+    """Every seed on every fold (OUT/fold-K/seed-N), then, unless --cv_validation false, every seed on the whole
+    training split scored on the validation split (OUT/validation/seed-N)."""
+    out = args.output_dir
+    runs, summary = run_configuration(data_args, model_args, args, seeds, out, sweep_args.keep_models, folds)
+    report = {"seeds": seeds, "cv": len(folds), "cv_seed": sweep_args.cv_seed, "summary": summary,
+              "per_fold": {str(k): summarize([r for r in runs if r["fold"] == k]) for k in range(len(folds))}}
+    if sweep_args.cv_validation:
+        checks, report["validation"] = run_seeds(data_args, model_args, args, seeds, os.path.join(out, "validation"),
+                                                 sweep_args.keep_models)
+        runs += [{"fold": "validation", **run} for run in checks]
+    _record_runs(out, runs)
+    return report
+
+
+def _record_runs(out: str, runs: list[dict]) -> None:
+    """OUT/sweep_results.jsonl: one line per run of this sweep (rewritten whole: a continued sweep lists each once)."""
+    with atomic_write(os.path.join(out, "sweep_results.jsonl")) as f:
+        f.writelines(json.dumps(run) + "\n" for run in runs)
+
+
 def print_report(report: dict) -> None:
     if "summary" in report:
-        print(f"seeds {report['seeds']}:")
-        for key, s in report["summary"].items():
-            print(f"  {key:<24} {s['mean']:.4f} ± {s['std']:.4f}  (n={s['n']})")
+        where = f"{report['cv']}-fold cross-validation, " if report.get("cv") else ""
+        print(f"{where}seeds {report['seeds']}:")
+        _print_summary(report["summary"])
+        if "validation" in report:
+            print(f"validation split, seeds {report['seeds']}:")
+            _print_summary(report["validation"])
     else:
         for t in sorted(report["trials"], key=lambda t: -(t["score"] or -1)):
             print(f"  trial {t['number']:>3}  score {t['score']:.4f}  {t['params']}")
         print(f"best: {report['best_params']} (score {report['best_score']:.4f})")
+
+
+def _print_summary(summary: dict) -> None:
+    for key, s in summary.items():
+        print(f"  {key:<24} {s['mean']:.4f} ± {s['std']:.4f}  (n={s['n']})")

@@ -9,16 +9,17 @@ import logging
 import math
 import os
 import sys
-import time
 
 import torch
 
 from seqtune.batching import build_collator, build_stream_dataloader, build_train_dataloader
 from seqtune.best_model import BestModel, Selection, cpu_copy
-from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_weights, load_loop_state,
-                                resolve_resume_path, rotate_checkpoints, save_checkpoint, verify_checkpoint)
+from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_weights, load_ema_weights,
+                                load_loop_state, resolve_resume_path, rotate_checkpoints, save_checkpoint,
+                                verify_checkpoint)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments, comma_items, default_learning_rate
 from seqtune.datastats import length_report
+from seqtune.ema import WeightEMA
 from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.fileio import WRITE_ERRORS, disk_error, remove_tree, usual_file_mode, write_json
@@ -31,6 +32,7 @@ from seqtune.modeling import (enable_gradient_checkpointing, is_sentence_transfo
                               load_config, load_model, load_tokenizer, reinit_pooler, resolve_model_path)
 from seqtune.optim import build_optimizer, build_scheduler
 from seqtune.output_dir import OutputDir
+from seqtune.phases import TRAINING, PhaseClock
 from seqtune.prepare import PreparedData, batching_from_args, prepare_data
 from seqtune.stopping import GracefulStop
 from seqtune.streaming import EndlessBatches
@@ -42,7 +44,7 @@ logger = logging.getLogger("seqtune")
 
 def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments) -> dict:
     """Fine-tune and return `all_results` (also written to `output_dir/all_results.json`)."""
-    started = time.perf_counter()
+    clock = PhaseClock()  # the phase table: start-up (process start -> here), data, tokenization, model, ...
     # --- every flag checked before anything is loaded or written
     validate_training_args(data_args, args)
     args.learning_rate = default_learning_rate(args)
@@ -53,7 +55,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         # --- tokenizer, data (tokenized once, cached; main process first), model with the data's labels
         model_path = resolve_model_path(model_args.model_name_or_path)
         tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
+        clock.mark("model")
         data = setup_data(accelerator, data_args, tokenizer, model_path, model_args.trust_remote_code)
+        clock.mark("data", inside={"tokenization": data.tokenize_seconds})
         model = setup_model(model_path, model_args, args, data, tokenizer, on_cpu=accelerator.device.type == "cpu")
         selection = setup_selection(data, args)
         # --- batches, optimizer, schedule; accelerate places and shards them
@@ -64,6 +68,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         if sampler is not None:  # a stream is split across processes by build_stream_dataloader, not accelerate
             loader = accelerator.prepare(loader)
+        ema = WeightEMA(accelerator.unwrap_model(model), args.ema_decay) if args.ema_decay else None  # (placed)
         if args.torch_compile:
             model = torch.compile(model)
         log_plan(accelerator, data, data_args, args, plan)
@@ -78,8 +83,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         best = BestModel(accelerator, model, data.tokenized.get(data.eval_split) if data.eval_split else None,
                          data.swapped.get(data.eval_split), data.collator, args.per_device_eval_batch_size,
                          data.all_metrics, data.space, steps.log, plan.epoch_at, show_progress(accelerator, args),
-                         selection)
-        state = restore_state(accelerator, resume_path, best, plan) if resume_path else LoopState()
+                         selection, bf16=args.bf16, ema=ema)
+        state = restore_state(accelerator, resume_path, best, plan, ema) if resume_path else LoopState()
         if accelerator.is_main_process and not data.streaming and not resume_path:
             write_json(out.file("token_lengths.json"), length_report(
                 data.train, batching_from_args(data_args), args.per_device_train_batch_size,
@@ -88,16 +93,20 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         progress = show_progress(accelerator, args)  # else a console line every --logging_steps
         hooks = Hooks(evaluate=best, log=steps.log if progress else with_console_lines(steps.log, plan.max_steps),
                       checkpoint=lambda s: write_checkpoint(
-            accelerator, out, s, settings, best, args.save_total_limit))
-        setup_time = time.perf_counter() - started
+            accelerator, out, s, settings, best, args.save_total_limit, ema),
+                      after_step=[lambda s: ema.update(s.step)] if ema else [])
+        clock.mark("model")
         with GracefulStop() as stop:  # (a signal during the final save lets the save finish)
+            before = (state.eval_time, state.checkpoint_time)  # a resumed run's state counts the earlier ones too
             signum = fit(accelerator, model, optimizer, scheduler, EpochBatches(accelerator, loader, sampler), plan,
                          state, hooks, stop, args.max_grad_norm, args.bf16, progress=progress)
             close_tracking(out, steps)
+            clock.mark(TRAINING, inside={"evaluation": state.eval_time - before[0],
+                                         "checkpoints": state.checkpoint_time - before[1]})
             if signum:
                 raise StoppedBySignal(signum, os.path.join(out.path, f"checkpoint-{state.step}"))
             # --- the best model (by the task's main metric), its results, card and report
-            return finish(accelerator, out, model, tokenizer, best, state, plan, data, setup_time,
+            return finish(accelerator, out, model, tokenizer, best, state, plan, data, clock,
                           {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},
                            "training": vars(args)}, args.save_optimizer_state_on_finish)
 
@@ -117,11 +126,15 @@ def setup_accelerator(args: TrainingArguments):
     return accelerator
 
 
+TRAINING_SPLITS = ["train", "validation", "validation_matched", "dev"]  # a test split is not tokenized to train
+
+
 def setup_data(accelerator, data_args: DataArguments, tokenizer, model_path: str, trust_remote_code: bool
                ) -> PreparedData:
     """Columns, labels, tokenization (main process first: the others reuse its cache), and the collator."""
     with accelerator.main_process_first():
-        data = prepare_data(data_args, tokenizer, load_config(model_path, trust_remote_code), augment_train=True)
+        data = prepare_data(data_args, tokenizer, load_config(model_path, trust_remote_code), augment_train=True,
+                            splits=TRAINING_SPLITS)
     if data.train is None:
         raise SeqtuneError(f"the data has no train split (splits: {list(data.tokenized)}): pass --train_file or a "
                            "dataset with a train split.")
@@ -141,6 +154,7 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
                        model_args.ignore_mismatched_sizes, model_args.torch_dtype)
     match_model_to_tokenizer(model, tokenizer)
     model.config.seqtune_symmetric_pairs = data.symmetric  # evaluate/predict average both orders when True
+    model.config.seqtune_eval_bf16 = args.bf16  # evaluated in bfloat16 autocast: evaluate/predict do so by default
     wanted = model_args.reinit_pooler
     if wanted is None:
         wanted = is_sentence_transformers_checkpoint(model_path)
@@ -289,6 +303,7 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
             "gradient_checkpointing": args.gradient_checkpointing, "torch_dtype": torch_dtype or "float32",
             "evaluation_data": getattr(data.tokenized.get(data.eval_split), "_fingerprint", None),
             "class_weights": args.class_weights, "metric_for_best_model": args.metric_for_best_model,
+            "ema_decay": args.ema_decay,
             "greater_is_better": args.greater_is_better, "early_stopping_patience": args.early_stopping_patience}
 
 
@@ -298,10 +313,12 @@ def check_resumable(path: str, settings: dict, allow_inexact: bool, num_processe
     verify_checkpoint(path, num_processes)
 
 
-def restore_state(accelerator, path: str, best: BestModel, plan: Plan) -> LoopState:
-    """Model, optimizer, schedule, random states and the loop's position, from a checkpoint already checked to be
-    whole and written with the same settings (or --allow_inexact_resume)."""
+def restore_state(accelerator, path: str, best: BestModel, plan: Plan, ema: WeightEMA | None = None) -> LoopState:
+    """Model, optimizer, schedule, random states, the weight average and the loop's position, from a checkpoint
+    already checked to be whole and written with the same settings (or --allow_inexact_resume)."""
     accelerator.load_state(path)
+    if ema is not None:
+        ema.load_state_dict(load_ema_weights(path))
     state = LoopState.from_dict(load_loop_state(path))
     # a larger --max_steps extends a finished run; one that stopped early stays stopped
     state.finished = state.finished and (state.step >= plan.max_steps or state.stopped_early)
@@ -318,7 +335,7 @@ def restore_state(accelerator, path: str, best: BestModel, plan: Plan) -> LoopSt
 
 
 def write_checkpoint(accelerator, out: OutputDir, state: LoopState, settings: dict, best: BestModel,
-                     limit: int | None) -> str:
+                     limit: int | None, ema: WeightEMA | None = None) -> str:
     name = f"checkpoint-{state.step}"
     if accelerator.is_main_process:
         if os.path.exists(os.path.join(out.path, name)) and not out.is_owned(name):
@@ -326,7 +343,8 @@ def write_checkpoint(accelerator, out: OutputDir, state: LoopState, settings: di
                                "another --output_dir.")
         out.record(name)
     path = save_checkpoint(accelerator, out.path, state.step, {**state.to_dict(), "settings": settings},
-                           best.apart_from(state.step, state))
+                           best.apart_from(state.step, state),
+                           ema_weights=ema.state_dict() if ema and accelerator.is_main_process else None)
     if accelerator.is_main_process:
         out.record_tree(name)
         if os.path.isdir(os.path.join(out.path, "runs")):
@@ -337,18 +355,18 @@ def write_checkpoint(accelerator, out: OutputDir, state: LoopState, settings: di
 
 # ----------------------------------------------------------------------------------------------- finish
 def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state: LoopState, plan: Plan,
-           data: PreparedData, setup_time: float, flags: dict, keep_optimizer_state: bool = False) -> dict:
+           data: PreparedData, clock: PhaseClock, flags: dict, keep_optimizer_state: bool = False) -> dict:
     """Save the best model once, with its results, the run's flags, the evaluation's predictions, card and report;
-    then drop the checkpoints (optimizer state: twice the model) unless --save_optimizer_state_on_finish."""
-    started = time.perf_counter()
+    then drop the checkpoints (optimizer state: twice the model) unless --save_optimizer_state_on_finish. The phase
+    table goes into all_results.json and the log."""
     accelerator.wait_for_everyone()
     results = results_of(state, plan, data, accelerator.num_processes, best.selection)
-    phases = {"setup": setup_time, "training": state.train_time, "evaluation": state.eval_time,
-              "checkpoints": state.checkpoint_time}
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         if best.weights is not None:
             unwrapped.load_state_dict(best.weights)
+        elif best.ema is not None:  # nothing evaluated: the average of the weights is the model
+            best.ema.apply()
         if state.best_threshold is not None:  # multi-label: evaluate and predict use the validation's threshold
             unwrapped.config.seqtune_threshold = state.best_threshold
         save_model(unwrapped, tokenizer, out, adapter_only=flags["training"]["save_adapter_only"])
@@ -357,16 +375,21 @@ def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state
         write_json(out.file("seqtune_args.json"), {**flags, "text_column": data.columns.text,
                                                    "text_pair_column": data.columns.text_pair,
                                                    "metrics": list(data.metrics)})
-        phases["saving"] = time.perf_counter() - started
-        results["phase_seconds"] = {name: round(seconds, 2) for name, seconds in phases.items()}
-        write_json(out.file("all_results.json"), results)
-        write_card_and_report(out)
-        phases["card and report"] = time.perf_counter() - started - phases["saving"]
-        if not keep_optimizer_state:
+        clock.mark("saving")
+        write_json(out.file("all_results.json"), {**results, "phase_seconds": clock.table()})  # before the
+        if not keep_optimizer_state:  # checkpoints go: a kill in between leaves the results, or a checkpoint
             for path in checkpoints(out.path):
                 out.remove_owned(os.path.basename(path))
+            clock.mark("saving")
+            write_json(out.file("all_results.json"), {**results, "phase_seconds": clock.table()})  # report's input
+        write_card_and_report(out)
+        clock.mark("report")
+        results["phase_seconds"] = clock.table()
+        write_json(out.file("all_results.json"), results)  # again, with the report's time in it
         out.mark_complete()
-    logger.info("Phases (this process): %s", ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items()))
+    else:
+        clock.mark("saving")
+    logger.info("Phases (this process): %s", clock.line())
     logger.info("Saved the model to %s; %s", out.path,
                 " ".join(f"{k}={v:.4f}" for k, v in results.items() if k.startswith("eval_")))
     return results

@@ -175,6 +175,8 @@ def _training_problems(data_args: DataArguments, args: TrainingArguments) -> lis
                         ("--adam_beta2", args.adam_beta2)):
         if not 0 <= value < 1:
             problems.append(f"{flag} must be in [0, 1), got {value}.")
+    if args.ema_decay is not None and not 0 < args.ema_decay < 1:
+        problems.append(f"--ema_decay must be in (0, 1), e.g. 0.99, got {args.ema_decay}.")
     if not 0 < args.layerwise_lr_decay <= 1:
         problems.append(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}.")
     if not 0 <= args.seed < 2**32:

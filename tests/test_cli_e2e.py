@@ -56,7 +56,8 @@ def test_train_evaluate_predict(tiny_model, pair_files, tmp_path, capsys):
 
     # predict writes one row per test example, and a reload of the model reproduces them
     pred_file = str(tmp_path / "pred.tsv")
-    assert main(["predict", "--model_name_or_path", out, *data, "--output_file", pred_file]) == 0
+    # (in float32, as the reference below: by default predict runs as the model was evaluated, here bfloat16)
+    assert main(["predict", "--model_name_or_path", out, *data, "--output_file", pred_file, "--bf16", "false"]) == 0
     rows = list(csv.DictReader(open(pred_file), delimiter="\t"))
     # the input columns a user joins on, then the label name, its id and its probability
     assert len(rows) == 16 and list(rows[0]) == ["sentence1", "sentence2", "label", "idx", "prediction",
@@ -76,7 +77,7 @@ def test_train_evaluate_predict(tiny_model, pair_files, tmp_path, capsys):
 
     # one pair from the command line
     assert main(["predict", "--model_name_or_path", out, "--sentence1", test_rows[0]["sentence1"],
-                 "--sentence2", test_rows[0]["sentence2"]]) == 0
+                 "--sentence2", test_rows[0]["sentence2"], "--bf16", "false"]) == 0
     one = last_json(capsys.readouterr().out)
     assert one["prediction"] == expected[0]
     assert abs(one["probability"] - probs[0].max()) < 1e-5
@@ -87,3 +88,32 @@ def test_console_entry_point_help():
     assert result.returncode == 0
     for command in ("train", "evaluate", "predict", "data", "bench"):
         assert command in result.stdout
+
+
+def test_evaluate_and_predict_run_at_the_precision_training_evaluated_in(tiny_model, pair_files, tmp_path, capsys):
+    """Training evaluates in bfloat16 autocast under --bf16 (its default) and records it: evaluate then repeats the
+    run's figures by default; a model trained in float32 is evaluated in float32; --bf16 false/true overrides."""
+    from types import SimpleNamespace
+
+    from seqtune.predictor import eval_bf16
+
+    module = torch.nn.Linear(2, 2)
+    assert eval_bf16(None, SimpleNamespace(seqtune_eval_bf16=True), module) is True
+    assert eval_bf16(None, SimpleNamespace(), module) is False  # a model seqtune did not train: float32
+    assert eval_bf16(False, SimpleNamespace(seqtune_eval_bf16=True), module) is False
+    assert eval_bf16(None, SimpleNamespace(seqtune_eval_bf16=True), object()) is False  # ONNX Runtime: as exported
+    data = ["--train_file", pair_files["train"], "--validation_file", pair_files["validation"]]
+    for flag, recorded in (("--bf16", True), ("--no_bf16", False)):
+        out = str(tmp_path / flag)
+        assert main(["train", "--model_name_or_path", tiny_model, *data, "--output_dir", out, "--max_steps", "6",
+                     "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", flag]) == 0
+        saved = json.load(open(os.path.join(out, "all_results.json")))
+        assert json.load(open(os.path.join(out, "config.json")))["seqtune_eval_bf16"] is recorded
+        capsys.readouterr()
+        scores = {}
+        for precision in ([], ["--bf16", "false"], ["--bf16"]):
+            assert main(["evaluate", "--model_name_or_path", out, *data, *precision]) == 0
+            scores[tuple(precision)] = last_json(capsys.readouterr().out)["loss"]
+        assert scores[()] == saved["eval_loss"]  # the default repeats the run's evaluation exactly
+        assert scores[("--bf16",) if recorded else ("--bf16", "false")] == scores[()]
+        assert scores[("--bf16", "false") if recorded else ("--bf16",)] != scores[()]  # the other precision differs

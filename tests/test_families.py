@@ -63,15 +63,15 @@ def test_family_trains_evaluates_predicts_and_reloads(family_model, pair_files, 
     assert (metrics["f1"], metrics["accuracy"]) == (results["eval_f1"], results["eval_accuracy"])
 
     pred_file = str(tmp_path / "pred.tsv")
-    assert main(["predict", "--model_name_or_path", out, *data, "--output_file", pred_file]) == 0
+    assert main(["predict", "--model_name_or_path", out, *data, "--output_file", pred_file, "--bf16", "false"]) == 0
     rows = list(csv.DictReader(open(pred_file), delimiter="\t"))
     test_rows = list(csv.DictReader(open(pair_files["test"])))
-    labels, probabilities = reference_predictions(out, test_rows)
+    labels, probabilities = reference_predictions(out, test_rows)  # (float32, as predict --bf16 false)
     assert [r["prediction"] for r in rows] == labels
     np.testing.assert_allclose([float(r["probability"]) for r in rows], probabilities, atol=1e-4)
 
     assert main(["predict", "--model_name_or_path", out, "--sentence1", test_rows[0]["sentence1"],
-                 "--sentence2", test_rows[0]["sentence2"]]) == 0
+                 "--sentence2", test_rows[0]["sentence2"], "--bf16", "false"]) == 0
     one = last_json(capsys.readouterr().out)
     assert one["prediction"] == labels[0] and abs(one["probability"] - probabilities[0]) < 1e-4
 

@@ -58,7 +58,7 @@ def test_exported_logits_equal_torchs(finetuned, exported):
 
 def test_evaluate_and_predict_match_on_both_backends(finetuned, exported, pair_files, tmp_path, capsys):
     results = {}
-    for name, folder, extra in (("torch", finetuned, []), ("onnx", exported, []),
+    for name, folder, extra in (("torch", finetuned, ["--bf16", "false"]), ("onnx", exported, []),
                                 ("explicit", exported, ["--backend", "onnx"])):
         capsys.readouterr()
         assert main(["evaluate", "--model_name_or_path", folder, "--validation_file", pair_files["validation"],

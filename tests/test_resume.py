@@ -219,3 +219,22 @@ def test_lora_killed_and_resumed_equals_uninterrupted(tiny_model, pair_files, tm
     run_child(tmp_path, "after_checkpoint", 75, defaults_cmd(tiny_model, pair_files, out, "--lora_r", "4"))
     assert main(defaults_cmd(tiny_model, pair_files, out, "--lora_r", "4", "--resume_from_checkpoint")) == 0
     assert_same_weights(reference_dir, out)
+
+
+def test_a_resumed_run_with_a_weight_average_ends_bitwise_equal(tiny_model, pair_files, tmp_path):
+    """--ema_decay: the average is in every checkpoint (ema.safetensors) and the best model is the average, so a
+    run killed at the epoch boundary and resumed saves the same model, live weights and average."""
+    expected, observed = str(tmp_path / "reference"), str(tmp_path / "resumed")
+    assert main(defaults_cmd(tiny_model, pair_files, expected, "--ema_decay", "0.9")) == 0
+    run_child(tmp_path, "after_checkpoint", 60, defaults_cmd(tiny_model, pair_files, observed, "--ema_decay", "0.9"))
+    assert main(defaults_cmd(tiny_model, pair_files, observed, "--ema_decay", "0.9", "--resume_from_checkpoint",
+                             "latest")) == 0
+    assert_same_weights(expected, observed)
+    averages = [load_file(os.path.join(d, f"checkpoint-{TOTAL}", "ema.safetensors")) for d in (expected, observed)]
+    assert averages[0].keys() == averages[1].keys() and all(averages[0][k].equal(averages[1][k]) for k in averages[0])
+    live = load_file(os.path.join(expected, f"checkpoint-{TOTAL}", "model.safetensors"))
+    assert any(not averages[0][k].equal(live[k]) for k in averages[0])  # the average is not the live weights
+    # a resume without the flag is another run: refused
+    code = main(defaults_cmd(tiny_model, pair_files, observed, "--resume_from_checkpoint", "latest",
+                             "--max_steps", "130"))
+    assert code == 2

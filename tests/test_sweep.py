@@ -84,3 +84,92 @@ def test_search_is_reproducible_and_resumable(tiny_model, pair_files, tmp_path):
     assert params_a[0] != params_a[1]
     assert sweep(tiny_model, pair_files, a, "--n_trials", "3", "--seeds", "1", "--overwrite_output_dir") == 0
     assert len(json.load(open(os.path.join(a, "sweep_summary.json")))["trials"]) == 3  # resumed: one more trial
+
+
+# ----------------------------------------------------------------------------------------------- cross-validation
+def test_cv_folds_partition_the_training_rows_stratified_and_seeded(pair_files, tmp_path):
+    from datasets import load_dataset
+
+    from seqtune.config import DataArguments
+    from seqtune.cv import make_folds
+
+    data = DataArguments(train_file=pair_files["train"], validation_file=pair_files["validation"])
+    folds = make_folds(data, 4, 0, str(tmp_path / "a"))
+    train = load_dataset("csv", data_files=pair_files["train"])["train"]
+    everything = sorted(map(tuple, train.select_columns(["idx", "label"]).to_pandas().values.tolist()))
+    held_out = []
+    for fold in folds:
+        part = load_dataset("parquet", data_files={"train": fold.train_file, "validation": fold.validation_file})
+        rest, scored = (sorted(part[s]["idx"]) for s in ("train", "validation"))
+        assert not set(rest) & set(scored) and sorted(rest + scored) == [r[0] for r in everything]
+        # stratified: each held-out part has the training split's share of positives, within one row
+        share = sum(label for _, label in everything) / len(everything)
+        assert abs(sum(part["validation"]["label"]) - share * len(scored)) <= 1
+        held_out += scored
+        assert fold.dataset_name is None and fold.test_file is None
+    assert sorted(held_out) == [r[0] for r in everything]  # every row scored exactly once
+    again = make_folds(data, 4, 0, str(tmp_path / "b"))
+    other = make_folds(data, 4, 1, str(tmp_path / "c"))
+    ids = [lambda f=f: sorted(load_dataset("parquet", data_files=f.validation_file)["train"]["idx"]) for f in folds]
+    assert [i() for i in ids] == [sorted(load_dataset("parquet", data_files=f.validation_file)["train"]["idx"])
+                                  for f in again]
+    assert [i() for i in ids] != [sorted(load_dataset("parquet", data_files=f.validation_file)["train"]["idx"])
+                                  for f in other]
+
+
+def test_cv_keeps_label_names_and_refuses_what_it_cannot_fold(tiny_model, pair_files, tmp_path, capsys):
+    from datasets import ClassLabel, load_dataset
+
+    from seqtune.config import DataArguments
+    from seqtune.cv import make_folds
+
+    named = load_dataset("csv", data_files=pair_files["train"])["train"].cast_column(
+        "label", ClassLabel(names=["different", "same"]))
+    path = str(tmp_path / "named.parquet")
+    named.to_parquet(path)
+    fold = make_folds(DataArguments(train_file=path), 3, 0, str(tmp_path / "named"))[0]
+    assert load_dataset("parquet", data_files=fold.train_file)["train"].features["label"].names == ["different",
+                                                                                                  "same"]
+    # a class with fewer rows than folds, one fold, a stream: exit 2 with the reason
+    rare = [{"sentence1": f"a {i}", "sentence2": f"b {i}", "label": "x" if i else "y"} for i in range(12)]
+    from tests.conftest import write_csv
+
+    rare_file = write_csv(str(tmp_path / "rare.csv"), rare)
+    for extra, expected in ((["--train_file", rare_file, "--cv", "3"], "fewer training rows than folds"),
+                            (["--train_file", pair_files["train"], "--cv", "1"], "at least 2 folds"),
+                            (["--train_file", pair_files["train"], "--cv", "2", "--streaming"], "--streaming")):
+        code = main(["sweep", "--model_name_or_path", tiny_model, *extra, "--output_dir", str(tmp_path / "x"),
+                     "--max_steps", "2", "--seeds", "1"])
+        assert code == 2 and expected in capsys.readouterr().err, extra
+
+
+def test_sweep_cv_scores_every_fold_then_the_validation_split_and_continues(tiny_model, pair_files, tmp_path,
+                                                                             capsys, caplog):
+    out = str(tmp_path / "cv")
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--cv", "3") == 0
+    report = json.load(open(os.path.join(out, "sweep_summary.json")))
+    assert report["cv"] == 3 and report["summary"]["eval_f1"]["n"] == 6  # 3 folds x 2 seeds
+    assert report["validation"]["eval_f1"]["n"] == 2 and set(report["per_fold"]) == {"0", "1", "2"}
+    runs = [json.loads(line) for line in open(os.path.join(out, "sweep_results.jsonl"))]
+    assert [(r["fold"], r["seed"]) for r in runs] == [(k, s) for k in range(3) for s in (1, 2)] + [
+        ("validation", 1), ("validation", 2)]
+    fold_f1 = [r["eval_f1"] for r in runs if r["fold"] != "validation"]
+    assert report["summary"]["eval_f1"]["mean"] == pytest.approx(statistics.fmean(fold_f1))
+    # each fold run scored its own held-out part (16 of the 48 training rows), not the validation file
+    for k in range(3):
+        scored = json.load(open(os.path.join(out, f"fold-{k}", "seed-1", "eval_predictions.json")))
+        assert len(scored["labels"]) == 16
+    assert "3-fold cross-validation, seeds [1, 2]" in capsys.readouterr().out
+    # the same command again trains nothing: every run is reused
+    stamp = os.path.getmtime(os.path.join(out, "fold-2", "seed-2", "all_results.json"))
+    with caplog.at_level("INFO", logger="seqtune"):
+        assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--cv", "3") == 0
+    assert sum("Reusing the finished run" in r.getMessage() for r in caplog.records) == 8
+    assert os.path.getmtime(os.path.join(out, "fold-2", "seed-2", "all_results.json")) == stamp
+    assert json.load(open(os.path.join(out, "sweep_summary.json")))["summary"] == report["summary"]
+    # other flags are another configuration: trained again
+    caplog.clear()
+    with caplog.at_level("INFO", logger="seqtune"):
+        assert sweep(tiny_model, pair_files, out, "--seeds", "1", "--cv", "3", "--cv_validation", "false",
+                     "--learning_rate", "3e-4") == 0
+    assert not any("Reusing" in r.getMessage() for r in caplog.records)

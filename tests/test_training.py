@@ -107,6 +107,21 @@ def test_bench_reports_every_strategy(tiny_model, pair_files, tmp_path, capsys):
     assert os.path.getsize(tmp_path / "bench.png") > 1000
 
 
+def test_bench_compares_with_the_course_recipe_and_the_fair_peer(tiny_model, pair_files, tmp_path, capsys):
+    report_file = str(tmp_path / "bench.json")
+    assert main(["bench", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"], "--steps", "2",
+                 "--warmup_steps", "1", "--strategies", "default", "--compare", "trainer", "--trainer_samples", "32",
+                 "--output_file", report_file]) == 0
+    report = json.load(open(report_file))
+    # the course recipe (batch 8) and the same Trainer given seqtune's levers (batch 32): about 32 samples each
+    assert report["trainer"]["samples"] == 32 and report["trainer_fair_peer"]["samples"] == 32
+    for peer in ("trainer", "trainer_fair_peer"):
+        expected = report["results"][0]["samples_per_second"] / report[peer]["samples_per_second"]
+        assert report[f"speedup_vs_{peer}"]["default"] == pytest.approx(expected, abs=0.01)
+    printed = capsys.readouterr().out
+    assert "vs fair" in printed and "fair peer: bf16, grouped by length, batch 32" in printed
+
+
 def test_readme_library_snippet(tiny_model):
     from transformers import AutoConfig
 
