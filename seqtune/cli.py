@@ -59,15 +59,16 @@ def _dataclasses_for(command: str):
 
 # flags of the shared dataclasses that only training reads: evaluate, predict and data neither list nor take them
 TRAINING_ONLY = ("streaming", "max_train_samples", "padding", "pad_to_multiple_of", "group_by_length",
-                 "max_tokens_per_batch", "reinit_pooler", "ignore_mismatched_sizes", "preprocessing_num_workers")
-INFERENCE_ONLY = ("reinit_pooler", "ignore_mismatched_sizes")
+                 "max_tokens_per_batch", "reinit_pooler", "reinit_top_layers", "ignore_mismatched_sizes",
+                 "preprocessing_num_workers")
+INFERENCE_ONLY = ("reinit_pooler", "reinit_top_layers", "ignore_mismatched_sizes")
 HIDDEN_FLAGS = {
     "evaluate": TRAINING_ONLY + ("max_predict_samples", "keep_columns", "sentence1", "sentence2", "predictions_dir",
                                  "rows_per_shard"),
     "predict": TRAINING_ONLY + ("max_eval_samples",),
     "export": INFERENCE_ONLY + ("torch_dtype",),
     "serve": INFERENCE_ONLY,
-    "data": ("streaming", "reinit_pooler", "ignore_mismatched_sizes", "allow_pickle_weights", "max_predict_samples",
+    "data": ("streaming", "reinit_pooler", "reinit_top_layers", "ignore_mismatched_sizes", "allow_pickle_weights", "max_predict_samples",
              "torch_dtype"),
 }
 

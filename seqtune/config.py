@@ -77,6 +77,9 @@ class ModelArguments:
     reinit_pooler: bool | None = _f(None, "Re-initialise the pooler (the dense layer over [CLS]) before fine-tuning. "
                                     "Default: yes for sentence-transformers checkpoints (trained with mean pooling, "
                                     "so their pooler never learned the encoder's last state), no otherwise.")
+    reinit_top_layers: int = _f(0, "Re-initialise the top N transformer layers before fine-tuning (as a fresh model "
+                                "initialises them): on small data the top layers' pre-training can be more "
+                                "specific than useful. Off by default; its measured effect is in BENCHMARKS.md.")
     ignore_mismatched_sizes: bool = _f(False, "Start a new classification head when the checkpoint's head has "
                                        "another number of labels than the data.")
     torch_dtype: Literal["float32", "bfloat16", "float16"] | None = _f(

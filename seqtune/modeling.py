@@ -150,6 +150,41 @@ def is_sentence_transformers_checkpoint(model_path: str) -> bool:
     return os.path.isfile(os.path.join(model_path, "config_sentence_transformers.json"))
 
 
+def encoder_layers(model):
+    """The model's stack of transformer layers (the first ModuleList of config.num_hidden_layers modules inside
+    its base model), or None."""
+    import torch
+
+    count = getattr(model.config, "num_hidden_layers", None)
+    base = getattr(model, model.base_model_prefix, model)
+    return next((m for m in base.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == count), None)
+
+
+def reinit_top_layers(model, count: int) -> int:
+    """Re-initialise the top `count` transformer layers as BERT initialises a fresh one: linear weights drawn from
+    N(0, initializer_range), biases zero, LayerNorms to identity (other norms keep their scales). Returns how many
+    layers were re-initialised."""
+    import torch
+
+    layers = encoder_layers(model)
+    if layers is None:
+        raise SeqtuneError(f"--reinit_top_layers: no stack of {getattr(model.config, 'num_hidden_layers', '?')} "
+                           f"layers found in {type(model).__name__}; leave the flag out for this model.")
+    std = getattr(model.config, "initializer_range", 0.02)
+    chosen = list(layers)[-count:] if count > 0 else []
+    with torch.no_grad():
+        for module in (m for layer in chosen for m in layer.modules()):
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    torch.nn.init.zeros_(module.bias)
+            elif isinstance(module, torch.nn.LayerNorm) and module.elementwise_affine:
+                torch.nn.init.ones_(module.weight)
+                if module.bias is not None:
+                    torch.nn.init.zeros_(module.bias)
+    return len(chosen)
+
+
 def reinit_pooler(model) -> bool:
     """Re-initialise the [CLS] pooler as BERT initialises a fresh one (as for the new classifier). A
     sentence-transformers checkpoint was trained with mean pooling, so its pooler never learned the encoder's last

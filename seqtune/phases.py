@@ -38,6 +38,7 @@ class PhaseClock:
     def mark(self, name: str, inside: dict[str, float] | None = None) -> None:
         now = time.perf_counter()
         elapsed, self.last = now - self.last, now
+        self.seconds.setdefault(name, 0.0)  # (rows in the order the run met them)
         for part, seconds in (inside or {}).items():
             seconds = min(max(seconds, 0.0), elapsed)
             self.seconds[part] = self.seconds.get(part, 0.0) + seconds

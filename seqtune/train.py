@@ -29,7 +29,8 @@ from seqtune.losses import class_weights, use_class_weights
 from seqtune.model_family import match_model_to_tokenizer
 from seqtune.model_size import estimate_training_memory
 from seqtune.modeling import (enable_gradient_checkpointing, is_sentence_transformers_checkpoint, label_config,
-                              load_config, load_model, load_tokenizer, reinit_pooler, resolve_model_path)
+                              load_config, load_model, load_tokenizer, reinit_pooler, reinit_top_layers,
+                              resolve_model_path)
 from seqtune.optim import build_optimizer, build_scheduler
 from seqtune.output_dir import OutputDir
 from seqtune.phases import TRAINING, PhaseClock
@@ -46,7 +47,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     """Fine-tune and return `all_results` (also written to `output_dir/all_results.json`)."""
     clock = PhaseClock()  # the phase table: start-up (process start -> here), data, tokenization, model, ...
     # --- every flag checked before anything is loaded or written
-    validate_training_args(data_args, args)
+    validate_training_args(data_args, args, model_args.reinit_top_layers)
     args.learning_rate = default_learning_rate(args)
     resume_path = resolve_resume_path(args.resume_from_checkpoint, args.output_dir)
     accelerator = setup_accelerator(args)
@@ -161,6 +162,8 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
     if wanted:
         logger.info("Re-initialised the pooler" if reinit_pooler(model) else
                     f"No pooler to re-initialise in {type(model).__name__}: skipped")
+    if model_args.reinit_top_layers:
+        logger.info("Re-initialised the top %d layer(s)", reinit_top_layers(model, model_args.reinit_top_layers))
     if args.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if args.lora_r:

@@ -20,9 +20,11 @@ REPORTERS = ("jsonl", "tensorboard", "wandb", "mlflow")  # --report_to values be
 PREDICTION_FORMATS = (".tsv", ".csv", ".jsonl")
 
 
-def validate_training_args(data_args: DataArguments, args: TrainingArguments) -> None:
+def validate_training_args(data_args: DataArguments, args: TrainingArguments, reinit_top_layers: int = 0) -> None:
     """Every problem with `seqtune train`'s flags, reported at once, before anything is loaded or written."""
     problems = _data_problems(data_args, needs_data=True) + _training_problems(data_args, args)
+    if reinit_top_layers < 0:
+        problems.append(f"--reinit_top_layers must be a number of layers (0 for none), got {reinit_top_layers}.")
     if args.output_dir is None:
         problems.append("--output_dir is required: the folder that receives the model, metrics and logs.")
     else:

@@ -183,3 +183,26 @@ def test_a_tokenizer_with_a_pad_token_keeps_its_padding_side(tmp_path):
         alone = model(**tokenizer([short], return_tensors="pt")).logits[0]
         padded = model(**tokenizer([short, long], padding=True, return_tensors="pt")).logits[0]
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family_model", ["bert", "llama"], indirect=True)
+def test_the_top_layers_are_reinitialised_and_nothing_else(family_model, pair_files, tmp_path, capsys):
+    from seqtune.modeling import encoder_layers, reinit_top_layers
+
+    model = AutoModelForSequenceClassification.from_pretrained(family_model, num_labels=2)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    layers = encoder_layers(model)
+    assert layers is not None and len(layers) == model.config.num_hidden_layers
+    assert reinit_top_layers(model, 1) == 1
+    top = {id(p) for p in layers[-1].parameters()}
+    top_names = {n for n, p in model.named_parameters() if id(p) in top}
+    changed = {n for n, p in model.named_parameters() if not p.detach().equal(before[n])}
+    assert changed and changed <= top_names  # the top layer, nothing below it, not the head
+    assert any(n.endswith("weight") for n in changed)
+    assert reinit_top_layers(model, 0) == 0
+    code = main(["train", "--model_name_or_path", family_model, "--train_file", pair_files["train"], "--output_dir",
+                 str(tmp_path / "x"), "--reinit_top_layers", "-1"])
+    assert code == 2 and "--reinit_top_layers must be a number of layers" in capsys.readouterr().err
+    assert main(["train", "--model_name_or_path", family_model, "--train_file", pair_files["train"], "--output_dir",
+                 str(tmp_path / "run"), "--reinit_top_layers", "2", "--max_steps", "2",
+                 "--per_device_train_batch_size", "8"]) == 0
