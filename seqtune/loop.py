@@ -34,6 +34,7 @@ class LoopState:
     best_step: int | None = None
     best_metrics: dict | None = None
     best_predictions: list | None = None  # the best evaluation's predicted ids, for the confusion matrix
+    best_logits: list | None = None  # and its logits (both orders averaged): ensembles and calibration, no 2nd pass
     finished: bool = False  # the last step's epoch end (evaluation, checkpoint) is done
     pending_losses: list = field(default_factory=list)  # losses of the steps since the last log record
     evals_without_improvement: int = 0  # evaluations since the best one (--early_stopping_patience)

@@ -374,7 +374,7 @@ def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state
             unwrapped.config.seqtune_threshold = state.best_threshold
         save_model(unwrapped, tokenizer, out, adapter_only=flags["training"]["save_adapter_only"])
         if state.best_predictions is not None:
-            write_eval_predictions(out, data, state.best_predictions)
+            write_eval_predictions(out, data, state.best_predictions, state.best_logits)
         write_json(out.file("seqtune_args.json"), {**flags, "text_column": data.columns.text,
                                                    "text_pair_column": data.columns.text_pair,
                                                    "metrics": list(data.metrics)})
@@ -398,9 +398,10 @@ def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state
     return results
 
 
-def write_eval_predictions(out: OutputDir, data: PreparedData, predictions: list) -> None:
-    """The best evaluation's predictions beside the labels (the report's confusion matrix and per-class table);
-    a warning when they all name one class."""
+def write_eval_predictions(out: OutputDir, data: PreparedData, predictions: list, logits: list | None = None
+                           ) -> None:
+    """The best evaluation's predictions and logits beside the labels (the report's confusion matrix and per-class
+    table; seed ensembles scored without a second pass); a warning when they all name one class."""
     from seqtune.metrics import collapse_warning
 
     labels = data.tokenized[data.eval_split].with_format(None)["labels"]
@@ -411,7 +412,7 @@ def write_eval_predictions(out: OutputDir, data: PreparedData, predictions: list
         logger.warning("The saved model: %s", warning)
     write_json(out.file("eval_predictions.json"), {
         "split": data.eval_split, "label_names": list(data.labels.names), "multi_label": data.labels.multi_label,
-        "predictions": predictions, "labels": list(labels)})
+        "predictions": predictions, "labels": list(labels), "logits": logits})
 
 
 def results_of(state: LoopState, plan: Plan, data: PreparedData, num_processes: int, selection: Selection

@@ -159,6 +159,8 @@ def test_sweep_cv_scores_every_fold_then_the_validation_split_and_continues(tiny
     for k in range(3):
         scored = json.load(open(os.path.join(out, f"fold-{k}", "seed-1", "eval_predictions.json")))
         assert len(scored["labels"]) == 16
+        # with its logits, so seed ensembles are scored without another pass (benchmarks/cv_ensemble.py)
+        assert [max(range(2), key=row.__getitem__) for row in scored["logits"]] == scored["predictions"]
     assert "3-fold cross-validation, seeds [1, 2]" in capsys.readouterr().out
     # the same command again trains nothing: every run is reused
     stamp = os.path.getmtime(os.path.join(out, "fold-2", "seed-2", "all_results.json"))
