@@ -12,7 +12,10 @@ sweep() { name=$1; shift; .venv/bin/seqtune sweep "${data[@]}" --cv 5 --seeds $S
     --output_dir "$OUT/$name" --disable_tqdm --log_level warning "$@" | tee "$OUT/$name.txt"; }
 mkdir -p "$OUT"
 sweep defaults
-sweep ema_0.99 --ema_decay 0.99
+if [ "${EXTRA:-}" != skip_ema ]; then
+    sweep ema_0.99 --ema_decay 0.99
+    sweep reinit_top_1 --reinit_top_layers 1
+fi
 if [ "${TRAINER:-1}" = 1 ]; then
     .venv/bin/python benchmarks/cv_trainer_recipe.py "$OUT/defaults" $SEEDS | tee "$OUT/trainer_recipe.jsonl"
 fi

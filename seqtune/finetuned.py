@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from seqtune.config import ModelArguments
+from seqtune.ensemble import is_ensemble_folder, load_ensemble
 from seqtune.errors import SeqtuneError
 from seqtune.lora import adapter_base, is_adapter_folder, load_adapter
 from seqtune.model_family import match_model_to_tokenizer
@@ -42,6 +43,16 @@ def load_finetuned(model_args: ModelArguments, backend: str | None = None):
     if pick_backend(path, backend) == "onnx":
         logger.info("Backend: ONNX Runtime (%s)", path)
         return tokenizer, config, OnnxClassifier(path, config)
+    if is_ensemble_folder(path):  # `seqtune sweep --ensemble`: the members' logits averaged
+        def member(folder: str):
+            model = load_model(folder, load_config(folder, model_args.trust_remote_code), model_args.trust_remote_code,
+                               model_args.allow_pickle_weights, dtype=model_args.torch_dtype)
+            match_model_to_tokenizer(model, tokenizer)
+            return model
+
+        ensemble = load_ensemble(path, member)
+        logger.info("An ensemble of %d models (%s): their logits are averaged", len(ensemble.members), path)
+        return tokenizer, config, ensemble
     if is_adapter_folder(path):  # --save_adapter_only: the base model, its adapter merged in. The base may differ
         # in shape (another head, embeddings grown by a pad token): the adapter holds those trained weights
         model = load_adapter(load_model(adapter_base(path), config, model_args.trust_remote_code,

@@ -93,9 +93,13 @@ class OnnxClassifier:
 
 def export(model_args, args: ExportArguments) -> dict:
     """Export, check, quantize if asked and save beside the tokenizer and config; returns what was done."""
+    from seqtune.ensemble import is_ensemble_folder
     from seqtune.finetuned import load_finetuned
 
     _check_output_dir(args)
+    if is_ensemble_folder(model_args.model_name_or_path):
+        raise SeqtuneError(f"{model_args.model_name_or_path} is a seed ensemble: export one member's folder "
+                           f"({model_args.model_name_or_path}/member-N), or serve the ensemble with torch.")
     tokenizer, config, model = load_finetuned(model_args, backend="torch")
     model.float().eval()
     names = _input_names(tokenizer, config)

@@ -44,6 +44,10 @@ class SweepArguments:
                 "split only."})
     cv_seed: int = field(default=0, metadata={"help": "Seed of the fold assignment (the same folds for every "
                                                       "configuration compared)."})
+    ensemble: bool = field(default=False, metadata={
+        "help": "Save the seeds' models (trained on the whole training split) as one ensemble in "
+                "OUTPUT_DIR/ensemble, scored on the validation split: evaluate, predict and serve load it and average "
+                "the members' logits (N times the inference cost of one model)."})
     cv_validation: bool = field(default=True, metadata={
         "help": "With --cv (no search): also train each seed on the whole training split and score the validation "
                 "split, the final check on rows no fold saw; --cv_validation false to skip it."})
@@ -115,13 +119,15 @@ def drop_model(run_dir: str) -> None:
 def run_seeds(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments, seeds: list[int],
               out: str, keep_models: bool) -> tuple[list[dict], dict]:
     """Train one configuration once per seed (into OUT/seed-N; a run finished earlier with the same flags is
-    reused); the runs' results and their summary."""
+    reused, if it kept its model when `keep_models`); the runs' results and their summary."""
     from seqtune.train import train
 
     runs = []
     for seed in seeds:
         run_args = replace(args, seed=seed, output_dir=os.path.join(out, f"seed-{seed}"), overwrite_output_dir=True)
         results = None if args.overwrite_output_dir else finished_results(data_args, model_args, run_args)
+        if results is not None and keep_models and not _has_weights(run_args.output_dir):
+            results = None  # its weights were dropped: train it again to keep them
         if results is None:
             results = train(data_args, model_args, run_args)
             if not keep_models:
@@ -154,6 +160,11 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
     same = [_as_json(vars(data_args)) == flags.get("data"), _as_json(vars(model_args)) == model,
             _as_json(vars(args)) == flags.get("training")]
     return results if all(same) else None
+
+
+def _has_weights(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, name)) for name in ("model.safetensors",
+                                                                         "model.safetensors.index.json"))
 
 
 def _as_json(values: dict) -> dict:
@@ -223,6 +234,9 @@ def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     from seqtune.validation import validate_training_args
 
     seeds = parse_seeds(sweep_args.seeds)
+    if sweep_args.ensemble and (sweep_args.n_trials > 0 or (sweep_args.cv and not sweep_args.cv_validation)):
+        raise SeqtuneError("--ensemble saves the seeds' models trained on the whole training split: leave out "
+                           "--n_trials, and --cv_validation false with --cv.")
     # a folder holding only an earlier sweep's files is continued (its finished runs reused); another needs
     # --overwrite_output_dir, which also trains every run again
     validate_training_args(data_args, replace(args, overwrite_output_dir=args.overwrite_output_dir or
@@ -238,15 +252,20 @@ def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     elif folds:
         report = cross_validate(data_args, model_args, args, sweep_args, seeds, folds)
     else:
-        runs, summary = run_seeds(data_args, model_args, args, seeds, args.output_dir, sweep_args.keep_models)
+        runs, summary = run_seeds(data_args, model_args, args, seeds, args.output_dir,
+                                  sweep_args.keep_models or sweep_args.ensemble)
         _record_runs(args.output_dir, runs)
         report = {"seeds": seeds, "summary": summary}
+    if sweep_args.ensemble:
+        members = [os.path.join(args.output_dir, *(["validation"] if folds else []), f"seed-{s}") for s in seeds]
+        report["ensemble"] = build_ensemble(data_args, members, os.path.join(args.output_dir, "ensemble"),
+                                            sweep_args.keep_models)
     write_json(os.path.join(args.output_dir, "sweep_summary.json"), report)
     print_report(report)
     return report
 
 
-SWEEP_FILES = {"sweep_summary.json", "sweep_results.jsonl", "study.db", "validation"}
+SWEEP_FILES = {"sweep_summary.json", "sweep_results.jsonl", "study.db", "validation", "ensemble", ".ensemble.saving"}
 SWEEP_FOLDER_RE = re.compile(r"^(seed|fold|trial)-\d+$")
 
 
@@ -269,10 +288,31 @@ def cross_validate(data_args: DataArguments, model_args: ModelArguments, args: T
               "per_fold": {str(k): summarize([r for r in runs if r["fold"] == k]) for k in range(len(folds))}}
     if sweep_args.cv_validation:
         checks, report["validation"] = run_seeds(data_args, model_args, args, seeds, os.path.join(out, "validation"),
-                                                 sweep_args.keep_models)
+                                                 sweep_args.keep_models or sweep_args.ensemble)
         runs += [{"fold": "validation", **run} for run in checks]
     _record_runs(out, runs)
     return report
+
+
+def build_ensemble(data_args: DataArguments, run_dirs: list[str], folder: str, keep_models: bool) -> dict:
+    """The runs' models as one ensemble folder, scored on the validation split as `seqtune evaluate` scores it;
+    then the runs' own weights are dropped unless --keep_models."""
+    from seqtune.config import EvalArguments
+    from seqtune.ensemble import write_ensemble
+    from seqtune.evaluate import evaluate
+
+    write_ensemble(run_dirs, folder)
+    if not keep_models:
+        for run in run_dirs:
+            drop_model(run)
+    result = {"folder": folder, "members": len(run_dirs)}
+    try:
+        result.update(evaluate(replace(data_args, test_file=None), ModelArguments(model_name_or_path=folder),
+                               EvalArguments()))
+    except SeqtuneError as error:  # no labelled validation split: the ensemble is saved, not scored
+        logger.warning("The ensemble in %s was not scored: %s", folder, error)
+    result.pop("per_class", None)
+    return result
 
 
 def _record_runs(out: str, runs: list[dict]) -> None:
@@ -289,6 +329,10 @@ def print_report(report: dict) -> None:
         if "validation" in report:
             print(f"validation split, seeds {report['seeds']}:")
             _print_summary(report["validation"])
+        if "ensemble" in report:
+            scores = {k: v for k, v in report["ensemble"].items() if isinstance(v, float)}
+            print(f"ensemble of {report['ensemble']['members']} in {report['ensemble']['folder']}: "
+                  + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     else:
         for t in sorted(report["trials"], key=lambda t: -(t["score"] or -1)):
             print(f"  trial {t['number']:>3}  score {t['score']:.4f}  {t['params']}")

@@ -175,3 +175,49 @@ def test_sweep_cv_scores_every_fold_then_the_validation_split_and_continues(tiny
         assert sweep(tiny_model, pair_files, out, "--seeds", "1", "--cv", "3", "--cv_validation", "false",
                      "--learning_rate", "3e-4") == 0
     assert not any("Reusing" in r.getMessage() for r in caplog.records)
+
+
+# ----------------------------------------------------------------------------------------------- seed ensembles
+def test_an_ensemble_averages_its_members_logits_and_loads_like_a_model(tiny_model, pair_files, tmp_path, capsys):
+    import csv
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = str(tmp_path / "ens")
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2,3", "--ensemble", "--learning_rate", "3e-3",
+                 "--max_steps", "4") == 0
+    report = json.load(open(os.path.join(out, "sweep_summary.json")))
+    folder = os.path.join(out, "ensemble")
+    assert report["ensemble"]["members"] == 3 and report["ensemble"]["rows"] == 16
+    assert sorted(os.listdir(folder)) == sorted(["config.json", "ensemble.json", "member-1", "member-2", "member-3",
+                                                  "tokenizer.json", "tokenizer_config.json"])
+    for seed in (1, 2, 3):  # the runs' own weights are dropped (the ensemble holds copies)
+        assert not os.path.exists(os.path.join(out, f"seed-{seed}", "model.safetensors"))
+    # the members' logits averaged, by hand with transformers, equal predict on the folder (float32)
+    rows = list(csv.DictReader(open(pair_files["test"])))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    batch = tokenizer([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        logits = torch.stack([AutoModelForSequenceClassification.from_pretrained(
+            os.path.join(folder, f"member-{s}")).eval()(**batch).logits for s in (1, 2, 3)]).mean(0)
+    probabilities = torch.softmax(logits, -1).max(-1).values.numpy()
+    predictions = str(tmp_path / "p.jsonl")
+    assert main(["predict", "--model_name_or_path", folder, "--test_file", pair_files["test"], "--output_file",
+                 predictions, "--bf16", "false", "--symmetric_pairs", "false"]) == 0
+    written = [json.loads(line) for line in open(predictions)]
+    assert [w["prediction_id"] for w in written] == logits.argmax(-1).tolist()
+    assert [w["probability"] for w in written] == pytest.approx(probabilities.tolist(), abs=1e-5)
+    # evaluate on the folder repeats the sweep's score of the ensemble
+    capsys.readouterr()
+    assert main(["evaluate", "--model_name_or_path", folder, "--validation_file", pair_files["validation"]]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["accuracy"] == report["ensemble"]["accuracy"] and metrics["loss"] == report["ensemble"]["loss"]
+    # an ensemble is torch models: no ONNX backend; --ensemble needs whole-split runs
+    code = main(["predict", "--model_name_or_path", folder, "--backend", "onnx", "--sentence1", "a"])
+    assert code == 2 and "holds no model.onnx" in capsys.readouterr().err
+    code = main(["export", "--model_name_or_path", folder, "--output_dir", str(tmp_path / "onnx")])
+    assert code == 2 and "export one member's folder" in capsys.readouterr().err
+    code = sweep(tiny_model, pair_files, str(tmp_path / "x"), "--seeds", "1", "--ensemble", "--n_trials", "2")
+    assert code == 2 and "--ensemble" in capsys.readouterr().err

@@ -1,0 +1,78 @@
+"""Seed ensembles (`seqtune sweep --seeds 1 2 3 --ensemble`): the members' logits averaged, saved as one folder
+that `evaluate`, `predict` and `serve` load like a model.
+
+    OUTPUT_DIR/ensemble/
+        ensemble.json          {"members": ["member-1", ...]}
+        config.json, tokenizer files      (the first member's: labels, symmetric pairs, precision)
+        member-1/config.json, member-1/model.safetensors, ...
+
+Hand-written (a 20-line module): transformers has no classifier that averages several checkpoints, and
+`from_pretrained` cannot load this folder (load one member's subfolder for that)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import torch
+
+from seqtune.errors import SeqtuneError
+from seqtune.fileio import read_json, remove_tree, usual_file_mode, write_json
+
+ENSEMBLE_FILE = "ensemble.json"
+MEMBER_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")
+
+
+def is_ensemble_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, ENSEMBLE_FILE))
+
+
+class EnsembleClassifier(torch.nn.Module):
+    """The mean of the members' logits: a classifier's averaged logits (probabilities from them, as one model's),
+    a regressor's averaged score."""
+
+    def __init__(self, members: list):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, **batch):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        logits = torch.stack([member(**batch).logits.float() for member in self.members]).mean(0)
+        return SequenceClassifierOutput(logits=logits)
+
+
+def load_ensemble(path: str, load_member) -> EnsembleClassifier:
+    """The ensemble in `path`; `load_member(folder)` loads one member's model."""
+    names = (read_json(os.path.join(path, ENSEMBLE_FILE)) or {}).get("members") or []
+    missing = [n for n in names if not os.path.isfile(os.path.join(path, n, "config.json"))]
+    if not names or missing:
+        raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} names {'no members' if not names else 'member ' + missing[0]} "
+                           "that the folder holds: make the ensemble again with `seqtune sweep --ensemble`.")
+    return EnsembleClassifier([load_member(os.path.join(path, name)) for name in names])
+
+
+def write_ensemble(run_dirs: list[str], folder: str) -> str:
+    """Copy the finished runs' models into `folder` (built in a hidden staging folder beside it, then renamed: an
+    ensemble is whole or absent), with the first run's config and tokenizer at the top."""
+    staging = os.path.join(os.path.dirname(os.path.abspath(folder)), f".{os.path.basename(folder)}.saving")
+    remove_tree(staging)
+    os.makedirs(staging)
+    names = []
+    for number, run in enumerate(run_dirs):
+        name = f"member-{os.path.basename(run.rstrip(os.sep)).removeprefix('seed-') or number}"
+        os.makedirs(os.path.join(staging, name))
+        for file in MEMBER_FILES:
+            if os.path.isfile(os.path.join(run, file)):
+                shutil.copy2(os.path.join(run, file), os.path.join(staging, name, file))
+        names.append(name)
+    first = run_dirs[0]
+    for file in os.listdir(first):  # the tokenizer and the config that names the labels
+        if file.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added_tokens")) or file == "config.json":
+            shutil.copy2(os.path.join(first, file), os.path.join(staging, file))
+    write_json(os.path.join(staging, ENSEMBLE_FILE), {"members": names})
+    usual_file_mode(*[os.path.join(root, f) for root, _, files in os.walk(staging) for f in files])
+    remove_tree(folder)
+    os.replace(staging, folder)
+    return folder
