@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,6 +53,7 @@ def predict_shards(data_args: DataArguments, model_args: ModelArguments, eval_ar
         columns = resolve_columns(names, None, data_args.text_column, data_args.text_pair_column)
         kept = _kept_columns(names, eval_args.keep_columns)
         _check_columns(files, [c for c in (columns.text, columns.text_pair, *kept) if c])
+        eval_args = replace(eval_args, bf16=_effective_bf16(model_args, eval_args))  # the manifest records it
         _check_manifest(out, _settings(files, model_args, data_args, eval_args, columns, kept))
         _remove_dead_temporaries(out)
         predictor = load_predictor(model_args, data_args.max_seq_length, eval_args.per_device_eval_batch_size,
@@ -65,6 +67,20 @@ def predict_shards(data_args: DataArguments, model_args: ModelArguments, eval_ar
                 summary["shards"], out, summary["rows_per_second"], summary["skipped_rows"],
                 f" (process {rank} of {world})" if world > 1 else "")
     return [summary]
+
+
+def _effective_bf16(model_args, eval_args) -> bool:
+    """--bf16, else the precision the model was evaluated in while training (torch backend only)."""
+    from seqtune.finetuned import pick_backend
+    from seqtune.modeling import load_config
+    from seqtune.predictor import evaluated_in_bf16
+
+    if eval_args.bf16 is not None:
+        return eval_args.bf16
+    path = resolve_model_path(model_args.model_name_or_path)
+    if pick_backend(path, eval_args.backend) != "torch":
+        return False
+    return evaluated_in_bf16(load_config(path, model_args.trust_remote_code))
 
 
 def _check_formats(files: list[str]) -> None:

@@ -67,6 +67,7 @@ def stratification(train, label_column: str | None, data_args: DataArguments, k:
 
 def make_folds(data_args: DataArguments, k: int, seed: int, out: str) -> list[DataArguments]:
     """Write K folds under OUT/cv_folds and return the data flags of each (train on the rest, score the fold)."""
+    from datasets.fingerprint import Hasher
     from sklearn.model_selection import KFold, StratifiedKFold
 
     if k < 2:
@@ -76,10 +77,13 @@ def make_folds(data_args: DataArguments, k: int, seed: int, out: str) -> list[Da
         raise SeqtuneError(f"--cv {k}: the training split has {len(train)} rows, too few for {k} folds.")
     labels = stratification(train, label_column, data_args, k)
     splitter = (StratifiedKFold if labels is not None else KFold)(n_splits=k, shuffle=True, random_state=seed)
+    # the files are named by what decides their rows (the data, K, the seed): other folds are other files, so a
+    # continued sweep never reuses a run trained on folds of other data or another --cv/--cv_seed
+    key = Hasher.hash((train._fingerprint, k, seed, labels is not None))[:12]
     folds = []
     for number, (rest, held_out) in enumerate(splitter.split(np.zeros(len(train)), labels)):
         folder = os.path.join(out, FOLDS_DIR, f"fold-{number}")
-        paths = {part: os.path.join(folder, f"{part}.parquet") for part in ("train", "validation")}
+        paths = {part: os.path.join(folder, f"{part}-{key}.parquet") for part in ("train", "validation")}
         _write_parquet(train.select(np.sort(rest)), paths["train"])
         _write_parquet(train.select(np.sort(held_out)), paths["validation"])
         folds.append(replace(data_args, dataset_name=None, dataset_config_name=None, task_name=task_name,

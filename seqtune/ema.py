@@ -23,13 +23,14 @@ class WeightEMA:
         self.decay = decay
         self.names = [name for name, p in model.named_parameters() if p.requires_grad]
         self.weights = [p for p in model.parameters() if p.requires_grad]
-        self.average = [p.detach().clone() for p in self.weights]
+        # float32 whatever the weights' dtype: a bfloat16 average would round away updates of (1 - decay) x a step
+        self.average = [p.detach().float().clone() for p in self.weights]
 
     @torch.no_grad()
     def update(self, step: int) -> None:
         """Fold in the weights after optimizer step `step` (1 for the first)."""
         decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.weights], 1 - decay)
+        torch._foreach_lerp_(self.average, [p.detach().float() for p in self.weights], 1 - decay)
 
     @contextlib.contextmanager
     def applied(self):

@@ -174,7 +174,7 @@ def reinit_top_layers(model, count: int) -> int:
     chosen = list(layers)[-count:] if count > 0 else []
     with torch.no_grad():
         for module in (m for layer in chosen for m in layer.modules()):
-            if isinstance(module, torch.nn.Linear):
+            if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":  # (GPT-2's linear layers)
                 torch.nn.init.normal_(module.weight, std=std)
                 if module.bias is not None:
                     torch.nn.init.zeros_(module.bias)

@@ -100,7 +100,19 @@ def eval_bf16(requested: bool | None, config, model) -> bool:
 
     if requested is not None:
         return requested
-    return isinstance(model, torch.nn.Module) and bool(getattr(config, "seqtune_eval_bf16", False))
+    return isinstance(model, torch.nn.Module) and evaluated_in_bf16(config)
+
+
+def evaluated_in_bf16(config) -> bool:
+    """Whether seqtune evaluated this model in bfloat16 while training it, and bfloat16 is fast here too (where it
+    is emulated, float32: faster, and the figures differ from training's in the last digits only)."""
+    if not getattr(config, "seqtune_eval_bf16", False):
+        return False
+    if not fast_bf16_here():
+        logger.info("The model was evaluated in bfloat16 while training; bfloat16 is emulated here, so it runs in "
+                    "float32 (--bf16 to match training's figures to the last digit)")
+        return False
+    return True
 
 
 def fast_bf16_here() -> bool:

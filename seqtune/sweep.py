@@ -155,7 +155,9 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
         return None
     from seqtune.config import default_learning_rate
 
-    args = replace(args, learning_rate=default_learning_rate(args))  # as `train` records it
+    metric = args.metric_for_best_model  # as `train` records them
+    args = replace(args, learning_rate=default_learning_rate(args),
+                   metric_for_best_model=metric.removeprefix("eval_") if metric else metric)
     model = {k: v for k, v in flags.get("model", {}).items() if k != "resolved"}
     same = [_as_json(vars(data_args)) == flags.get("data"), _as_json(vars(model_args)) == model,
             _as_json(vars(args)) == flags.get("training")]
@@ -239,8 +241,8 @@ def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
                            "--n_trials, and --cv_validation false with --cv.")
     # a folder holding only an earlier sweep's files is continued (its finished runs reused); another needs
     # --overwrite_output_dir, which also trains every run again
-    validate_training_args(data_args, replace(args, overwrite_output_dir=args.overwrite_output_dir or
-                                              is_sweep_folder(args.output_dir)))
+    validate_training_args(data_args, replace(args, overwrite_output_dir=args.overwrite_output_dir or bool(
+        args.output_dir and is_sweep_folder(args.output_dir))))
     os.makedirs(args.output_dir, exist_ok=True)
     folds = None
     if sweep_args.cv:

@@ -19,7 +19,7 @@ from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_we
                                 verify_checkpoint)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments, comma_items, default_learning_rate
 from seqtune.datastats import length_report
-from seqtune.ema import WeightEMA
+from seqtune.ema import EMA_FILE, WeightEMA
 from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.fileio import WRITE_ERRORS, disk_error, remove_tree, usual_file_mode, write_json
@@ -87,15 +87,10 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
                          selection, bf16=args.bf16, ema=ema)
         state = restore_state(accelerator, resume_path, best, plan, ema) if resume_path else LoopState()
         if accelerator.is_main_process and not data.streaming and not resume_path:
-            write_json(out.file("token_lengths.json"), length_report(
-                data.train, batching_from_args(data_args), args.per_device_train_batch_size,
-                data_args.max_seq_length, args.seed))
+            write_token_lengths(out, data, data_args, args)
         # --- the loop; SIGTERM/SIGINT finish the step and write a checkpoint
         progress = show_progress(accelerator, args)  # else a console line every --logging_steps
-        hooks = Hooks(evaluate=best, log=steps.log if progress else with_console_lines(steps.log, plan.max_steps),
-                      checkpoint=lambda s: write_checkpoint(
-            accelerator, out, s, settings, best, args.save_total_limit, ema),
-                      after_step=[lambda s: ema.update(s.step)] if ema else [])
+        hooks = loop_hooks(accelerator, out, best, steps, plan, settings, args, ema, progress)
         clock.mark("model")
         with GracefulStop() as stop:  # (a signal during the final save lets the save finish)
             before = (state.eval_time, state.checkpoint_time)  # a resumed run's state counts the earlier ones too
@@ -286,6 +281,24 @@ def close_tracking(out: OutputDir, steps: StepLog) -> None:
             out.record_tree(name)
 
 
+def write_token_lengths(out: OutputDir, data: PreparedData, data_args: DataArguments, args: TrainingArguments
+                        ) -> None:
+    """token_lengths.json: the training rows' lengths and each padding strategy's cost (the report's histogram)."""
+    write_json(out.file("token_lengths.json"), length_report(
+        data.train, batching_from_args(data_args), args.per_device_train_batch_size, data_args.max_seq_length,
+        args.seed))
+
+
+def loop_hooks(accelerator, out: OutputDir, best: BestModel, steps: StepLog, plan: Plan, settings: dict,
+               args: TrainingArguments, ema: WeightEMA | None, progress: bool) -> Hooks:
+    """What the loop calls: evaluate (and keep the best), log (console lines when no bar shows), write a
+    checkpoint, and after each optimizer step fold the weights into the average (--ema_decay)."""
+    return Hooks(evaluate=best, log=steps.log if progress else with_console_lines(steps.log, plan.max_steps),
+                 checkpoint=lambda s: write_checkpoint(accelerator, out, s, settings, best, args.save_total_limit,
+                                                       ema),
+                 after_step=[lambda s: ema.update(s.step)] if ema else [])
+
+
 # ----------------------------------------------------------------------------------------------- state
 def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, args: TrainingArguments,
                  num_processes: int, plan: Plan, torch_dtype: str | None = None) -> dict:
@@ -320,8 +333,11 @@ def restore_state(accelerator, path: str, best: BestModel, plan: Plan, ema: Weig
     """Model, optimizer, schedule, random states, the weight average and the loop's position, from a checkpoint
     already checked to be whole and written with the same settings (or --allow_inexact_resume)."""
     accelerator.load_state(path)
-    if ema is not None:
+    if ema is not None and os.path.isfile(os.path.join(path, EMA_FILE)):
         ema.load_state_dict(load_ema_weights(path))
+    elif ema is not None:  # (--allow_inexact_resume from a checkpoint written without --ema_decay)
+        ema.average = [p.detach().float().clone() for p in ema.weights]
+        logger.warning("%s holds no weight average: it starts from the checkpoint's weights", path)
     state = LoopState.from_dict(load_loop_state(path))
     # a larger --max_steps extends a finished run; one that stopped early stays stopped
     state.finished = state.finished and (state.step >= plan.max_steps or state.stopped_early)

@@ -87,3 +87,24 @@ def test_a_bad_decay_is_refused(tiny_model, pair_files, tmp_path, capsys):
         code = main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"], "--output_dir",
                      str(tmp_path / "x"), "--ema_decay", value])
         assert code == 2 and "--ema_decay must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_a_bfloat16_model_keeps_a_float32_average_that_still_moves():
+    """With --torch_dtype bfloat16 a bfloat16 average would round away (1 - decay) x a small step: it is float32
+    and follows the average computed by hand in float64."""
+    model = torch.nn.Linear(4, 4).to(torch.bfloat16)
+    with torch.no_grad():
+        model.weight.zero_()
+    ema = WeightEMA(model, 0.99)
+    assert all(a.dtype == torch.float32 for a in ema.average)
+    reference = torch.zeros(4, 4, dtype=torch.float64)
+    for step in range(1, 200):
+        with torch.no_grad():
+            model.weight.add_(2 ** -8)  # exact in bfloat16 up to 1.0
+        ema.update(step)
+        decay = min(0.99, (1 + step) / (10 + step))
+        reference = decay * reference + (1 - decay) * model.weight.detach().double()
+    torch.testing.assert_close(ema.average[0].double(), reference, atol=1e-5, rtol=1e-5)
+    with ema.applied():
+        assert model.weight.dtype == torch.bfloat16
+        torch.testing.assert_close(model.weight.double(), reference, atol=4e-3, rtol=4e-3)

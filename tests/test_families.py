@@ -185,7 +185,7 @@ def test_a_tokenizer_with_a_pad_token_keeps_its_padding_side(tmp_path):
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family_model", ["bert", "llama"], indirect=True)
+@pytest.mark.parametrize("family_model", ["bert", "gpt2", "llama"], indirect=True)
 def test_the_top_layers_are_reinitialised_and_nothing_else(family_model, pair_files, tmp_path, capsys):
     from seqtune.modeling import encoder_layers, reinit_top_layers
 
@@ -198,7 +198,7 @@ def test_the_top_layers_are_reinitialised_and_nothing_else(family_model, pair_fi
     top_names = {n for n, p in model.named_parameters() if id(p) in top}
     changed = {n for n, p in model.named_parameters() if not p.detach().equal(before[n])}
     assert changed and changed <= top_names  # the top layer, nothing below it, not the head
-    assert any(n.endswith("weight") for n in changed)
+    assert {n for n in top_names if p_dim(model, n) == 2} <= changed  # every matrix of the layer, GPT-2's Conv1D too
     assert reinit_top_layers(model, 0) == 0
     code = main(["train", "--model_name_or_path", family_model, "--train_file", pair_files["train"], "--output_dir",
                  str(tmp_path / "x"), "--reinit_top_layers", "-1"])
@@ -206,3 +206,7 @@ def test_the_top_layers_are_reinitialised_and_nothing_else(family_model, pair_fi
     assert main(["train", "--model_name_or_path", family_model, "--train_file", pair_files["train"], "--output_dir",
                  str(tmp_path / "run"), "--reinit_top_layers", "2", "--max_steps", "2",
                  "--per_device_train_batch_size", "8"]) == 0
+
+
+def p_dim(model, name: str) -> int:
+    return dict(model.named_parameters())[name].dim()

@@ -169,6 +169,12 @@ def test_sweep_cv_scores_every_fold_then_the_validation_split_and_continues(tiny
     assert sum("Reusing the finished run" in r.getMessage() for r in caplog.records) == 8
     assert os.path.getmtime(os.path.join(out, "fold-2", "seed-2", "all_results.json")) == stamp
     assert json.load(open(os.path.join(out, "sweep_summary.json")))["summary"] == report["summary"]
+    # other folds (another --cv_seed) are other fold files: nothing reused
+    caplog.clear()
+    with caplog.at_level("INFO", logger="seqtune"):
+        assert sweep(tiny_model, pair_files, out, "--seeds", "1", "--cv", "3", "--cv_seed", "7",
+                     "--cv_validation", "false") == 0
+    assert not any("Reusing" in r.getMessage() for r in caplog.records)
     # other flags are another configuration: trained again
     caplog.clear()
     with caplog.at_level("INFO", logger="seqtune"):
