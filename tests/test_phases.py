@@ -46,6 +46,6 @@ def test_a_run_records_its_phases_and_they_add_up(tiny_model, pair_files, tmp_pa
     assert all(v >= 0 for v in rows.values()) and rows["evaluation"] > 0 and rows["training"] > 0
     assert sum(rows.values()) == pytest.approx(table["total"], abs=0.05)
     assert 0.9 * wall < table["total"] <= wall + 0.01  # the rows cover the command's time (rounded to 0.01 s)
-    assert table["not_training_fraction"] == pytest.approx(1 - rows["training"] / table["total"], abs=1e-3)
+    assert table["not_training_fraction"] == pytest.approx(1 - rows["training"] / table["total"], abs=5e-3)  # (rounded rows)
     line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Phases")][-1]
     assert "start-up" in line and "% not training" in line

@@ -158,8 +158,9 @@ def test_symmetric_pairs_train_on_both_orders_and_average_both_at_prediction(tin
     assert main(["evaluate", "--model_name_or_path", out, "--train_file", pair_files["train"],
                  "--validation_file", pair_files["validation"]]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {k: metrics[k] for k in ("f1", "accuracy", "loss")} == {
-        "f1": results["eval_f1"], "accuracy": results["eval_accuracy"], "loss": results["eval_loss"]}
+    assert {k: metrics[k] for k in ("f1", "accuracy")} == {"f1": results["eval_f1"], "accuracy": results["eval_accuracy"]}
+    # in bfloat16 the training model's attention (fast dropout's path) and the reloaded one's round differently
+    assert metrics["loss"] == pytest.approx(results["eval_loss"], abs=1e-4)
     # one pair: the probability is the softmax of the mean of both orders' logits
     a, b = "the mayor bought the boat.", "the boat was bought by the mayor on monday."
     assert main(["predict", "--model_name_or_path", out, "--sentence1", a, "--sentence2", b]) == 0
