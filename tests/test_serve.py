@@ -215,6 +215,7 @@ def test_sigterm_answers_every_request_in_flight(model):
     running.process.send_signal(signal.SIGTERM)
     for t in threads:
         t.join()
+    running.process.wait(timeout=60)  # it exits on its own: a second SIGTERM from stop() would mean "stop now"
     code, err = running.stop()
     assert answers == [200] * 10
     assert code == 0 and "Stopped." in err
