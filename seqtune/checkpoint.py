@@ -139,11 +139,7 @@ def verify_checkpoint(path: str, num_processes: int) -> None:
         _check_safetensors(path, EMA_FILE)
     best_apart = state.get("best_step") is not None and state.get("best_step") != state.get("step")
     if best_apart or os.path.exists(os.path.join(path, BEST_WEIGHTS_FILE)):  # the best evaluation's weights
-        try:
-            with safe_open(os.path.join(path, BEST_WEIGHTS_FILE), framework="pt") as f:
-                f.keys()
-        except Exception as error:  # noqa: BLE001
-            raise damaged(path, BEST_WEIGHTS_FILE, error) from error
+        _check_safetensors(path, BEST_WEIGHTS_FILE)
 
 
 def damaged(path: str, part: str, error: BaseException) -> SeqtuneError:

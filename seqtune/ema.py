@@ -23,7 +23,11 @@ class WeightEMA:
         self.decay = decay
         self.names = [name for name, p in model.named_parameters() if p.requires_grad]
         self.weights = [p for p in model.parameters() if p.requires_grad]
-        # float32 whatever the weights' dtype: a bfloat16 average would round away updates of (1 - decay) x a step
+        self.restart()
+
+    def restart(self) -> None:
+        """The average starts from the weights as they are, in float32 whatever their dtype (a bfloat16 average
+        would round away updates of (1 - decay) x a step)."""
         self.average = [p.detach().float().clone() for p in self.weights]
 
     @torch.no_grad()

@@ -67,10 +67,11 @@ def write_ensemble(run_dirs: list[str], folder: str) -> str:
             if os.path.isfile(os.path.join(run, file)):
                 shutil.copy2(os.path.join(run, file), os.path.join(staging, name, file))
         names.append(name)
-    first = run_dirs[0]
-    for file in os.listdir(first):  # the tokenizer and the config that names the labels
-        if file.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added_tokens")) or file == "config.json":
-            shutil.copy2(os.path.join(first, file), os.path.join(staging, file))
+    from transformers import AutoTokenizer
+
+    first = run_dirs[0]  # its tokenizer (every member's: one base model) and the config that names the labels
+    AutoTokenizer.from_pretrained(first).save_pretrained(staging)
+    shutil.copy2(os.path.join(first, "config.json"), os.path.join(staging, "config.json"))
     write_json(os.path.join(staging, ENSEMBLE_FILE), {"members": names})
     usual_file_mode(*[os.path.join(root, f) for root, _, files in os.walk(staging) for f in files])
     remove_tree(folder)

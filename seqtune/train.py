@@ -336,7 +336,7 @@ def restore_state(accelerator, path: str, best: BestModel, plan: Plan, ema: Weig
     if ema is not None and os.path.isfile(os.path.join(path, EMA_FILE)):
         ema.load_state_dict(load_ema_weights(path))
     elif ema is not None:  # (--allow_inexact_resume from a checkpoint written without --ema_decay)
-        ema.average = [p.detach().float().clone() for p in ema.weights]
+        ema.restart()
         logger.warning("%s holds no weight average: it starts from the checkpoint's weights", path)
     state = LoopState.from_dict(load_loop_state(path))
     # a larger --max_steps extends a finished run; one that stopped early stays stopped
