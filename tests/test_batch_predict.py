@@ -38,7 +38,7 @@ def pairs_frame(rows: int) -> pd.DataFrame:
 def in_memory(model: str, frame: pd.DataFrame, folder) -> pd.DataFrame:
     path, out = str(folder / "all.csv"), str(folder / "all.jsonl")
     frame.to_csv(path, index=False)
-    assert main(["predict", "--model_name_or_path", model, "--test_file", path, "--output_file", out]) == 0
+    assert main(["predict", "--model_name_or_path", model, "--test_file", path, "--output_file", out, "--bf16", "false"]) == 0
     return pd.read_json(out, lines=True, dtype={"id": str})
 
 
@@ -52,7 +52,7 @@ def test_parquet_shards_equal_the_in_memory_prediction_row_for_row(finetuned, tm
         part.to_parquet(tmp_path / f"in-{i}.parquet")
     out = tmp_path / "preds"
     assert main(["predict", "--model_name_or_path", finetuned, "--test_file", str(tmp_path / "in-*.parquet"),
-                 "--predictions_dir", str(out), "--rows_per_shard", "10"]) == 0
+                 "--predictions_dir", str(out), "--rows_per_shard", "10", "--bf16", "false"]) == 0  # (float32, as the reference)
     got, expected = read_shards(out), in_memory(finetuned, frame, tmp_path)
     assert list(got.columns) == ["id", "sentence1", "sentence2", "prediction", "prediction_id", "probability"]
     assert got["id"].tolist() == frame["id"].tolist()
