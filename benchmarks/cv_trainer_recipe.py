@@ -19,7 +19,11 @@ folder, seeds = sys.argv[1], [int(s) for s in sys.argv[2:]]
 folds = sorted(glob.glob(os.path.join(folder, "cv_folds", "fold-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
 runs = []
 for fold in folds:
-    raw = load_dataset("parquet", data_files={s: os.path.join(fold, f"{s}.parquet") for s in ("train", "validation")})
+    # the fold's files are named by the data, K and the fold seed (train-<key>.parquet): exactly one of each here
+    files = {s: glob.glob(os.path.join(fold, f"{s}-*.parquet")) for s in ("train", "validation")}
+    if any(len(paths) != 1 for paths in files.values()):
+        sys.exit(f"{fold}: expected one train-*.parquet and one validation-*.parquet, found {files}")
+    raw = load_dataset("parquet", data_files=files)
     for seed in seeds:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:

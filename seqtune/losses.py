@@ -1,4 +1,6 @@
-"""--class_weights: the training loss weighted per class, for imbalanced labels.
+"""The training loss changed by flags: --class_weights (weighted per class) and --rdrop_alpha (R-Drop).
+
+--class_weights: the training loss weighted per class, for imbalanced labels.
 
 The weights are scikit-learn's "balanced" ones (`compute_class_weight`: n_rows / (n_classes x rows of the class)) or
 the user's; for multi-label data, each label's positives weigh negatives / positives (BCE's `pos_weight`). They act
@@ -61,3 +63,49 @@ def use_class_weights(model, weights: list[float], multi_label: bool):
         return output
 
     return model.register_forward_hook(hook, with_kwargs=True)
+
+
+# --rdrop_alpha: R-Drop (Liang et al., 2021), a consistency regulariser. Each training row goes through the model
+# twice in one forward pass (the batch stacked on itself: two dropout masks per row); the loss is the task's loss
+# over both copies plus alpha x the disagreement of the two predictions. transformers has no such option, hence the
+# two hooks by hand; they act only while the model trains, so evaluation, the saved model and the loop are unchanged.
+def consistency(first: torch.Tensor, second: torch.Tensor, kind: str) -> torch.Tensor:
+    """How far two predictions of the same rows disagree, averaged over rows: the symmetric KL divergence of the
+    class distributions ("single"), of each label's Bernoulli ("multi"), or the squared difference ("regression")."""
+    first, second = first.float(), second.float()
+    if kind == "regression":
+        return (first - second).pow(2).mean()
+    if kind == "multi":
+        pairs = (torch.nn.functional.logsigmoid(first), torch.nn.functional.logsigmoid(second),
+                 torch.nn.functional.logsigmoid(-first), torch.nn.functional.logsigmoid(-second))
+        log_p, log_q, log_not_p, log_not_q = pairs
+        # KL(p||q) + KL(q||p) of one Bernoulli = (p - q)(log p - log q) + ((1-p) - (1-q))(log(1-p) - log(1-q))
+        both = (log_p.exp() - log_q.exp()) * (log_p - log_q) + \
+            (log_not_p.exp() - log_not_q.exp()) * (log_not_p - log_not_q)
+        return both.mean() / 2
+    log_p, log_q = torch.log_softmax(first, dim=-1), torch.log_softmax(second, dim=-1)
+    # KL(p||q) + KL(q||p) = sum (p - q)(log p - log q)
+    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=-1).mean() / 2
+
+
+def use_rdrop(model, alpha: float, kind: str) -> list:
+    """Make `model(**batch).loss`, while training, the loss over the batch seen twice plus `alpha` x the two
+    predictions' disagreement (`consistency`). Returns the hooks' handles."""
+
+    def twice(module, args, kwargs):
+        if not module.training:
+            return None
+        rows = kwargs["input_ids"].shape[0] if kwargs.get("input_ids") is not None else None
+        doubled = {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows else v
+                   for k, v in kwargs.items()}
+        return args, doubled
+
+    def regularise(module, args, kwargs, output):
+        if not module.training or getattr(output, "logits", None) is None or output.loss is None:
+            return output
+        first, second = output.logits.chunk(2)
+        output.loss = output.loss + alpha * consistency(first, second, kind)
+        return output
+
+    return [model.register_forward_pre_hook(twice, with_kwargs=True),
+            model.register_forward_hook(regularise, with_kwargs=True)]

@@ -383,7 +383,7 @@ def _summary(args: dict, results: dict) -> list[tuple[str, str]]:
 
 def _hyperparameters(args: dict) -> list[tuple[str, str]]:
     keys = {**HYPERPARAMETERS, "training": HYPERPARAMETERS["training"] + (
-        "class_weights", "metric_for_best_model", "early_stopping_patience")}
+        "class_weights", "metric_for_best_model", "early_stopping_patience", "ema_decay", "rdrop_alpha")}
     sections = {key: args.get(key) if isinstance(args.get(key), dict) else {} for key in keys}
     return [(k, str(sections[part][k])) for part, names in keys.items() for k in names
             if sections[part].get(k) is not None]

@@ -25,7 +25,7 @@ from seqtune.fast_dropout import use_fast_dropout
 from seqtune.fileio import WRITE_ERRORS, disk_error, remove_tree, usual_file_mode, write_json
 from seqtune.lora import apply_lora, is_peft_model, merged_model, refuse_adapter_as_base, save_adapter
 from seqtune.loop import EpochBatches, Hooks, LoopState, Plan, fit
-from seqtune.losses import class_weights, use_class_weights
+from seqtune.losses import class_weights, use_class_weights, use_rdrop
 from seqtune.model_family import match_model_to_tokenizer
 from seqtune.model_size import estimate_training_memory
 from seqtune.modeling import (enable_gradient_checkpointing, is_sentence_transformers_checkpoint, label_config,
@@ -170,7 +170,7 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
                        "float32" if args.lora_r else "every weight; with --lora_r only the head and pooler")
     if args.fast_dropout and on_cpu:
         logger.info("Fast CPU dropout: %s", use_fast_dropout(model))
-    setup_loss(model, data, args.class_weights)  # a hook on the (possibly peft-wrapped) model
+    setup_loss(model, data, args.class_weights, args.rdrop_alpha)  # hooks on the (possibly peft-wrapped) model
     return model
 
 
@@ -184,8 +184,18 @@ def log_memory(model, data: PreparedData, data_args: DataArguments, args: Traini
     logger.info("Model: %s", estimate.describe(rows, longest))
 
 
-def setup_loss(model, data: PreparedData, value: str | None) -> None:
-    """--class_weights: the training loss weighted per class (a hook on the model; nothing else changes)."""
+def setup_loss(model, data: PreparedData, value: str | None, rdrop_alpha: float = 0.0) -> None:
+    """--class_weights: the training loss weighted per class; --rdrop_alpha: R-Drop's consistency term (hooks on
+    the model, the weights' first: R-Drop adds to the loss they compute; nothing else changes)."""
+    setup_class_weights(model, data, value)
+    if rdrop_alpha:
+        kind = "regression" if data.labels.is_regression else "multi" if data.labels.multi_label else "single"
+        use_rdrop(model, rdrop_alpha, kind)
+        logger.info("R-Drop: every training row passes twice, consistency weight %g", rdrop_alpha)
+
+
+def setup_class_weights(model, data: PreparedData, value: str | None) -> None:
+    """--class_weights: the training loss weighted per class (a hook on the model)."""
     if value and data.labels.is_regression:
         logger.warning("--class_weights ignored: the labels are numbers (regression), not classes")
     if not value or data.labels.is_regression:
@@ -320,6 +330,7 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
             "evaluation_data": getattr(data.tokenized.get(data.eval_split), "_fingerprint", None),
             "class_weights": args.class_weights, "metric_for_best_model": args.metric_for_best_model,
             "ema_decay": args.ema_decay,
+            "rdrop_alpha": args.rdrop_alpha or None,  # (None when off: checkpoints written before it still match)
             "greater_is_better": args.greater_is_better, "early_stopping_patience": args.early_stopping_patience}
 
 
