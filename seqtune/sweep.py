@@ -14,6 +14,7 @@ results of the same flags is not trained again: an interrupted sweep continues w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -159,9 +160,20 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
     args = replace(args, learning_rate=default_learning_rate(args),
                    metric_for_best_model=metric.removeprefix("eval_") if metric else metric)
     model = {k: v for k, v in flags.get("model", {}).items() if k != "resolved"}
-    same = [_as_json(vars(data_args)) == flags.get("data"), _as_json(vars(model_args)) == model,
-            _as_json(vars(args)) == flags.get("training")]
+    same = [_same_flags(data_args, flags.get("data")), _same_flags(model_args, model),
+            _same_flags(args, flags.get("training"))]
     return results if all(same) else None
+
+
+def _same_flags(current, recorded) -> bool:
+    """The recorded flags are these; a flag the record lacks (added to seqtune after that run) counts as equal
+    when it has its default now: the run ran as the default does."""
+    if not isinstance(recorded, dict):
+        return False
+    values = _as_json(vars(current))
+    defaults = _as_json({f.name: f.default for f in dataclasses.fields(current) if f.default is not dataclasses.MISSING})
+    missing = {k for k in values if k not in recorded and k in defaults and values[k] == defaults[k]}
+    return {k: v for k, v in values.items() if k not in missing} == recorded
 
 
 def _has_weights(folder: str) -> bool:

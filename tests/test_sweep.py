@@ -183,6 +183,22 @@ def test_sweep_cv_scores_every_fold_then_the_validation_split_and_continues(tiny
     assert not any("Reusing" in r.getMessage() for r in caplog.records)
 
 
+def test_a_run_recorded_before_a_flag_existed_is_reused_only_while_the_flag_has_its_default():
+    from dataclasses import replace
+
+    from seqtune.config import TrainingArguments
+    from seqtune.sweep import _same_flags
+
+    args = TrainingArguments(output_dir="x")
+    recorded = json.loads(json.dumps(vars(args), default=str))
+    older = {k: v for k, v in recorded.items() if k != "rdrop_alpha"}  # written before --rdrop_alpha existed
+    assert _same_flags(args, recorded) and _same_flags(args, older)
+    assert not _same_flags(replace(args, rdrop_alpha=1.0), older)
+    assert not _same_flags(replace(args, seed=3), older)
+    assert not _same_flags(args, {**recorded, "a_flag_since_removed": 1})
+    assert not _same_flags(args, None)
+
+
 # ----------------------------------------------------------------------------------------------- seed ensembles
 def test_an_ensemble_averages_its_members_logits_and_loads_like_a_model(tiny_model, pair_files, tmp_path, capsys):
     import csv
