@@ -19,6 +19,9 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+# batches in page-locked memory where a GPU reads them: copies to the device then overlap the step (non_blocking)
+PIN_MEMORY = torch.cuda.is_available()
+
 
 @dataclass(frozen=True)
 class Batching:
@@ -167,7 +170,7 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
         lengths = dataset.with_format(None)["length"] if "length" in dataset.column_names else None
     # a private generator: iterating a DataLoader draws a worker seed from it, which must not shift the global
     # RNG that dropout uses (or a resumed run would differ from an uninterrupted one)
-    common = dict(collate_fn=collator, generator=torch.Generator().manual_seed(seed))
+    common = dict(collate_fn=collator, generator=torch.Generator().manual_seed(seed), pin_memory=PIN_MEMORY)
     if batching.max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler(lengths, batching.max_tokens_per_batch, batching.pad_to_multiple_of,
                                           seed=seed)
@@ -190,7 +193,7 @@ def build_stream_dataloader(stream, collator, batch_size: int, seed: int, rank: 
     # same seed on every rank: one shard order; a 10,000-row buffer (datasets' own default is 1,000)
     stream = stream.shuffle(seed=seed, buffer_size=10_000)
     stream = split_dataset_by_node(stream, rank=rank, world_size=world_size).remove_columns(["length"])
-    return DataLoader(stream, batch_size=batch_size, collate_fn=collator,
+    return DataLoader(stream, batch_size=batch_size, collate_fn=collator, pin_memory=PIN_MEMORY,
                       generator=torch.Generator().manual_seed(seed))  # private: see build_train_dataloader
 
 
@@ -202,7 +205,8 @@ def build_eval_dataloader(dataset, collator, batch_size: int) -> tuple[DataLoade
     else:
         order = np.arange(len(dataset))
     loader = DataLoader(dataset.with_format(columns=model_columns(dataset)), batch_size=batch_size,
-                        sampler=order.tolist(), collate_fn=collator, generator=torch.Generator())
+                        sampler=order.tolist(), collate_fn=collator, generator=torch.Generator(),
+                        pin_memory=PIN_MEMORY)
     return loader, order
 
 

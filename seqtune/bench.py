@@ -24,7 +24,8 @@ from seqtune.config import DataArguments, ModelArguments, comma_items
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.model_family import match_model_to_tokenizer
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
-from seqtune.prepare import prepare_data
+from seqtune.device_defaults import apply_device_defaults
+from seqtune.prepare import batching_from_args, prepare_data
 from seqtune.optim import build_optimizer
 
 logger = logging.getLogger("seqtune")
@@ -157,6 +158,7 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
     peak = peaks["bf16" if args.bf16 else "fp32"]
     return {
         "config": name, "batching": asdict(batching), "bf16": args.bf16, "steps": args.steps,
+        "learning_rate": args.learning_rate,
         "seconds": round(seconds, 3), "samples": totals["samples"],
         "samples_per_second": round(totals["samples"] / seconds, 2),
         "real_tokens_per_second": round(totals["real_tokens"] / seconds, 1),
@@ -182,8 +184,7 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
     strategies = padding_strategies(data_args.max_seq_length, data_args.max_tokens_per_batch or 4096)
     from seqtune.config import TrainingArguments, default_learning_rate
     defaults = TrainingArguments()
-    strategies["default"] = Batching(DataArguments.padding, DataArguments.pad_to_multiple_of,
-                                     DataArguments.group_by_length, DataArguments.max_tokens_per_batch)
+    strategies["default"] = Batching()  # (made below: `seqtune train`'s batches on this device)
     results = []
     for name in comma_items(args.strategies):
         if name not in strategies:
@@ -191,9 +192,12 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
             raise SeqtuneError(f"--strategies: unknown strategy '{name}'; choose from {', '.join(strategies)}.")
         run_args = args
         batch_size = args.per_device_train_batch_size
-        if name == "default":
+        if name == "default":  # what `seqtune train` does on this device with no batch flags
+            default_data = DataArguments(max_seq_length=data_args.max_seq_length)
+            apply_device_defaults(default_data, defaults, device.type)
+            strategies[name] = batching_from_args(default_data)
             run_args = replace(args, bf16=defaults.bf16, torch_compile=defaults.torch_compile,
-                               learning_rate=default_learning_rate(defaults))
+                               learning_rate=default_learning_rate(defaults, default_data.max_tokens_per_batch))
             batch_size = defaults.per_device_train_batch_size
         result = run_config(name, strategies[name], data, tokenizer, model_path, config, run_args,
                             data_args.max_seq_length, batch_size, peaks)
@@ -218,17 +222,23 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
 
 def compare_with_trainer(model_path: str, data, args: BenchArguments, samples: int, results: list[dict]) -> dict:
     """transformers' `Trainer` on about `samples` samples twice: the course's recipe, and the fair peer (the same
-    Trainer given bf16, length grouping, batch 32, lr 1e-4); the speed of every configuration against both."""
+    Trainer given bf16, length grouping and seqtune's default batch and learning rate: 32 rows and 1e-4 on a CPU;
+    on a GPU the mean rows of seqtune's token-budget batches); the speed of every configuration against both."""
     from seqtune.trainer_baseline import FAIR_PEER, run_trainer_recipe
 
+    default = next((r for r in results if r["config"] == "default"), None)
+    fair = dict(FAIR_PEER)  # (seqtune's defaults on a CPU)
+    if default is not None and default["batching"]["max_tokens_per_batch"]:  # a GPU's: the same rows and rate
+        fair.update(per_device_train_batch_size=max(1, round(default["samples"] / default["steps"])),
+                    learning_rate=default["learning_rate"])
     measured = {}
-    for name, levers in (("trainer", None), ("trainer_fair_peer", FAIR_PEER)):
+    for name, levers in (("trainer", None), ("trainer_fair_peer", fair)):
         batch = (levers or {}).get("per_device_train_batch_size", 8)
         with tempfile.TemporaryDirectory() as tmp:
             run = run_trainer_recipe(model_path, data.raw, data.columns.text, data.columns.text_pair,
                                      data.labels.num_labels, tmp, seed=args.seed, max_steps=max(1, samples // batch),
                                      evaluate=False, levers=levers)
-        measured[name] = {"samples": run["train_samples"], "seconds": run["train_runtime"],
+        measured[name] = {"samples": run["train_samples"], "seconds": run["train_runtime"], "batch": batch,
                           "samples_per_second": round(run["train_samples"] / run["train_runtime"], 2)}
         logger.info("%s: %.1f samples/s", name, measured[name]["samples_per_second"])
     return {**measured, **{f"speedup_vs_{name}": {r["config"]: round(r["samples_per_second"] /
@@ -247,10 +257,11 @@ def _print_table(report: dict) -> None:
               f"{r['real_tokens_per_second']:>12.0f}{r['executed_tokens_per_second']:>12.0f}{r['pad_fraction']:>7.1%}"
               f"{r['mfu']:>7.1%}{r['peak_rss_mb']:>8.0f}" + "".join(f"{s:>9.2f}x" if s else "" for s in speedups))
     for name, what in (("trainer", "course recipe: fp32, batch 8, dynamic padding"),
-                       ("trainer_fair_peer", "fair peer: bf16, grouped by length, batch 32, lr 1e-4")):
+                       ("trainer_fair_peer", "fair peer: bf16, grouped by length, seqtune's default batch and lr")):
         if name in report:
             t = report[name]
-            print(f"{name:<18}{t['samples_per_second']:>11.1f} samples/s  ({what}; {t['samples']} samples in "
+            print(f"{name:<18}{t['samples_per_second']:>11.1f} samples/s  ({what}; batch {t.get('batch')}; "
+                  f"{t['samples']} samples in "
                   f"{t['seconds']:.1f} s)")
 
 

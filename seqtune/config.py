@@ -97,11 +97,13 @@ class TrainingArguments:
     num_train_epochs: float | None = _f(None, "Passes over the training data. Default: 3, or 2 when symmetric pairs "
                                         "double the training rows (each pair is then seen 4 times).")
     max_steps: int = _f(-1, "If > 0: total optimizer steps, overriding --num_train_epochs.")
-    per_device_train_batch_size: int = _f(32, "Rows per training batch on each device (unless "
-                                          "--max_tokens_per_batch).")
+    per_device_train_batch_size: int | None = _f(None, "Rows per training batch on each device (unless "
+                                                 "--max_tokens_per_batch). Default: 32; on a GPU, without this flag "
+                                                 "and --max_tokens_per_batch, batches of up to 8,192 tokens.")
     per_device_eval_batch_size: int = _f(128, "Rows per evaluation batch on each device.")
     gradient_accumulation_steps: int = _f(1, "Batches whose gradients are summed before each optimizer step.")
-    learning_rate: float | None = _f(None, "Peak learning rate of AdamW. Default: 1e-4; 5e-4 with --lora_r.")
+    learning_rate: float | None = _f(None, "Peak learning rate of AdamW. Default: 1e-4; 5e-4 with --lora_r; with "
+                                     "--max_tokens_per_batch T (a GPU's default) x sqrt(T / 2048).")
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
     layerwise_lr_decay: float = _f(1.0, "Layer-wise learning-rate decay: each encoder layer learns at this factor "
                                    "of the layer above it (the head at --learning_rate). 1.0 = one rate for all.")
@@ -176,11 +178,14 @@ class TrainingArguments:
                                       "compute.")
 
 
-def default_learning_rate(args: TrainingArguments) -> float:
-    """--learning_rate, or the default for the kind of fine-tuning: adapters of rank r learn from a larger step."""
+def default_learning_rate(args: TrainingArguments, max_tokens_per_batch: int | None = None) -> float:
+    """--learning_rate, or the default for the kind of fine-tuning (adapters of rank r learn from a larger step),
+    scaled for token-budget batches (`device_defaults.token_budget_lr_scale`)."""
     if args.learning_rate is not None:
         return args.learning_rate
-    return 5e-4 if args.lora_r else 1e-4
+    from seqtune.device_defaults import token_budget_lr_scale
+
+    return (5e-4 if args.lora_r else 1e-4) * token_budget_lr_scale(max_tokens_per_batch)
 
 
 @dataclass

@@ -154,10 +154,15 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
         return None
     if not isinstance(flags, dict) or not isinstance(results, dict):
         return None
-    from seqtune.config import default_learning_rate
+    import torch
 
-    metric = args.metric_for_best_model  # as `train` records them
-    args = replace(args, learning_rate=default_learning_rate(args),
+    from seqtune.config import default_learning_rate
+    from seqtune.device_defaults import apply_device_defaults
+
+    data_args, args = replace(data_args), replace(args)  # resolved as `train` resolves and records them
+    apply_device_defaults(data_args, args, "cuda" if torch.cuda.is_available() else "cpu")
+    metric = args.metric_for_best_model
+    args = replace(args, learning_rate=default_learning_rate(args, data_args.max_tokens_per_batch),
                    metric_for_best_model=metric.removeprefix("eval_") if metric else metric)
     model = {k: v for k, v in flags.get("model", {}).items() if k != "resolved"}
     same = [_same_flags(data_args, flags.get("data")), _same_flags(model_args, model),

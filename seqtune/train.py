@@ -19,6 +19,7 @@ from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_we
                                 verify_checkpoint)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments, comma_items, default_learning_rate
 from seqtune.datastats import length_report
+from seqtune.device_defaults import apply_device_defaults, log_gpu_defaults
 from seqtune.ema import EMA_FILE, WeightEMA
 from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.fast_dropout import use_fast_dropout
@@ -48,9 +49,12 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     clock = PhaseClock()  # the phase table: start-up (process start -> here), data, tokenization, model, ...
     # --- every flag checked before anything is loaded or written
     validate_training_args(data_args, args, model_args.reinit_top_layers)
-    args.learning_rate = default_learning_rate(args)
     resume_path = resolve_resume_path(args.resume_from_checkpoint, args.output_dir)
     accelerator = setup_accelerator(args)
+    gpu_defaults = apply_device_defaults(data_args, args, accelerator.device.type)  # batch flags left out
+    args.learning_rate = default_learning_rate(args, data_args.max_tokens_per_batch)
+    if gpu_defaults:
+        log_gpu_defaults(data_args, args.learning_rate)
     with OutputDir(args.output_dir, accelerator.is_main_process).open() as out:  # locked: one run at a time
         out.refuse_foreign()  # a user's own files are never written over
         # --- tokenizer, data (tokenized once, cached; main process first), model with the data's labels
@@ -110,14 +114,16 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
 # ----------------------------------------------------------------------------------------------- setup
 def setup_accelerator(args: TrainingArguments):
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
 
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     # cpu=True on a machine without a GPU: under torchrun/accelerate launch, accelerate then joins the processes
     # with gloo instead of running each one alone
+    # on a GPU, batches are copied from pinned memory without waiting (the loaders pin it: batching.PIN_MEMORY)
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              cpu=not torch.cuda.is_available())
+                              cpu=not torch.cuda.is_available(),
+                              dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()))
     set_seed(args.seed)
     return accelerator
 

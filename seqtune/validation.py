@@ -154,7 +154,8 @@ def _lora_problems(args: TrainingArguments) -> list[str]:
 
 def _training_problems(data_args: DataArguments, args: TrainingArguments) -> list[str]:
     problems = _positive({
-        "--per_device_train_batch_size": args.per_device_train_batch_size,
+        **({"--per_device_train_batch_size": args.per_device_train_batch_size}
+           if args.per_device_train_batch_size is not None else {}),
         "--per_device_eval_batch_size": args.per_device_eval_batch_size,
         "--gradient_accumulation_steps": args.gradient_accumulation_steps, "--logging_steps": args.logging_steps,
         **{f"--{flag}": getattr(args, flag) for flag in ("eval_steps", "save_steps", "save_total_limit",

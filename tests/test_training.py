@@ -119,7 +119,7 @@ def test_bench_compares_with_the_course_recipe_and_the_fair_peer(tiny_model, pai
         expected = report["results"][0]["samples_per_second"] / report[peer]["samples_per_second"]
         assert report[f"speedup_vs_{peer}"]["default"] == pytest.approx(expected, abs=0.01)
     printed = capsys.readouterr().out
-    assert "vs fair" in printed and "fair peer: bf16, grouped by length, batch 32" in printed
+    assert "vs fair" in printed and "fair peer: bf16, grouped by length, seqtune's default batch and lr; batch 32" in printed
 
 
 def test_readme_library_snippet(tiny_model):

@@ -1,0 +1,48 @@
+"""What a training run does when the batch flags are left out, by device.
+
+On a CPU, 32 rows grouped by length per batch: fastest per sample there, and what every quality figure uses. A GPU
+runs batches of 32 MRPC rows (~50 tokens) launch-bound at 2-3 % MFU (BENCHMARKS.md), so there a batch is sized by a
+token budget instead (lengths rounded up to multiples of 8: a few shapes repeat, for tensor cores and compiled
+graphs), and the default learning rate grows with the batch by the square-root rule for Adam. The batches do not
+depend on the device, so the GPU defaults' quality is measured on any machine with the same flags
+(`--max_tokens_per_batch 8192 --pad_to_multiple_of 8`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+logger = logging.getLogger("seqtune")
+
+BATCH_ROWS = 32  # --per_device_train_batch_size when left out (on a GPU only with a token budget given by hand)
+GPU_TOKEN_BUDGET = 8192  # --max_tokens_per_batch on a GPU when no batch flag is given
+GPU_PAD_MULTIPLE = 8
+# the batch the default learning rates were chosen at, in tokens: 32 rows of ~64 tokens
+REFERENCE_BATCH_TOKENS = BATCH_ROWS * 64
+
+
+def apply_device_defaults(data_args, args, device_type: str) -> bool:
+    """Fill in the batch flags left out (in place): on a GPU a token budget, elsewhere 32 rows. Returns whether the
+    GPU's token budget was chosen."""
+    rows_left_out = args.per_device_train_batch_size is None
+    if rows_left_out:
+        args.per_device_train_batch_size = BATCH_ROWS  # (ignored by a token budget, which sizes batches itself)
+    budget = (device_type == "cuda" and rows_left_out and data_args.max_tokens_per_batch is None
+              and not data_args.streaming and data_args.padding == "longest"
+              and data_args.max_seq_length <= GPU_TOKEN_BUDGET)
+    if budget:
+        data_args.max_tokens_per_batch = GPU_TOKEN_BUDGET
+        data_args.pad_to_multiple_of = data_args.pad_to_multiple_of or GPU_PAD_MULTIPLE
+    return budget
+
+
+def token_budget_lr_scale(max_tokens_per_batch: int | None) -> float:
+    """The default learning rate's factor for batches of this many tokens: sqrt(tokens / 2,048), the square-root
+    rule for Adam against the batch the defaults were chosen at; 1 for batches of rows."""
+    return math.sqrt(max_tokens_per_batch / REFERENCE_BATCH_TOKENS) if max_tokens_per_batch else 1.0
+
+
+def log_gpu_defaults(data_args, learning_rate: float) -> None:
+    logger.info("GPU defaults: batches of up to %d tokens (--max_tokens_per_batch), lengths padded to multiples of "
+                "%d, learning rate %.3g (the square-root rule for the larger batch); --per_device_train_batch_size N "
+                "for batches of N rows", data_args.max_tokens_per_batch, data_args.pad_to_multiple_of, learning_rate)

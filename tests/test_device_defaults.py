@@ -1,0 +1,82 @@
+"""The batch flags left out: 32 rows on a CPU; on a GPU a token budget with lengths in multiples of 8 and the
+learning rate scaled by the square-root rule. A flag the user gives always wins."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from seqtune.cli import main
+from seqtune.config import DataArguments, TrainingArguments, default_learning_rate
+from seqtune.device_defaults import GPU_TOKEN_BUDGET, apply_device_defaults
+
+
+def resolved(device: str, data: dict | None = None, training: dict | None = None):
+    data_args, args = DataArguments(**(data or {})), TrainingArguments(**(training or {}))
+    budget = apply_device_defaults(data_args, args, device)
+    return budget, data_args, args
+
+
+def test_a_cpu_gets_rows_and_a_gpu_a_token_budget():
+    budget, data_args, args = resolved("cpu")
+    assert not budget and args.per_device_train_batch_size == 32 and data_args.max_tokens_per_batch is None
+    assert default_learning_rate(args, data_args.max_tokens_per_batch) == 1e-4
+    budget, data_args, args = resolved("cuda")
+    assert budget and data_args.max_tokens_per_batch == GPU_TOKEN_BUDGET == 8192 and data_args.pad_to_multiple_of == 8
+    assert default_learning_rate(args, data_args.max_tokens_per_batch) == pytest.approx(2e-4)  # 1e-4 x sqrt(4)
+    assert default_learning_rate(TrainingArguments(lora_r=8), 8192) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("data, training", [
+    ({}, {"per_device_train_batch_size": 16}),  # rows asked for
+    ({"max_tokens_per_batch": 4096}, {}),  # another budget asked for
+    ({"streaming": True}, {"max_steps": 5}),  # a stream's batches are rows
+    ({"padding": "max_length"}, {}),  # fixed shapes asked for
+    ({"max_seq_length": 16384}, {}),  # rows longer than the budget
+])
+def test_what_the_user_gives_wins_on_a_gpu(data, training):
+    budget, data_args, args = resolved("cuda", data, training)
+    assert not budget
+    assert data_args.max_tokens_per_batch == data.get("max_tokens_per_batch")
+    assert args.per_device_train_batch_size == training.get("per_device_train_batch_size", 32)
+    assert default_learning_rate(TrainingArguments(learning_rate=3e-5), 8192) == 3e-5
+
+
+def test_a_run_on_a_gpu_records_its_budget_and_rate(tiny_model, pair_files, tmp_path, monkeypatch, caplog):
+    import seqtune.train as train_module
+    from seqtune.device_defaults import apply_device_defaults as real
+
+    # the recipe asks for the defaults of the device it runs on: answer as a GPU would (the batches are the same)
+    monkeypatch.setattr(train_module, "apply_device_defaults", lambda d, a, _device: real(d, a, "cuda"))
+    out = str(tmp_path / "gpu")
+    with caplog.at_level("INFO", logger="seqtune"):
+        assert main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"],
+                     "--validation_file", pair_files["validation"], "--output_dir", out, "--num_train_epochs", "1",
+                     "--disable_tqdm"]) == 0
+    flags = json.load(open(os.path.join(out, "seqtune_args.json")))
+    assert flags["data"]["max_tokens_per_batch"] == 8192 and flags["data"]["pad_to_multiple_of"] == 8
+    assert flags["training"]["learning_rate"] == pytest.approx(2e-4)
+    assert any("GPU defaults: batches of up to 8192 tokens" in r.getMessage() for r in caplog.records)
+    steps = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl")) if '"loss"' in line]
+    assert steps[-1]["step"] == 1  # the 96 training rows (both orders of 48 pairs) fit one budget batch
+
+
+def test_a_sweep_reuses_a_run_recorded_with_the_resolved_batch(tmp_path):
+    from seqtune.sweep import _as_json, finished_results
+
+    data_args, args = DataArguments(train_file="t.csv"), TrainingArguments(output_dir=str(tmp_path), seed=3)
+    from seqtune.config import ModelArguments
+
+    model_args = ModelArguments()
+    recorded = TrainingArguments(output_dir=str(tmp_path), seed=3, per_device_train_batch_size=32,
+                                 learning_rate=1e-4)  # what `train` records on a CPU
+    with open(tmp_path / "seqtune_args.json", "w") as f:
+        json.dump({"data": _as_json(vars(data_args)), "model": _as_json(vars(model_args)),
+                   "training": _as_json(vars(recorded))}, f)
+    with open(tmp_path / "all_results.json", "w") as f:
+        json.dump({"eval_f1": 0.5}, f)
+    assert finished_results(data_args, model_args, args) == {"eval_f1": 0.5}
+    args.per_device_train_batch_size = 16
+    assert finished_results(data_args, model_args, args) is None
