@@ -51,10 +51,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     validate_training_args(data_args, args, model_args.reinit_top_layers)
     resume_path = resolve_resume_path(args.resume_from_checkpoint, args.output_dir)
     accelerator = setup_accelerator(args)
-    gpu_defaults = apply_device_defaults(data_args, args, accelerator.device.type)  # batch flags left out
-    args.learning_rate = default_learning_rate(args, data_args.max_tokens_per_batch)
-    if gpu_defaults:
-        log_gpu_defaults(data_args, args.learning_rate)
+    resolve_batch_defaults(data_args, args, accelerator.device.type)  # the batch and learning rate left out
     with OutputDir(args.output_dir, accelerator.is_main_process).open() as out:  # locked: one run at a time
         out.refuse_foreign()  # a user's own files are never written over
         # --- tokenizer, data (tokenized once, cached; main process first), model with the data's labels
@@ -112,6 +109,15 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
 
 
 # ----------------------------------------------------------------------------------------------- setup
+def resolve_batch_defaults(data_args: DataArguments, args: TrainingArguments, device_type: str) -> None:
+    """The batch flags left out, by device (`seqtune.device_defaults`), then the learning rate left out (scaled for
+    a token budget); both recorded in seqtune_args.json as resolved."""
+    gpu_defaults = apply_device_defaults(data_args, args, device_type)
+    args.learning_rate = default_learning_rate(args, data_args.max_tokens_per_batch)
+    if gpu_defaults:
+        log_gpu_defaults(data_args, args.learning_rate)
+
+
 def setup_accelerator(args: TrainingArguments):
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
