@@ -193,6 +193,7 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
         run_args = args
         batch_size = args.per_device_train_batch_size
         if name == "default":  # what `seqtune train` does on this device with no batch flags
+            defaults = TrainingArguments()
             default_data = DataArguments(max_seq_length=data_args.max_seq_length)
             apply_device_defaults(default_data, defaults, device.type)
             strategies[name] = batching_from_args(default_data)

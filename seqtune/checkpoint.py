@@ -188,9 +188,14 @@ def check_resume_settings(path: str, saved: dict | None, current: dict, allow: b
     if not differences:
         return
     if not allow:
+        # since the batch defaults depend on the device, a run started with them may resolve otherwise now
+        batch = any(d.split(":")[0] in ("batching", "learning_rate", "per_device_train_batch_size")
+                    for d in differences)
         raise SeqtuneError(f"--resume_from_checkpoint {path} was written by a run with other settings, so resuming "
                            f"would not continue it exactly ({'; '.join(differences)}): resume with the checkpoint's "
-                           "settings, start a new run in another --output_dir, or pass --allow_inexact_resume to "
+                           "settings" + (" (give its --per_device_train_batch_size or --max_tokens_per_batch and "
+                                         "its --learning_rate: left out, they follow the device)" if batch else "") +
+                           ", start a new run in another --output_dir, or pass --allow_inexact_resume to "
                            "continue anyway.")
     logger.warning("Resuming from %s with other settings (--allow_inexact_resume): the run is NOT an exact "
                    "continuation. %s", path, "; ".join(differences))

@@ -111,9 +111,10 @@ class TrainingArguments:
                                  "optimizer step (e.g. 0.99): evaluation scores the average and the saved model is "
                                  "the average. Off by default; its measured effect is in BENCHMARKS.md.")
     rdrop_alpha: float = _f(0.0, "R-Drop: each training row passes the model twice (two dropout masks, one forward "
-                            "pass of the batch stacked on itself) and the loss adds this weight x the symmetric KL "
-                            "divergence of the two predictions (squared difference for scores). About 2x the "
-                            "compute per step; 0 = off. Its measured effect is in BENCHMARKS.md.")
+                            "pass of the batch stacked on itself) and the loss adds this weight x R-Drop's "
+                            "consistency term, (KL(p||q) + KL(q||p)) / 2 per row (per label for multi-label, averaged; "
+                            "the squared difference for scores). About 2x the compute and activation memory per "
+                            "step; 0 = off. Its measured effect is in BENCHMARKS.md.")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.999, "AdamW beta2.")
     adam_epsilon: float = _f(1e-8, "AdamW epsilon.")

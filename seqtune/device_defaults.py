@@ -28,8 +28,8 @@ def apply_device_defaults(data_args, args, device_type: str) -> bool:
     if rows_left_out:
         args.per_device_train_batch_size = BATCH_ROWS  # (ignored by a token budget, which sizes batches itself)
     budget = (device_type == "cuda" and rows_left_out and data_args.max_tokens_per_batch is None
-              and not data_args.streaming and data_args.padding == "longest"
-              and data_args.max_seq_length <= GPU_TOKEN_BUDGET)
+              and not data_args.streaming and data_args.padding == "longest" and data_args.group_by_length
+              and data_args.max_seq_length <= GPU_TOKEN_BUDGET)  # (a budget groups by length: not if refused)
     if budget:
         data_args.max_tokens_per_batch = GPU_TOKEN_BUDGET
         data_args.pad_to_multiple_of = data_args.pad_to_multiple_of or GPU_PAD_MULTIPLE

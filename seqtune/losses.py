@@ -92,16 +92,19 @@ def use_rdrop(model, alpha: float, kind: str) -> list:
     """Make `model(**batch).loss`, while training, the loss over the batch seen twice plus `alpha` x the two
     predictions' disagreement (`consistency`). Returns the hooks' handles."""
 
+    doubled = []  # whether the pass running now was doubled: the second hook acts only then
+
     def twice(module, args, kwargs):
-        if not module.training:
+        doubled[:] = [module.training and not args and isinstance(kwargs.get("input_ids"), torch.Tensor)]
+        if not doubled[0]:  # (evaluation; or inputs seqtune's batches never have: left as they are)
             return None
-        rows = kwargs["input_ids"].shape[0] if kwargs.get("input_ids") is not None else None
-        doubled = {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows else v
-                   for k, v in kwargs.items()}
-        return args, doubled
+        # every tensor of a batch is per row (the collator's input_ids, attention_mask, token_type_ids, labels)
+        rows = kwargs["input_ids"].shape[0]
+        return args, {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows
+                      else v for k, v in kwargs.items()}
 
     def regularise(module, args, kwargs, output):
-        if not module.training or getattr(output, "logits", None) is None or output.loss is None:
+        if not doubled or not doubled[0] or getattr(output, "logits", None) is None or output.loss is None:
             return output
         first, second = output.logits.chunk(2)
         output.loss = output.loss + alpha * consistency(first, second, kind)

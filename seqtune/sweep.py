@@ -172,7 +172,9 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
 
 def _same_flags(current, recorded) -> bool:
     """The recorded flags are these; a flag the record lacks (added to seqtune after that run) counts as equal
-    when it has its default now: the run ran as the default does."""
+    when it has its default now: the run ran as the default does. (This holds while a new flag's default keeps
+    the behaviour before it, as every flag's has so far; a new flag whose default changes training must not rely
+    on it.)"""
     if not isinstance(recorded, dict):
         return False
     values = _as_json(vars(current))

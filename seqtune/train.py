@@ -192,6 +192,7 @@ def log_memory(model, data: PreparedData, data_args: DataArguments, args: Traini
                                                                    data_args.max_seq_length)
     rows = max(1, data_args.max_tokens_per_batch // longest) if data_args.max_tokens_per_batch else \
         args.per_device_train_batch_size
+    rows *= 2 if args.rdrop_alpha else 1  # R-Drop passes the batch stacked on itself
     estimate = estimate_training_memory(model, rows, longest, args.bf16, args.gradient_checkpointing)
     logger.info("Model: %s", estimate.describe(rows, longest))
 
@@ -201,6 +202,9 @@ def setup_loss(model, data: PreparedData, value: str | None, rdrop_alpha: float 
     the model, the weights' first: R-Drop adds to the loss they compute; nothing else changes)."""
     setup_class_weights(model, data, value)
     if rdrop_alpha:
+        if not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+            logger.warning("--rdrop_alpha: %s has no active dropout, so both passes agree and R-Drop only doubles "
+                           "the cost", type(model).__name__)
         kind = "regression" if data.labels.is_regression else "multi" if data.labels.multi_label else "single"
         use_rdrop(model, rdrop_alpha, kind)
         logger.info("R-Drop: every training row passes twice, consistency weight %g", rdrop_alpha)

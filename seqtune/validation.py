@@ -178,7 +178,7 @@ def _training_problems(data_args: DataArguments, args: TrainingArguments) -> lis
                         ("--adam_beta2", args.adam_beta2)):
         if not 0 <= value < 1:
             problems.append(f"{flag} must be in [0, 1), got {value}.")
-    if not args.rdrop_alpha >= 0:
+    if not (math.isfinite(args.rdrop_alpha) and args.rdrop_alpha >= 0):
         problems.append(f"--rdrop_alpha must be 0 or more, e.g. 1.0, got {args.rdrop_alpha}.")
     if args.ema_decay is not None and not 0 < args.ema_decay < 1:
         problems.append(f"--ema_decay must be in (0, 1), e.g. 0.99, got {args.ema_decay}.")

@@ -34,6 +34,7 @@ def test_a_cpu_gets_rows_and_a_gpu_a_token_budget():
     ({"max_tokens_per_batch": 4096}, {}),  # another budget asked for
     ({"streaming": True}, {"max_steps": 5}),  # a stream's batches are rows
     ({"padding": "max_length"}, {}),  # fixed shapes asked for
+    ({"group_by_length": False}, {}),  # random batches asked for (a budget groups by length)
     ({"max_seq_length": 16384}, {}),  # rows longer than the budget
 ])
 def test_what_the_user_gives_wins_on_a_gpu(data, training):
@@ -63,8 +64,12 @@ def test_a_run_on_a_gpu_records_its_budget_and_rate(tiny_model, pair_files, tmp_
     assert steps[-1]["step"] == 1  # the 96 training rows (both orders of 48 pairs) fit one budget batch
 
 
-def test_a_sweep_reuses_a_run_recorded_with_the_resolved_batch(tmp_path):
+def test_a_sweep_reuses_a_run_recorded_with_the_resolved_batch(tmp_path, monkeypatch):
+    import torch
+
     from seqtune.sweep import _as_json, finished_results
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the record is a CPU run's: resolve as a CPU
 
     data_args, args = DataArguments(train_file="t.csv"), TrainingArguments(output_dir=str(tmp_path), seed=3)
     from seqtune.config import ModelArguments

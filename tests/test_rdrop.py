@@ -88,7 +88,17 @@ def test_a_run_with_rdrop_trains_saves_and_records_it(tiny_model, pair_files, tm
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["f1"] == saved["eval_f1"]
 
 
-def test_a_negative_weight_is_refused(tiny_model, pair_files, tmp_path, capsys):
+@pytest.mark.parametrize("value", ["-1", "inf", "nan"])
+def test_a_negative_or_infinite_weight_is_refused(tiny_model, pair_files, tmp_path, capsys, value):
     code = main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"], "--output_dir",
-                 str(tmp_path / "x"), "--rdrop_alpha", "-1"])
+                 str(tmp_path / "x"), "--rdrop_alpha", value])
     assert code == 2 and "--rdrop_alpha must be 0 or more" in capsys.readouterr().err
+
+
+def test_inputs_it_does_not_double_are_left_alone(tiny_model):
+    model, batch = _model_and_batch(tiny_model)
+    model.train()
+    use_rdrop(model, 1.0, "single")
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert out.logits.shape[0] == 4 and torch.isfinite(out.loss)  # one pass: no halves to compare
