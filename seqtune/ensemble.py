@@ -62,6 +62,7 @@ def write_ensemble(run_dirs: list[str], folder: str) -> str:
     names = []
     for number, run in enumerate(run_dirs):
         name = f"member-{os.path.basename(run.rstrip(os.sep)).removeprefix('seed-') or number}"
+        name = name if name not in names else f"{name}-{number}"  # runs in folders of one name (a/model, b/model)
         os.makedirs(os.path.join(staging, name))
         for file in MEMBER_FILES:
             if os.path.isfile(os.path.join(run, file)):

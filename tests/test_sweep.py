@@ -243,3 +243,17 @@ def test_an_ensemble_averages_its_members_logits_and_loads_like_a_model(tiny_mod
     assert code == 2 and "export one member's folder" in capsys.readouterr().err
     code = sweep(tiny_model, pair_files, str(tmp_path / "x"), "--seeds", "1", "--ensemble", "--n_trials", "2")
     assert code == 2 and "--ensemble" in capsys.readouterr().err
+
+
+def test_an_ensemble_of_runs_in_folders_of_one_name_keeps_every_member(tiny_model, tmp_path):
+    import shutil
+
+    from seqtune.ensemble import ENSEMBLE_FILE, write_ensemble
+
+    runs = [str(tmp_path / part / "model") for part in ("a", "b")]
+    for run in runs:
+        shutil.copytree(tiny_model, run)
+    folder = write_ensemble(runs, str(tmp_path / "ensemble"))
+    members = json.load(open(os.path.join(folder, ENSEMBLE_FILE)))["members"]
+    assert len(set(members)) == 2
+    assert all(os.path.isfile(os.path.join(folder, m, "config.json")) for m in members)
