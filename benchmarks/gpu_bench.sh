@@ -20,8 +20,8 @@ BertModel(BertConfig(vocab_size=len(tokenizer))).save_pretrained("/tmp/bert-base
 tokenizer.save_pretrained("/tmp/bert-base-random")
 PY
 # each model against transformers' Trainer twice: the course's recipe, and the fair peer (the same Trainer given
-# bf16, length grouping and seqtune's default batch and lr: on a GPU the mean rows of its 8,192-token batches and
-# lr 2e-4); the "default" row is `seqtune train`'s GPU defaults; samples/s and MFU of the measured bf16 peak (#17)
+# bf16, length grouping and seqtune's default batch and lr: on a GPU the mean rows of its 4,096-token batches and
+# lr 1.4e-4); the "default" row is `seqtune train`'s GPU defaults; samples/s and MFU of the measured bf16 peak (#17)
 python3 -m seqtune bench --model_name_or_path /tmp/bert-base-random --dataset_name .gpu/glue \
   --dataset_config_name mrpc --cache_dir /tmp/seqtune-cache --steps 60 --warmup_steps 8 --compare trainer \
   --output_file "$OUT/gpu_bench.json" --chart "$OUT/gpu_bench.png" "$@" 2>&1 | grep -v "it/s]" | tee "$OUT/gpu_bench.log"

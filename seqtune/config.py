@@ -99,7 +99,7 @@ class TrainingArguments:
     max_steps: int = _f(-1, "If > 0: total optimizer steps, overriding --num_train_epochs.")
     per_device_train_batch_size: int | None = _f(None, "Rows per training batch on each device (unless "
                                                  "--max_tokens_per_batch). Default: 32; on a GPU, without this flag "
-                                                 "and --max_tokens_per_batch, batches of up to 8,192 tokens.")
+                                                 "and --max_tokens_per_batch, batches of up to 4,096 tokens.")
     per_device_eval_batch_size: int = _f(128, "Rows per evaluation batch on each device.")
     gradient_accumulation_steps: int = _f(1, "Batches whose gradients are summed before each optimizer step.")
     learning_rate: float | None = _f(None, "Peak learning rate of AdamW. Default: 1e-4; 5e-4 with --lora_r; with "

@@ -24,8 +24,8 @@ def test_a_cpu_gets_rows_and_a_gpu_a_token_budget():
     assert not budget and args.per_device_train_batch_size == 32 and data_args.max_tokens_per_batch is None
     assert default_learning_rate(args, data_args.max_tokens_per_batch) == 1e-4
     budget, data_args, args = resolved("cuda")
-    assert budget and data_args.max_tokens_per_batch == GPU_TOKEN_BUDGET == 8192 and data_args.pad_to_multiple_of == 8
-    assert default_learning_rate(args, data_args.max_tokens_per_batch) == pytest.approx(2e-4)  # 1e-4 x sqrt(4)
+    assert budget and data_args.max_tokens_per_batch == GPU_TOKEN_BUDGET == 4096 and data_args.pad_to_multiple_of == 8
+    assert default_learning_rate(args, data_args.max_tokens_per_batch) == pytest.approx(1e-4 * 2 ** 0.5)  # 1e-4 x sqrt(4096 / 2048)
     assert default_learning_rate(TrainingArguments(lora_r=8), 8192) == pytest.approx(1e-3)
 
 
@@ -57,9 +57,9 @@ def test_a_run_on_a_gpu_records_its_budget_and_rate(tiny_model, pair_files, tmp_
                      "--validation_file", pair_files["validation"], "--output_dir", out, "--num_train_epochs", "1",
                      "--disable_tqdm"]) == 0
     flags = json.load(open(os.path.join(out, "seqtune_args.json")))
-    assert flags["data"]["max_tokens_per_batch"] == 8192 and flags["data"]["pad_to_multiple_of"] == 8
-    assert flags["training"]["learning_rate"] == pytest.approx(2e-4)
-    assert any("GPU defaults: batches of up to 8192 tokens" in r.getMessage() for r in caplog.records)
+    assert flags["data"]["max_tokens_per_batch"] == 4096 and flags["data"]["pad_to_multiple_of"] == 8
+    assert flags["training"]["learning_rate"] == pytest.approx(1e-4 * 2 ** 0.5)
+    assert any("GPU defaults: batches of up to 4096 tokens" in r.getMessage() for r in caplog.records)
     steps = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl")) if '"loss"' in line]
     assert steps[-1]["step"] == 1  # the 96 training rows (both orders of 48 pairs) fit one budget batch
 
