@@ -183,7 +183,6 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
     # the token_budget strategy uses --max_tokens_per_batch when given; the other strategies ignore it
     strategies = padding_strategies(data_args.max_seq_length, data_args.max_tokens_per_batch or 4096)
     from seqtune.config import TrainingArguments, default_learning_rate
-    defaults = TrainingArguments()
     strategies["default"] = Batching()  # (made below: `seqtune train`'s batches on this device)
     results = []
     for name in comma_items(args.strategies):
