@@ -1,33 +1,50 @@
 #!/usr/bin/env bash
-# seqtune bench on a borrowed GPU (device tool): a bert-base-sized BERT with random weights on MRPC, every padding
-# strategy and the course's Trainer recipe side by side. Needs .whl (datasets and its missing deps) and .gpu
-# (MRPC parquet + the uncased WordPiece tokenizer) carried; writes $OUT/gpu_bench.{json,png,log}.
+# seqtune bench on a borrowed GPU (device tool), issue #17: a bert-base-sized BERT and the MiniLM (random weights:
+# the speed is the weights' shapes, not their values) on MRPC, `seqtune train`'s GPU defaults against transformers'
+# Trainer twice (the course's recipe, and the fair peer: the same Trainer given bf16, length grouping and seqtune's
+# rows and learning rate), then the defaults under torch.compile. Needs .whl (datasets and its missing deps) and
+# .gpu (MRPC parquet in .gpu/glue/mrpc, the uncased WordPiece tokenizer in .gpu, the MiniLM's config and tokenizer
+# in .gpu/minilm) carried. Writes $OUT/gpu_bench*.{json,log} and a chart.
+# Knobs (environment): STEPS, WARMUP, TRAINER_SAMPLES, BIG_BUDGET (the token_budget row's tokens), WHEELS=0 (skip
+# the wheel install: a dry run on a machine that has datasets).
 set -euo pipefail
-wheels=".whl/datasets-*.whl .whl/dill-*.whl .whl/multiprocess-*.whl"
-if python3 -c "import pyarrow, sys; sys.exit(int(pyarrow.__version__.split('.')[0]) >= 24)"; then
-  wheels="$wheels .whl/pyarrow-*.whl"
+STEPS=${STEPS:-200} WARMUP=${WARMUP:-30} TRAINER_SAMPLES=${TRAINER_SAMPLES:-6000} BIG_BUDGET=${BIG_BUDGET:-16384}
+OUT=${OUT:?set OUT to a folder for the results}
+if [ "${WHEELS:-1}" != 0 ]; then
+  wheels=".whl/datasets-*.whl .whl/dill-*.whl .whl/multiprocess-*.whl"
+  if python3 -c "import pyarrow, sys; sys.exit(int(pyarrow.__version__.split('.')[0]) >= 24)"; then
+    wheels="$wheels .whl/pyarrow-*.whl"
+  fi
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $wheels
+  export PYTHONPATH=/tmp/site
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $wheels
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 python3 -c "import torch, transformers, datasets, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__, 'accelerate', accelerate.__version__)"
 python3 - <<'PY'
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel
 import torch
 torch.manual_seed(0)
 tokenizer = AutoTokenizer.from_pretrained(".gpu")
-BertModel(BertConfig(vocab_size=len(tokenizer))).save_pretrained("/tmp/bert-base-random")  # 12 x 768, 110M
-tokenizer.save_pretrained("/tmp/bert-base-random")
+for folder, config in (("/tmp/bert-base-random", BertConfig(vocab_size=len(tokenizer))),  # 12 x 768, 110M
+                       ("/tmp/minilm-random", AutoConfig.from_pretrained(".gpu/minilm"))):  # 6 x 384, 22.7M
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 PY
-# each model against transformers' Trainer twice: the course's recipe, and the fair peer (the same Trainer given
-# bf16, length grouping and seqtune's default batch and lr: on a GPU the mean rows of its 4,096-token batches and
-# lr 1.4e-4); the "default" row is `seqtune train`'s GPU defaults; samples/s and MFU of the measured bf16 peak (#17)
-python3 -m seqtune bench --model_name_or_path /tmp/bert-base-random --dataset_name .gpu/glue \
-  --dataset_config_name mrpc --cache_dir /tmp/seqtune-cache --steps 60 --warmup_steps 8 --compare trainer \
-  --output_file "$OUT/gpu_bench.json" --chart "$OUT/gpu_bench.png" "$@" 2>&1 | grep -v "it/s]" | tee "$OUT/gpu_bench.log"
-if [ -d .gpu/minilm ]; then  # the embedded MiniLM, carried as a folder (the GPU image lacks the wheel)
-  python3 -m seqtune bench --model_name_or_path .gpu/minilm --dataset_name .gpu/glue --dataset_config_name mrpc \
-    --cache_dir /tmp/seqtune-cache --steps 60 --warmup_steps 8 --strategies grouped,token_budget,default \
-    --compare trainer --output_file "$OUT/gpu_bench_minilm.json" "$@" 2>&1 | grep -v "it/s]" \
-    | tee "$OUT/gpu_bench_minilm.log"
-fi
+bench() {  # bench NAME MODEL [flags]: one `seqtune bench` run, its table in $OUT/NAME.log, its figures in NAME.json
+  local name=$1 model=$2; shift 2
+  python3 -m seqtune bench --model_name_or_path "$model" --dataset_name .gpu/glue --dataset_config_name mrpc \
+    --cache_dir /tmp/seqtune-cache --steps "$STEPS" --warmup_steps "$WARMUP" --output_file "$OUT/$name.json" "$@" \
+    2>&1 | grep -v "it/s]" | tee "$OUT/$name.log"
+}
+# 1. bert-base size: the GPU defaults (4,096-token batches, bf16; measured first and again last: the first run on a
+#    GPU also pays for its kernels' first launches), 32-row batches, a larger token budget (how MFU
+#    grows with the batch), against both Trainer configurations
+bench gpu_bench /tmp/bert-base-random --strategies default,grouped,token_budget,default --max_tokens_per_batch "$BIG_BUDGET" \
+  --compare trainer --trainer_samples "$TRAINER_SAMPLES" --chart "$OUT/gpu_bench.png"
+# 2. the MiniLM (seqtune's embedded default): the same comparison
+bench gpu_bench_minilm /tmp/minilm-random --strategies default,grouped,default --compare trainer \
+  --trainer_samples "$TRAINER_SAMPLES"
+# 3. the bert-base defaults compiled (lengths in multiples of 8 bound the shapes); bounded, since compiling can be slow
+timeout "${COMPILE_TIMEOUT:-180}" bash -c "$(declare -f bench); STEPS=$STEPS WARMUP=$WARMUP OUT=$OUT \
+  bench gpu_bench_compiled /tmp/bert-base-random --strategies default --torch_compile" || echo "compiled run: exit $?"

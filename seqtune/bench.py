@@ -50,6 +50,8 @@ class BenchArguments:
     adamw: str = field(default="fused", metadata={"help": "AdamW implementation: fused (one kernel), foreach or "
                                                           "for_loop (one kernel per parameter)."})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
+    dataloader_num_workers: int | None = field(default=None, metadata={
+        "help": "Processes collating batches (as `seqtune train`: default 2 on a GPU, 0 on a CPU)."})
     compare: str | None = field(default=None, metadata={
         "help": "trainer: also run the course's Trainer recipe (batch 8, float32, dynamic padding) on as many "
                 "samples as the default configuration used, and print the speed ratio."})
@@ -119,7 +121,8 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
     model = fresh_model(model_path, config, tokenizer, args, device)
     optimizer = build_optimizer(model, args.learning_rate, 0.01, implementation=args.adamw)
     collator = build_collator(tokenizer, batching.padding, max_seq_length, batching.pad_to_multiple_of)
-    loader = build_train_dataloader(data.tokenized["train"], collator, batching, batch_size, args.seed)
+    loader = build_train_dataloader(data.tokenized["train"], collator, batching, batch_size, args.seed,
+                                    args.dataloader_num_workers)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     n_params = non_embedding_parameters(model)
     batches = iter(loader)
@@ -184,6 +187,10 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
     strategies = padding_strategies(data_args.max_seq_length, data_args.max_tokens_per_batch or 4096)
     from seqtune.config import TrainingArguments, default_learning_rate
     strategies["default"] = Batching()  # (made below: `seqtune train`'s batches on this device)
+    device_default = TrainingArguments()
+    apply_device_defaults(DataArguments(), device_default, device.type)
+    if args.dataloader_num_workers is None:  # every configuration collates as `seqtune train` would here
+        args = replace(args, dataloader_num_workers=device_default.dataloader_num_workers)
     results = []
     for name in comma_items(args.strategies):
         if name not in strategies:
@@ -227,7 +234,7 @@ def compare_with_trainer(model_path: str, data, args: BenchArguments, samples: i
     from seqtune.trainer_baseline import FAIR_PEER, run_trainer_recipe
 
     default = next((r for r in results if r["config"] == "default"), None)
-    fair = dict(FAIR_PEER)  # (seqtune's defaults on a CPU)
+    fair = dict(FAIR_PEER, dataloader_num_workers=args.dataloader_num_workers)  # (seqtune's defaults on a CPU)
     if default is not None and default["batching"]["max_tokens_per_batch"]:  # a GPU's: the same rows and rate
         fair.update(per_device_train_batch_size=max(1, round(default["samples"] / default["steps"])),
                     learning_rate=default["learning_rate"])

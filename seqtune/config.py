@@ -148,6 +148,10 @@ class TrainingArguments:
                             "torch's fused kernels.")
     torch_compile: bool = _f(False, "Compile the model with torch.compile (pad to multiples to bound recompiles).")
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's own choice, one per core).")
+    dataloader_num_workers: int | None = _f(None, "Processes that collate training batches beside the loop "
+                                            "(transformers' flag; the batches stay the same). Default: 2 on a GPU, "
+                                            "where the loop waits on the CPU, 0 on a CPU, where workers would take "
+                                            "cores from training. Not with --streaming.")
     debug: bool = _f(False, "Show full tracebacks for errors.")
     metric_for_best_model: str | None = _f(None, "The validation metric that picks the saved model (and drives "
                                            "--early_stopping_patience): any metric seqtune computes (accuracy, f1, "

@@ -18,13 +18,16 @@ logger = logging.getLogger("seqtune")
 BATCH_ROWS = 32  # --per_device_train_batch_size when left out (on a GPU only with a token budget given by hand)
 GPU_TOKEN_BUDGET = 4096  # --max_tokens_per_batch on a GPU when no batch flag is given (the largest that kept quality)
 GPU_PAD_MULTIPLE = 8
+# --dataloader_num_workers on a GPU: collating a 4,096-token batch took 8 of a bert-base step's 45 ms on an H100, on
+# the loop's own thread (BENCHMARKS.md section 15); two workers collate the next batches meanwhile
+GPU_LOADER_WORKERS = 2
 # the batch the default learning rates were chosen at, in tokens: 32 rows of ~64 tokens
 REFERENCE_BATCH_TOKENS = BATCH_ROWS * 64
 
 
 def apply_device_defaults(data_args, args, device_type: str) -> bool:
-    """Fill in the batch flags left out (in place): on a GPU a token budget, elsewhere 32 rows. Returns whether the
-    GPU's token budget was chosen."""
+    """Fill in the batch flags left out (in place): on a GPU a token budget and two loader workers, elsewhere 32
+    rows collated by the loop itself. Returns whether the GPU's token budget was chosen."""
     rows_left_out = args.per_device_train_batch_size is None
     if rows_left_out:
         args.per_device_train_batch_size = BATCH_ROWS  # (ignored by a token budget, which sizes batches itself)
@@ -34,6 +37,9 @@ def apply_device_defaults(data_args, args, device_type: str) -> bool:
     if budget:
         data_args.max_tokens_per_batch = GPU_TOKEN_BUDGET
         data_args.pad_to_multiple_of = data_args.pad_to_multiple_of or GPU_PAD_MULTIPLE
+    if args.dataloader_num_workers is None:  # (a stream is read by the loop itself)
+        gpu = device_type == "cuda" and not data_args.streaming
+        args.dataloader_num_workers = GPU_LOADER_WORKERS if gpu else 0
     return budget
 
 

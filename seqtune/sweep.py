@@ -170,6 +170,10 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
     return results if all(same) else None
 
 
+# flags that change how a run is computed, not its results (tested bitwise): a run recorded with another value counts
+SAME_RESULTS_FLAGS = {"dataloader_num_workers"}
+
+
 def _same_flags(current, recorded) -> bool:
     """The recorded flags are these; a flag the record lacks (added to seqtune after that run) counts as equal
     when it has its default now: the run ran as the default does. (This holds while a new flag's default keeps
@@ -177,7 +181,8 @@ def _same_flags(current, recorded) -> bool:
     on it.)"""
     if not isinstance(recorded, dict):
         return False
-    values = _as_json(vars(current))
+    values = {k: v for k, v in _as_json(vars(current)).items() if k not in SAME_RESULTS_FLAGS}
+    recorded = {k: v for k, v in recorded.items() if k not in SAME_RESULTS_FLAGS}
     defaults = _as_json({f.name: f.default for f in dataclasses.fields(current) if f.default is not dataclasses.MISSING})
     missing = {k for k in values if k not in recorded and k in defaults and values[k] == defaults[k]}
     return {k: v for k, v in values.items() if k not in missing} == recorded

@@ -248,7 +248,8 @@ def setup_batches(accelerator, data: PreparedData, data_args: DataArguments, arg
             data.train, data.collator, args.per_device_train_batch_size, args.seed, accelerator.process_index,
             accelerator.num_processes))
         return loader, None, None
-    loader = build_train_dataloader(data.train, data.collator, batching, args.per_device_train_batch_size, args.seed)
+    loader = build_train_dataloader(data.train, data.collator, batching, args.per_device_train_batch_size, args.seed,
+                                    args.dataloader_num_workers)
     sampler = loader.batch_sampler if batching.max_tokens_per_batch else loader.sampler
     batches_per_process = math.ceil(len(loader) / accelerator.num_processes)  # what accelerate's sharding yields
     return loader, sampler, math.ceil(batches_per_process / args.gradient_accumulation_steps)

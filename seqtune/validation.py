@@ -197,6 +197,11 @@ def _training_problems(data_args: DataArguments, args: TrainingArguments) -> lis
         problems.append("--label_columns (multi-label) needs the whole dataset; leave out --streaming.")
     if data_args.streaming and args.max_steps <= 0:
         problems.append("--streaming needs --max_steps N: a stream's length is not known before it is read.")
+    if args.dataloader_num_workers is not None and args.dataloader_num_workers < 0:
+        problems.append(f"--dataloader_num_workers must be 0 or more, got {args.dataloader_num_workers}.")
+    if data_args.streaming and args.dataloader_num_workers:
+        problems.append("--dataloader_num_workers: a stream is read in order by the training loop itself; leave it "
+                        "out with --streaming.")
     if data_args.streaming and data_args.max_tokens_per_batch:
         problems.append("--max_tokens_per_batch needs the whole dataset's lengths; with --streaming use "
                         "--per_device_train_batch_size.")

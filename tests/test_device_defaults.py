@@ -22,9 +22,14 @@ def resolved(device: str, data: dict | None = None, training: dict | None = None
 def test_a_cpu_gets_rows_and_a_gpu_a_token_budget():
     budget, data_args, args = resolved("cpu")
     assert not budget and args.per_device_train_batch_size == 32 and data_args.max_tokens_per_batch is None
+    assert args.dataloader_num_workers == 0  # workers would take the cores training uses
     assert default_learning_rate(args, data_args.max_tokens_per_batch) == 1e-4
     budget, data_args, args = resolved("cuda")
     assert budget and data_args.max_tokens_per_batch == GPU_TOKEN_BUDGET == 4096 and data_args.pad_to_multiple_of == 8
+    assert args.dataloader_num_workers == 2  # the loop waits on the CPU there: collate beside it
+    assert resolved("cuda", {"streaming": True}, {"max_steps": 5})[2].dataloader_num_workers == 0  # read in order
+    assert resolved("cuda", training={"dataloader_num_workers": 0})[2].dataloader_num_workers == 0  # given wins
+    assert resolved("cpu", training={"dataloader_num_workers": 3})[2].dataloader_num_workers == 3
     assert default_learning_rate(args, data_args.max_tokens_per_batch) == pytest.approx(1e-4 * 2 ** 0.5)  # 1e-4 x sqrt(4096 / 2048)
     assert default_learning_rate(TrainingArguments(lora_r=8), 8192) == pytest.approx(1e-3)
 
@@ -59,6 +64,7 @@ def test_a_run_on_a_gpu_records_its_budget_and_rate(tiny_model, pair_files, tmp_
     flags = json.load(open(os.path.join(out, "seqtune_args.json")))
     assert flags["data"]["max_tokens_per_batch"] == 4096 and flags["data"]["pad_to_multiple_of"] == 8
     assert flags["training"]["learning_rate"] == pytest.approx(1e-4 * 2 ** 0.5)
+    assert flags["training"]["dataloader_num_workers"] == 2  # (the run's batches collated by two processes)
     assert any("GPU defaults: batches of up to 4096 tokens" in r.getMessage() for r in caplog.records)
     steps = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl")) if '"loss"' in line]
     assert steps[-1]["step"] == 1  # the 96 training rows (both orders of 48 pairs) fit one budget batch

@@ -37,7 +37,9 @@ def test_non_empty_output_dir_is_refused(tiny_model, pair_files, tmp_path, capsy
 def test_every_flag_problem_reported_at_once(tiny_model, pair_files, tmp_path, capsys):
     out = str(tmp_path / "out")
     err = run_error(capsys, train_args(tiny_model, pair_files, out, "--per_device_train_batch_size", "0",
-                                       "--learning_rate", "-1", "--task_name", "mrpx"), out)
+                                       "--learning_rate", "-1", "--task_name", "mrpx", "--dataloader_num_workers",
+                                       "-1"), out)
+    assert "--dataloader_num_workers must be 0 or more, got -1" in err
     assert "--per_device_train_batch_size must be a positive number, got 0" in err
     assert "--learning_rate must be a positive finite number, got -1.0" in err
     assert "--task_name 'mrpx' is not a known task; choose one of: cola, sst2, mrpc" in err

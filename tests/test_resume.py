@@ -149,6 +149,16 @@ def test_killed_and_resumed_equals_uninterrupted(reference, tiny_model, pair_fil
     assert [r["step"] for r in log if "eval_f1" in r] == [STEPS_PER_EPOCH, TOTAL]
 
 
+def test_batches_collated_by_workers_are_the_same_batches(reference, tiny_model, pair_files, tmp_path):
+    """--dataloader_num_workers (a GPU's default) changes who collates, not what: killed mid-epoch and resumed with
+    two workers, the run ends bitwise equal to the uninterrupted run collated by the loop itself."""
+    out = str(tmp_path / "run")
+    workers = ("--dataloader_num_workers", "2")
+    run_child(tmp_path, "after_checkpoint", 50, defaults_cmd(tiny_model, pair_files, out, *workers))
+    assert main(defaults_cmd(tiny_model, pair_files, out, *workers, "--resume_from_checkpoint")) == 0
+    assert_same_weights(reference, out)
+
+
 @pytest.mark.parametrize("where,at", [("sigterm", 33), ("sigterm_in_eval", 60)])
 def test_sigterm_checkpoints_and_says_how_to_resume(reference, tiny_model, pair_files, tmp_path, where, at):
     """After a step, or during the epoch end's evaluation (then the epoch's own checkpoint is the last one)."""
