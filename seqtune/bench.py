@@ -234,7 +234,9 @@ def compare_with_trainer(model_path: str, data, args: BenchArguments, samples: i
     from seqtune.trainer_baseline import FAIR_PEER, run_trainer_recipe
 
     default = next((r for r in results if r["config"] == "default"), None)
-    fair = dict(FAIR_PEER, dataloader_num_workers=args.dataloader_num_workers)  # (seqtune's defaults on a CPU)
+    # (seqtune's defaults on a CPU; Trainer's own single-process loader: given 2 workers on an H100 it ran at a
+    # third of its speed over 3,000 samples, BENCHMARKS.md section 15)
+    fair = dict(FAIR_PEER)
     if default is not None and default["batching"]["max_tokens_per_batch"]:  # a GPU's: the same rows and rate
         fair.update(per_device_train_batch_size=max(1, round(default["samples"] / default["steps"])),
                     learning_rate=default["learning_rate"])
