@@ -10,6 +10,7 @@ Strategies by name (`PADDING_STRATEGIES`), each a `Batching`:
 from __future__ import annotations
 
 import math
+import signal
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -173,7 +174,7 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
     # a private generator: iterating a DataLoader draws a worker seed from it, which must not shift the global
     # RNG that dropout uses (or a resumed run would differ from an uninterrupted one)
     common = dict(collate_fn=collator, generator=torch.Generator().manual_seed(seed), pin_memory=PIN_MEMORY,
-                  num_workers=num_workers, persistent_workers=num_workers > 0)
+                  num_workers=num_workers, persistent_workers=num_workers > 0, worker_init_fn=_leave_signals_to_loop)
     if batching.max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler(lengths, batching.max_tokens_per_batch, batching.pad_to_multiple_of,
                                           seed=seed)
@@ -183,6 +184,13 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
     else:
         sampler = _EpochRandomSampler(len(dataset), seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **common)
+
+
+def _leave_signals_to_loop(_worker_id: int) -> None:
+    """A loader worker ignores Ctrl-C and SIGTERM (a terminal sends Ctrl-C to the whole process group): the training
+    process finishes its step and checkpoints while its workers still serve it, and they end with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def build_stream_dataloader(stream, collator, batch_size: int, seed: int, rank: int = 0,

@@ -75,11 +75,13 @@ CHILD = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGTERM)
             return original_eval(self, state)
         b.BestModel.__call__ = evaluate
-    elif where == "sigterm":
+    elif where in ("sigterm", "ctrl_c"):  # ctrl_c: SIGINT to the whole process group, as a terminal sends it
+        send = (lambda: os.kill(os.getpid(), signal.SIGTERM)) if where == "sigterm" else (
+            lambda: os.killpg(os.getpgrp(), signal.SIGINT))
         original_fit = t.fit
         def fit(*a, **k):
             hooks = a[7]
-            hooks.after_step.append(lambda s: os.kill(os.getpid(), signal.SIGTERM) if s.step == at else None)
+            hooks.after_step.append(lambda s: send() if s.step == at else None)
             return original_fit(*a, **k)
         t.fit = fit
     from seqtune.cli import main
@@ -91,7 +93,8 @@ def run_child(tmp_path, where, at, args, kill=True):
     flag = str(tmp_path / f"stopped-{where}-{at}")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     child = subprocess.Popen([sys.executable, "-c", CHILD, flag, where, str(at), *args], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # its own process group: a group signal stays in it
     if not kill:
         out, err = child.communicate(timeout=300)
         return child.returncode, err
@@ -149,12 +152,16 @@ def test_killed_and_resumed_equals_uninterrupted(reference, tiny_model, pair_fil
     assert [r["step"] for r in log if "eval_f1" in r] == [STEPS_PER_EPOCH, TOTAL]
 
 
-def test_batches_collated_by_workers_are_the_same_batches(reference, tiny_model, pair_files, tmp_path):
-    """--dataloader_num_workers (a GPU's default) changes who collates, not what: killed mid-epoch and resumed with
-    two workers, the run ends bitwise equal to the uninterrupted run collated by the loop itself."""
+def test_ctrl_c_with_loader_workers_then_resume_is_exact(reference, tiny_model, pair_files, tmp_path):
+    """--dataloader_num_workers (a GPU's default) changes who collates, not what. Ctrl-C reaches the workers too:
+    they leave it to the training process, which says so once, checkpoints and exits 130; resumed with two workers,
+    the run ends bitwise equal to the uninterrupted run collated by the loop itself."""
     out = str(tmp_path / "run")
     workers = ("--dataloader_num_workers", "2")
-    run_child(tmp_path, "after_checkpoint", 50, defaults_cmd(tiny_model, pair_files, out, *workers))
+    code, err = run_child(tmp_path, "ctrl_c", 33, defaults_cmd(tiny_model, pair_files, out, *workers), kill=False)
+    assert code == 130 and "Traceback" not in err, err[-2000:]
+    assert err.count("SIGINT received") == 1, err[-2000:]
+    assert os.path.basename(checkpoints(out)[-1]) == "checkpoint-33"
     assert main(defaults_cmd(tiny_model, pair_files, out, *workers, "--resume_from_checkpoint")) == 0
     assert_same_weights(reference, out)
 
