@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import sys
+from dataclasses import replace
 
 import torch
 
@@ -47,6 +48,7 @@ logger = logging.getLogger("seqtune")
 def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments) -> dict:
     """Fine-tune and return `all_results` (also written to `output_dir/all_results.json`)."""
     clock = PhaseClock()  # the phase table: start-up (process start -> here), data, tokenization, model, ...
+    data_args, args = replace(data_args), replace(args)  # (resolved below: the caller's stay as given)
     # --- every flag checked before anything is loaded or written
     validate_training_args(data_args, args, model_args.reinit_top_layers)
     resume_path = resolve_resume_path(args.resume_from_checkpoint, args.output_dir)
@@ -67,12 +69,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         plan = make_plan(args, data, steps_per_epoch)
         log_memory(model, data, data_args, args)
         optimizer, scheduler = setup_optimizer(model, args, plan.max_steps, accelerator.num_processes)
-        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-        if sampler is not None:  # a stream is split across processes by build_stream_dataloader, not accelerate
-            loader = accelerator.prepare(loader)
-        ema = WeightEMA(accelerator.unwrap_model(model), args.ema_decay) if args.ema_decay else None  # (placed)
-        if args.torch_compile:
-            model = torch.compile(model)
+        model, optimizer, scheduler, loader, ema = place(accelerator, model, optimizer, scheduler, loader, sampler,
+                                                         args)
         log_plan(accelerator, data, data_args, args, plan)
         # --- the state: fresh, or restored from a checkpoint (exactly, or refused)
         settings = run_settings(data, data_args, model_path, args, accelerator.num_processes, plan,
@@ -253,6 +251,18 @@ def setup_batches(accelerator, data: PreparedData, data_args: DataArguments, arg
     sampler = loader.batch_sampler if batching.max_tokens_per_batch else loader.sampler
     batches_per_process = math.ceil(len(loader) / accelerator.num_processes)  # what accelerate's sharding yields
     return loader, sampler, math.ceil(batches_per_process / args.gradient_accumulation_steps)
+
+
+def place(accelerator, model, optimizer, scheduler, loader, sampler, args: TrainingArguments):
+    """accelerate places (and shards) model, optimizer, schedule and batches; the weight average starts from the
+    placed weights; the model is compiled last, when asked."""
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if sampler is not None:  # a stream is split across processes by build_stream_dataloader, not accelerate
+        loader = accelerator.prepare(loader)
+    ema = WeightEMA(accelerator.unwrap_model(model), args.ema_decay) if args.ema_decay else None
+    if args.torch_compile:
+        model = torch.compile(model)
+    return model, optimizer, scheduler, loader, ema
 
 
 def setup_optimizer(model, args: TrainingArguments, max_steps: int, num_processes: int):

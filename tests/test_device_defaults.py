@@ -91,3 +91,18 @@ def test_a_sweep_reuses_a_run_recorded_with_the_resolved_batch(tmp_path, monkeyp
     assert finished_results(data_args, model_args, args) == {"eval_f1": 0.5}
     args.per_device_train_batch_size = 16
     assert finished_results(data_args, model_args, args) is None
+
+
+def test_train_leaves_the_callers_arguments_as_given(tiny_model, pair_files, tmp_path):
+    """The library call resolves the left-out flags on its own copies: arguments reused for a second run (another
+    device, another data set) are still left out there."""
+    from seqtune.config import ModelArguments
+    from seqtune.train import train
+
+    data_args = DataArguments(train_file=pair_files["train"], validation_file=pair_files["validation"])
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), num_train_epochs=1, disable_tqdm=True)
+    before = (repr(data_args), repr(args))
+    results = train(data_args, ModelArguments(model_name_or_path=tiny_model), args)
+    assert results["global_step"] > 0
+    assert (repr(data_args), repr(args)) == before
+    assert args.per_device_train_batch_size is None and args.learning_rate is None
