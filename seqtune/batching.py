@@ -9,8 +9,10 @@ Strategies by name (`PADDING_STRATEGIES`), each a `Batching`:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
+import sys
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -174,7 +176,10 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
     # a private generator: iterating a DataLoader draws a worker seed from it, which must not shift the global
     # RNG that dropout uses (or a resumed run would differ from an uninterrupted one)
     common = dict(collate_fn=collator, generator=torch.Generator().manual_seed(seed), pin_memory=PIN_MEMORY,
-                  num_workers=num_workers, persistent_workers=num_workers > 0, worker_init_fn=_leave_signals_to_loop)
+                  num_workers=num_workers, persistent_workers=num_workers > 0, worker_init_fn=_leave_signals_to_loop,
+                  # forked on Linux (Python 3.14's forkserver would start workers with Ctrl-C's default handler and
+                  # no blocked signals, for the seconds their imports take): see workers_started_quietly
+                  multiprocessing_context="fork" if num_workers and sys.platform == "linux" else None)
     if batching.max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler(lengths, batching.max_tokens_per_batch, batching.pad_to_multiple_of,
                                           seed=seed)
@@ -186,11 +191,41 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **common)
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _leave_signals_to_loop(_worker_id: int) -> None:
-    """A loader worker ignores Ctrl-C and SIGTERM (a terminal sends Ctrl-C to the whole process group): the training
-    process finishes its step and checkpoints while its workers still serve it, and they end with it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """A loader worker ignores Ctrl-C and SIGTERM (a terminal sends Ctrl-C, SLURM SIGTERM, to every process of the
+    job): the training process finishes its step and checkpoints while its workers still serve it (a worker killed
+    mid-step would make torch raise in the training process), then stops them (`close_workers`). Forked with both
+    signals blocked (`workers_started_quietly`), it unblocks them once they are ignored."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # (POSIX)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def workers_started_quietly():
+    """Block Ctrl-C and SIGTERM in this thread while a loader forks its workers (they inherit the mask until
+    `_leave_signals_to_loop`); a signal arriving meanwhile waits and is then handled here as usual."""
+    if not hasattr(signal, "pthread_sigmask"):  # (not POSIX: nothing to block)
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def close_workers(loader) -> None:
+    """Stop a loader's persistent workers now, as their iterator's own clean-up would: they ignore SIGTERM, so
+    Python's exit-time terminate() of a leaked pool would wait on them. (torch has no public call for it.)"""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None
 
 
 def build_stream_dataloader(stream, collator, batch_size: int, seed: int, rank: int = 0,

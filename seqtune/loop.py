@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from seqtune.batching import close_workers, workers_started_quietly
 from seqtune.errors import SeqtuneError
 
 logger = logging.getLogger("seqtune")
@@ -80,10 +81,12 @@ class Hooks:
 
 
 class EpochBatches:
-    """The batches of one epoch, from a position in it (resuming), for map-style data or a stream."""
+    """The batches of one epoch, from a position in it (resuming), for map-style data or a stream. As a context,
+    it stops the loaders' workers when training ends, however it ends."""
 
     def __init__(self, accelerator, loader, sampler=None):
         self.accelerator, self.loader, self.sampler = accelerator, loader, sampler
+        self.skipping = None  # the loader of a resumed epoch's rest (its own workers)
 
     def __call__(self, epoch: int, skip: int):
         if self.sampler is None:  # an endless stream, re-read up to the checkpoint's batch; not placed by accelerate
@@ -92,7 +95,27 @@ class EpochBatches:
         # accelerate's loader re-seeds its sampler with its own count of iterations, which starts at 0 in a resumed
         # run: set it to the epoch we are in, or every epoch after a resume would repeat another epoch's order
         self.loader.set_epoch(epoch)
-        return self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+        if skip:
+            close_workers(self.skipping)
+            self.skipping = self.accelerator.skip_first_batches(self.loader, skip)
+        return _first_batch_quietly(self.skipping if skip else self.loader)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for loader in (self.loader, self.skipping):
+            close_workers(loader)
+
+
+def _first_batch_quietly(loader):
+    """The loader's batches; its first is fetched with stop signals blocked, since that is when its workers start."""
+    batches = iter(loader)
+    with workers_started_quietly():
+        first = next(batches, None)
+    if first is not None:
+        yield first
+        yield from batches
 
 
 def fit(accelerator, model, optimizer, scheduler, batches: EpochBatches, plan: Plan, state: LoopState, hooks: Hooks,

@@ -91,10 +91,11 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         progress = show_progress(accelerator, args)  # else a console line every --logging_steps
         hooks = loop_hooks(accelerator, out, best, steps, plan, settings, args, ema, progress)
         clock.mark("model")
-        with GracefulStop() as stop:  # (a signal during the final save lets the save finish)
+        # (a signal during the final save lets the save finish; the loader's workers stop when training ends)
+        with GracefulStop() as stop, EpochBatches(accelerator, loader, sampler) as batches:
             before = (state.eval_time, state.checkpoint_time)  # a resumed run's state counts the earlier ones too
-            signum = fit(accelerator, model, optimizer, scheduler, EpochBatches(accelerator, loader, sampler), plan,
-                         state, hooks, stop, args.max_grad_norm, args.bf16, progress=progress)
+            signum = fit(accelerator, model, optimizer, scheduler, batches, plan, state, hooks, stop,
+                         args.max_grad_norm, args.bf16, progress=progress)
             close_tracking(out, steps)
             clock.mark(TRAINING, inside={"evaluation": state.eval_time - before[0],
                                          "checkpoints": state.checkpoint_time - before[1]})

@@ -75,9 +75,13 @@ CHILD = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGTERM)
             return original_eval(self, state)
         b.BestModel.__call__ = evaluate
-    elif where in ("sigterm", "ctrl_c"):  # ctrl_c: SIGINT to the whole process group, as a terminal sends it
-        send = (lambda: os.kill(os.getpid(), signal.SIGTERM)) if where == "sigterm" else (
-            lambda: os.killpg(os.getpgrp(), signal.SIGINT))
+    elif where in ("sigterm", "ctrl_c", "group_sigterm"):  # to the whole process group, as a terminal or SLURM
+        def send():
+            if where == "sigterm":
+                return os.kill(os.getpid(), signal.SIGTERM)
+            import multiprocessing
+            print(f"loader workers: {len(multiprocessing.active_children())}", file=sys.stderr, flush=True)
+            os.killpg(os.getpgrp(), signal.SIGINT if where == "ctrl_c" else signal.SIGTERM)
         original_fit = t.fit
         def fit(*a, **k):
             hooks = a[7]
@@ -152,18 +156,25 @@ def test_killed_and_resumed_equals_uninterrupted(reference, tiny_model, pair_fil
     assert [r["step"] for r in log if "eval_f1" in r] == [STEPS_PER_EPOCH, TOTAL]
 
 
-def test_ctrl_c_with_loader_workers_then_resume_is_exact(reference, tiny_model, pair_files, tmp_path):
-    """--dataloader_num_workers (a GPU's default) changes who collates, not what. Ctrl-C reaches the workers too:
-    they leave it to the training process, which says so once, checkpoints and exits 130; resumed with two workers,
-    the run ends bitwise equal to the uninterrupted run collated by the loop itself."""
+@pytest.mark.parametrize("where,name,code", [("ctrl_c", "SIGINT", 130), ("group_sigterm", "SIGTERM", 143)])
+def test_group_signal_with_loader_workers_then_resume_is_exact(reference, tiny_model, pair_files, tmp_path, where,
+                                                               name, code):
+    """--dataloader_num_workers (a GPU's default) changes who collates, not what. A signal to the whole process
+    group (Ctrl-C in a terminal, SIGTERM from SLURM) reaches the workers too: they leave it to the training process,
+    which says so once, checkpoints and exits, leaving no worker behind; resumed with two workers (whose first
+    epoch is the rest of one, on its own loader), the run ends bitwise equal to the uninterrupted run collated by
+    the loop itself, and stops its workers when it ends."""
+    import multiprocessing
+
     out = str(tmp_path / "run")
     workers = ("--dataloader_num_workers", "2")
-    code, err = run_child(tmp_path, "ctrl_c", 33, defaults_cmd(tiny_model, pair_files, out, *workers), kill=False)
-    assert code == 130 and "Traceback" not in err, err[-2000:]
-    assert err.count("SIGINT received") == 1, err[-2000:]
+    returncode, err = run_child(tmp_path, where, 33, defaults_cmd(tiny_model, pair_files, out, *workers), kill=False)
+    assert returncode == code and "Traceback" not in err, err[-2000:]
+    assert "loader workers: 2" in err and err.count(f"{name} received") == 1, err[-2000:]
     assert os.path.basename(checkpoints(out)[-1]) == "checkpoint-33"
     assert main(defaults_cmd(tiny_model, pair_files, out, *workers, "--resume_from_checkpoint")) == 0
     assert_same_weights(reference, out)
+    assert multiprocessing.active_children() == []  # both loaders' workers stopped with the run
 
 
 @pytest.mark.parametrize("where,at", [("sigterm", 33), ("sigterm_in_eval", 60)])
