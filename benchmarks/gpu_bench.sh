@@ -46,5 +46,5 @@ bench gpu_bench /tmp/bert-base-random --strategies default,grouped,token_budget,
 bench gpu_bench_minilm /tmp/minilm-random --strategies default,grouped,default --compare trainer \
   --trainer_samples "$TRAINER_SAMPLES"
 # 3. the bert-base defaults compiled (lengths in multiples of 8 bound the shapes); bounded, since compiling can be slow
-timeout "${COMPILE_TIMEOUT:-180}" bash -c "$(declare -f bench); STEPS=$STEPS WARMUP=$WARMUP OUT=$OUT \
+timeout "${COMPILE_TIMEOUT:-180}" bash -c "set -o pipefail; $(declare -f bench); STEPS=$STEPS WARMUP=$WARMUP OUT=$OUT \
   bench gpu_bench_compiled /tmp/bert-base-random --strategies default --torch_compile" || echo "compiled run: exit $?"

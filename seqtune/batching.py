@@ -170,6 +170,7 @@ def build_train_dataloader(dataset, collator, batching: Batching, batch_size: in
     """The training DataLoader for a strategy: rows, grouped rows, or token-budget batches; with `num_workers`,
     collated by that many processes kept across epochs (the order is drawn in this process: the same batches)."""
     dataset = dataset.with_format(columns=model_columns(dataset))
+    num_workers = num_workers or 0  # (None: collated here)
     lengths = None
     if batching.group_by_length or batching.max_tokens_per_batch:
         lengths = dataset.with_format(None)["length"] if "length" in dataset.column_names else None

@@ -175,6 +175,9 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
 def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArguments) -> dict:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
+    if args.dataloader_num_workers is not None and args.dataloader_num_workers < 0:
+        from seqtune.errors import SeqtuneError
+        raise SeqtuneError(f"--dataloader_num_workers must be 0 or more, got {args.dataloader_num_workers}.")
     model_path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
     data = prepare_data(data_args, tokenizer, load_config(model_path, model_args.trust_remote_code))

@@ -18,8 +18,8 @@ logger = logging.getLogger("seqtune")
 BATCH_ROWS = 32  # --per_device_train_batch_size when left out (on a GPU only with a token budget given by hand)
 GPU_TOKEN_BUDGET = 4096  # --max_tokens_per_batch on a GPU when no batch flag is given (the largest that kept quality)
 GPU_PAD_MULTIPLE = 8
-# --dataloader_num_workers on a GPU: collating a 4,096-token batch took 8 of a bert-base step's 45 ms on an H100, on
-# the loop's own thread (BENCHMARKS.md section 15); two workers collate the next batches meanwhile
+# --dataloader_num_workers on a GPU: loading a 4,096-token batch (collate, pin, copy) took 8.2 ms on the loop's own
+# thread beside a bert-base step of 45 ms on an H100 (BENCHMARKS.md section 15); two workers collate meanwhile
 GPU_LOADER_WORKERS = 2
 # the batch the default learning rates were chosen at, in tokens: 32 rows of ~64 tokens
 REFERENCE_BATCH_TOKENS = BATCH_ROWS * 64

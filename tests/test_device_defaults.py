@@ -82,7 +82,8 @@ def test_a_sweep_reuses_a_run_recorded_with_the_resolved_batch(tmp_path, monkeyp
 
     model_args = ModelArguments()
     recorded = TrainingArguments(output_dir=str(tmp_path), seed=3, per_device_train_batch_size=32,
-                                 learning_rate=1e-4)  # what `train` records on a CPU
+                                 learning_rate=1e-4,  # what `train` records on a CPU,
+                                 dataloader_num_workers=2)  # collated by workers (the same batches: still reused)
     with open(tmp_path / "seqtune_args.json", "w") as f:
         json.dump({"data": _as_json(vars(data_args)), "model": _as_json(vars(model_args)),
                    "training": _as_json(vars(recorded))}, f)
