@@ -45,6 +45,13 @@ def test_every_flag_problem_reported_at_once(tiny_model, pair_files, tmp_path, c
     assert "--task_name 'mrpx' is not a known task; choose one of: cola, sst2, mrpc" in err
 
 
+def test_loader_workers_with_a_stream_are_refused(tiny_model, pair_files, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    err = run_error(capsys, train_args(tiny_model, pair_files, out, "--streaming", "--max_steps", "5",
+                                       "--dataloader_num_workers", "2"), out)
+    assert "--dataloader_num_workers: a stream is read in order by the training loop itself" in err
+
+
 def test_missing_file(tiny_model, pair_files, tmp_path, capsys):
     out = str(tmp_path / "out")
     err = run_error(capsys, ["train", "--model_name_or_path", tiny_model, "--train_file", str(tmp_path / "nope.csv"),
