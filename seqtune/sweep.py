@@ -159,15 +159,20 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
     from seqtune.config import default_learning_rate
     from seqtune.device_defaults import apply_device_defaults
 
-    data_args, args = replace(data_args), replace(args)  # resolved as `train` resolves and records them
-    apply_device_defaults(data_args, args, "cuda" if torch.cuda.is_available() else "cpu")
-    metric = args.metric_for_best_model
-    args = replace(args, learning_rate=default_learning_rate(args, data_args.max_tokens_per_batch),
-                   metric_for_best_model=metric.removeprefix("eval_") if metric else metric)
     model = {k: v for k, v in flags.get("model", {}).items() if k != "resolved"}
-    same = [_same_flags(data_args, flags.get("data")), _same_flags(model_args, model),
-            _same_flags(args, flags.get("training"))]
-    return results if all(same) else None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # resolved as `train` resolves and records them; on a GPU that depends on the training split's size, which the
+    # recorded data (compared too) fixed: the run matches one of the two resolutions or neither
+    for budget_batches in (None, 0):
+        resolved_data, resolved = replace(data_args), replace(args)
+        apply_device_defaults(resolved_data, resolved, device, budget_batches)
+        metric = resolved.metric_for_best_model
+        resolved = replace(resolved, learning_rate=default_learning_rate(resolved, resolved_data.max_tokens_per_batch),
+                           metric_for_best_model=metric.removeprefix("eval_") if metric else metric)
+        if (_same_flags(resolved_data, flags.get("data")) and _same_flags(model_args, model)
+                and _same_flags(resolved, flags.get("training"))):
+            return results
+    return None
 
 
 # flags that change how a run is computed, not its results (tested bitwise): a run recorded with another value counts

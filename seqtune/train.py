@@ -20,7 +20,8 @@ from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_we
                                 verify_checkpoint)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments, comma_items, default_learning_rate
 from seqtune.datastats import length_report
-from seqtune.device_defaults import apply_device_defaults, log_gpu_defaults
+from seqtune.device_defaults import (MIN_BUDGET_BATCHES, apply_device_defaults, budget_batches_per_epoch,
+                                     log_gpu_defaults, log_small_data)
 from seqtune.ema import EMA_FILE, WeightEMA
 from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.fast_dropout import use_fast_dropout
@@ -53,14 +54,13 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     validate_training_args(data_args, args, model_args.reinit_top_layers)
     resume_path = resolve_resume_path(args.resume_from_checkpoint, args.output_dir)
     accelerator = setup_accelerator(args)
-    resolve_batch_defaults(data_args, args, accelerator.device.type)  # the batch and learning rate left out
     with OutputDir(args.output_dir, accelerator.is_main_process).open() as out:  # locked: one run at a time
         out.refuse_foreign()  # a user's own files are never written over
         # --- tokenizer, data (tokenized once, cached; main process first), model with the data's labels
         model_path = resolve_model_path(model_args.model_name_or_path)
         tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
         clock.mark("model")
-        data = setup_data(accelerator, data_args, tokenizer, model_path, model_args.trust_remote_code)
+        data = setup_data(accelerator, data_args, args, tokenizer, model_path, model_args.trust_remote_code)
         clock.mark("data", inside={"tokenization": data.tokenize_seconds})
         model = setup_model(model_path, model_args, args, data, tokenizer, on_cpu=accelerator.device.type == "cpu")
         selection = setup_selection(data, args)
@@ -108,13 +108,18 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
 
 
 # ----------------------------------------------------------------------------------------------- setup
-def resolve_batch_defaults(data_args: DataArguments, args: TrainingArguments, device_type: str) -> None:
-    """The batch flags left out, by device (`seqtune.device_defaults`), then the learning rate left out (scaled for
-    a token budget); both recorded in seqtune_args.json as resolved."""
-    gpu_defaults = apply_device_defaults(data_args, args, device_type)
+def resolve_batch_defaults(data_args: DataArguments, args: TrainingArguments, device_type: str, train) -> None:
+    """The batch flags left out, by device and the training split's size (`seqtune.device_defaults`), then the
+    learning rate left out (scaled for a token budget); both recorded in seqtune_args.json as resolved."""
+    lengths = "length" in (train.column_names or [])  # (a stream's size is not known)
+    size = budget_batches_per_epoch(train.with_format("numpy", columns=["length"])["length"]) if lengths else None
+    left_out = args.per_device_train_batch_size is None and data_args.max_tokens_per_batch is None
+    gpu_defaults = apply_device_defaults(data_args, args, device_type, size)
     args.learning_rate = default_learning_rate(args, data_args.max_tokens_per_batch)
     if gpu_defaults:
         log_gpu_defaults(data_args, args.learning_rate)
+    elif device_type == "cuda" and left_out and size is not None and size < MIN_BUDGET_BATCHES:
+        log_small_data(size)
 
 
 def setup_accelerator(args: TrainingArguments):
@@ -136,15 +141,17 @@ def setup_accelerator(args: TrainingArguments):
 TRAINING_SPLITS = ["train", "validation", "validation_matched", "dev"]  # a test split is not tokenized to train
 
 
-def setup_data(accelerator, data_args: DataArguments, tokenizer, model_path: str, trust_remote_code: bool
-               ) -> PreparedData:
-    """Columns, labels, tokenization (main process first: the others reuse its cache), and the collator."""
+def setup_data(accelerator, data_args: DataArguments, args: TrainingArguments, tokenizer, model_path: str,
+               trust_remote_code: bool) -> PreparedData:
+    """Columns, labels, tokenization (main process first: the others reuse its cache), the batch flags left out
+    (which depend on the training split's size) and the collator."""
     with accelerator.main_process_first():
         data = prepare_data(data_args, tokenizer, load_config(model_path, trust_remote_code), augment_train=True,
                             splits=TRAINING_SPLITS)
     if data.train is None:
         raise SeqtuneError(f"the data has no train split (splits: {list(data.tokenized)}): pass --train_file or a "
                            "dataset with a train split.")
+    resolve_batch_defaults(data_args, args, accelerator.device.type, data.train)  # the batch and lr left out
     batching = batching_from_args(data_args)
     data.collator = build_collator(tokenizer, batching.padding, data_args.max_seq_length, batching.pad_to_multiple_of)
     return data

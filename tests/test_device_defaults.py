@@ -10,7 +10,8 @@ import pytest
 
 from seqtune.cli import main
 from seqtune.config import DataArguments, TrainingArguments, default_learning_rate
-from seqtune.device_defaults import GPU_TOKEN_BUDGET, apply_device_defaults
+from seqtune.device_defaults import (GPU_TOKEN_BUDGET, MIN_BUDGET_BATCHES, apply_device_defaults,
+                                     budget_batches_per_epoch)
 
 
 def resolved(device: str, data: dict | None = None, training: dict | None = None):
@@ -55,7 +56,9 @@ def test_a_run_on_a_gpu_records_its_budget_and_rate(tiny_model, pair_files, tmp_
     from seqtune.device_defaults import apply_device_defaults as real
 
     # the recipe asks for the defaults of the device it runs on: answer as a GPU would (the batches are the same)
-    monkeypatch.setattr(train_module, "apply_device_defaults", lambda d, a, _device: real(d, a, "cuda"))
+    # (and as if the training split were large enough for the budget: these 48 pairs are not)
+    monkeypatch.setattr(train_module, "apply_device_defaults",
+                        lambda d, a, _device, size: real(d, a, "cuda", max(size, MIN_BUDGET_BATCHES)))
     out = str(tmp_path / "gpu")
     with caplog.at_level("INFO", logger="seqtune"):
         assert main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"],
@@ -68,6 +71,28 @@ def test_a_run_on_a_gpu_records_its_budget_and_rate(tiny_model, pair_files, tmp_
     assert any("GPU defaults: batches of up to 4096 tokens" in r.getMessage() for r in caplog.records)
     steps = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl")) if '"loss"' in line]
     assert steps[-1]["step"] == 1  # the 96 training rows (both orders of 48 pairs) fit one budget batch
+
+
+def test_a_gpu_keeps_rows_for_a_small_training_split(tiny_model, pair_files, tmp_path, monkeypatch):
+    """Few budget batches an epoch mean few optimizer steps (on 500 MRPC pairs 4,096-token batches lost a point of
+    accuracy): below MIN_BUDGET_BATCHES a GPU gets 32 rows, the default learning rate and says why."""
+    import seqtune.train as train_module
+    from seqtune.device_defaults import apply_device_defaults as real
+
+    assert budget_batches_per_epoch([5, 8, 9]) == (8 + 8 + 16) / 4096
+    data_args, args = DataArguments(), TrainingArguments()
+    assert not apply_device_defaults(data_args, args, "cuda", MIN_BUDGET_BATCHES - 1)
+    assert args.per_device_train_batch_size == 32 and data_args.max_tokens_per_batch is None
+    assert args.dataloader_num_workers == 2
+    assert apply_device_defaults(DataArguments(), TrainingArguments(), "cuda", MIN_BUDGET_BATCHES)
+    monkeypatch.setattr(train_module, "apply_device_defaults", lambda d, a, _device, size: real(d, a, "cuda", size))
+    out = str(tmp_path / "small")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"],
+                 "--validation_file", pair_files["validation"], "--output_dir", out, "--num_train_epochs", "1",
+                 "--dataloader_num_workers", "0", "--disable_tqdm"]) == 0
+    flags = json.load(open(os.path.join(out, "seqtune_args.json")))
+    assert flags["data"]["max_tokens_per_batch"] is None and flags["training"]["per_device_train_batch_size"] == 32
+    assert flags["training"]["learning_rate"] == 1e-4
 
 
 def test_a_sweep_reuses_a_run_recorded_with_the_resolved_batch(tmp_path, monkeypatch):
@@ -107,3 +132,18 @@ def test_train_leaves_the_callers_arguments_as_given(tiny_model, pair_files, tmp
     assert results["global_step"] > 0
     assert (repr(data_args), repr(args)) == before
     assert args.per_device_train_batch_size is None and args.learning_rate is None
+
+
+def test_the_small_split_fallback_says_why(caplog):
+    from datasets import Dataset
+
+    from seqtune.train import resolve_batch_defaults
+
+    data_args, args = DataArguments(), TrainingArguments()
+    with caplog.at_level("INFO", logger="seqtune"):
+        resolve_batch_defaults(data_args, args, "cuda", Dataset.from_dict({"length": [50] * 1000}))  # ~14 batches
+    assert data_args.max_tokens_per_batch is None and args.per_device_train_batch_size == 32
+    assert any("about 13 batches of 4096 tokens an epoch, fewer than 80" in r.getMessage() for r in caplog.records)
+    data_args, args = DataArguments(), TrainingArguments()
+    resolve_batch_defaults(data_args, args, "cuda", Dataset.from_dict({"length": [50] * 6000}))  # ~82 batches
+    assert data_args.max_tokens_per_batch == 4096 and args.learning_rate == pytest.approx(1e-4 * 2 ** 0.5)
