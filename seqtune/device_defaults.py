@@ -21,9 +21,10 @@ BATCH_ROWS = 32  # --per_device_train_batch_size when left out (on a GPU only wi
 GPU_TOKEN_BUDGET = 4096  # --max_tokens_per_batch on a GPU when no batch flag is given (the largest that kept quality)
 GPU_PAD_MULTIPLE = 8
 # the budget only for a training split that makes at least this many of its batches an epoch: on MRPC 4,096 tokens
-# (104 batches an epoch) kept the 32-row defaults' quality and 8,192 (52) lost 1.9 points; on 500 of its pairs
-# (14 batches) 4,096 tokens lost a point of accuracy and 8.7 of macro-F1 (BENCHMARKS.md sections 14 and 15)
-MIN_BUDGET_BATCHES = 80
+# (~102 batches an epoch) kept the 32-row defaults' quality over 3 seeds; 8,192 tokens (~51) lost 1.9 points; on
+# MRPC's CV folds (~81) 4,096 tokens lost 1.5 points (one seed); on 500 pairs (15) a point of accuracy and 8.7 of
+# macro-F1 (BENCHMARKS.md sections 13 and 14)
+MIN_BUDGET_BATCHES = 100
 # --dataloader_num_workers on a GPU: loading a 4,096-token batch (collate, pin, copy) took 8.2 ms on the loop's own
 # thread beside a bert-base step of 45 ms on an H100 (BENCHMARKS.md section 15); two workers collate meanwhile
 GPU_LOADER_WORKERS = 2

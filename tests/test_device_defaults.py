@@ -143,7 +143,7 @@ def test_the_small_split_fallback_says_why(caplog):
     with caplog.at_level("INFO", logger="seqtune"):
         resolve_batch_defaults(data_args, args, "cuda", Dataset.from_dict({"length": [50] * 1000}))  # ~14 batches
     assert data_args.max_tokens_per_batch is None and args.per_device_train_batch_size == 32
-    assert any("about 13 batches of 4096 tokens an epoch, fewer than 80" in r.getMessage() for r in caplog.records)
+    assert any("about 13 batches of 4096 tokens an epoch, fewer than 100" in r.getMessage() for r in caplog.records)
     data_args, args = DataArguments(), TrainingArguments()
-    resolve_batch_defaults(data_args, args, "cuda", Dataset.from_dict({"length": [50] * 6000}))  # ~82 batches
+    resolve_batch_defaults(data_args, args, "cuda", Dataset.from_dict({"length": [50] * 8000}))  # ~109 batches
     assert data_args.max_tokens_per_batch == 4096 and args.learning_rate == pytest.approx(1e-4 * 2 ** 0.5)
