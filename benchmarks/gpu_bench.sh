@@ -10,27 +10,7 @@
 set -euo pipefail
 STEPS=${STEPS:-200} WARMUP=${WARMUP:-30} TRAINER_SAMPLES=${TRAINER_SAMPLES:-6000} BIG_BUDGET=${BIG_BUDGET:-16384}
 OUT=${OUT:?set OUT to a folder for the results}
-if [ "${WHEELS:-1}" != 0 ]; then
-  wheels=".whl/datasets-*.whl .whl/dill-*.whl .whl/multiprocess-*.whl"
-  if python3 -c "import pyarrow, sys; sys.exit(int(pyarrow.__version__.split('.')[0]) >= 24)"; then
-    wheels="$wheels .whl/pyarrow-*.whl"
-  fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $wheels
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-python3 -c "import torch, transformers, datasets, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__, 'accelerate', accelerate.__version__)"
-python3 - <<'PY'
-from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel
-import torch
-torch.manual_seed(0)
-tokenizer = AutoTokenizer.from_pretrained(".gpu")
-for folder, config in (("/tmp/bert-base-random", BertConfig(vocab_size=len(tokenizer))),  # 12 x 768, 110M
-                       ("/tmp/minilm-random", AutoConfig.from_pretrained(".gpu/minilm"))):  # 6 x 384, 22.7M
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-PY
+source benchmarks/gpu_setup.sh
 bench() {  # bench NAME MODEL [flags]: one `seqtune bench` run, its table in $OUT/NAME.log, its figures in NAME.json
   local name=$1 model=$2; shift 2
   python3 -m seqtune bench --model_name_or_path "$model" --dataset_name .gpu/glue --dataset_config_name mrpc \

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from seqtune.batching import Batching, build_collator, build_train_dataloader, padding_strategies
+from seqtune.compiling import compile_for_training, compile_problems, compile_wanted, mark_step_begin, uses_cuda_graphs
 from seqtune.config import DataArguments, ModelArguments, comma_items
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.model_family import match_model_to_tokenizer
@@ -45,6 +46,9 @@ class BenchArguments:
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (throughput only)."})
     bf16: bool = field(default=True, metadata={"help": "bfloat16 autocast; --no_bf16 for float32."})
     torch_compile: bool = field(default=False, metadata={"help": "torch.compile the model."})
+    torch_compile_mode: str | None = field(default=None, metadata={
+        "help": "torch.compile's mode (turns --torch_compile on), e.g. reduce-overhead for CUDA graphs."})
+    torch_compile_backend: str | None = field(default=None, metadata={"help": "torch.compile's backend."})
     fast_dropout: bool = field(default=True, metadata={"help": "seqtune's fast CPU dropout (as `seqtune train`); "
                                                                 "--no_fast_dropout for torch's bernoulli_."})
     adamw: str = field(default="fused", metadata={"help": "AdamW implementation: fused (one kernel), foreach or "
@@ -108,10 +112,22 @@ def fresh_model(model_path: str, config, tokenizer, args: BenchArguments, device
     model = load_model(model_path, config)
     match_model_to_tokenizer(model, tokenizer)
     model = model.to(device)
-    if args.fast_dropout and device.type == "cpu":
+    if args.fast_dropout and device.type == "cpu" and not compile_wanted(args):
         use_fast_dropout(model)
     model.train()
-    return torch.compile(model) if args.torch_compile else model
+    return compile_for_training(model, args, num_processes=1)
+
+
+def train_step(model, optimizer, batch, autocast, cuda_graphs: bool) -> None:
+    """One optimizer step as `seqtune train` takes it (a step mark first for CUDA graphs)."""
+    if cuda_graphs:
+        mark_step_begin()
+    with autocast:
+        loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, config, args: BenchArguments,
@@ -130,6 +146,8 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
     totals = {"samples": 0, "executed_tokens": 0}
     counts = []
     start = None
+    cuda_graphs = uses_cuda_graphs(args)
+    warmup_start = time.perf_counter()
     for step in range(args.warmup_steps + args.steps):
         if step == args.warmup_steps:
             synchronize(device)
@@ -142,12 +160,7 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
             batches = iter(loader)
             batch = next(batches)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast:
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, optimizer, batch, autocast, cuda_graphs)
         if start is not None:
             row_lengths = batch["attention_mask"].sum(-1)
             totals["samples"] += batch["input_ids"].shape[0]
@@ -161,8 +174,9 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
     peak = peaks["bf16" if args.bf16 else "fp32"]
     return {
         "config": name, "batching": asdict(batching), "bf16": args.bf16, "steps": args.steps,
+        "torch_compile": (args.torch_compile_mode or "default") if compile_wanted(args) else None,
         "learning_rate": args.learning_rate,
-        "seconds": round(seconds, 3), "samples": totals["samples"],
+        "seconds": round(seconds, 3), "warmup_seconds": round(start - warmup_start, 3), "samples": totals["samples"],
         "samples_per_second": round(totals["samples"] / seconds, 2),
         "real_tokens_per_second": round(totals["real_tokens"] / seconds, 1),
         "executed_tokens_per_second": round(totals["executed_tokens"] / seconds, 1),
@@ -172,12 +186,20 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
     }
 
 
+def check_bench_args(args: BenchArguments) -> None:
+    from seqtune.errors import SeqtuneError
+
+    problems = compile_problems(args)
+    if args.dataloader_num_workers is not None and args.dataloader_num_workers < 0:
+        problems.append(f"--dataloader_num_workers must be 0 or more, got {args.dataloader_num_workers}.")
+    if problems:
+        raise SeqtuneError(*problems)
+
+
 def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArguments) -> dict:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    if args.dataloader_num_workers is not None and args.dataloader_num_workers < 0:
-        from seqtune.errors import SeqtuneError
-        raise SeqtuneError(f"--dataloader_num_workers must be 0 or more, got {args.dataloader_num_workers}.")
+    check_bench_args(args)
     model_path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
     data = prepare_data(data_args, tokenizer, load_config(model_path, model_args.trust_remote_code))
@@ -209,7 +231,7 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
             size = budget_batches_per_epoch(lengths) * (2 if data.symmetric else 1)
             apply_device_defaults(default_data, defaults, device.type, size)
             strategies[name] = batching_from_args(default_data)
-            run_args = replace(args, bf16=defaults.bf16, torch_compile=defaults.torch_compile,
+            run_args = replace(args, bf16=defaults.bf16,
                                learning_rate=default_learning_rate(defaults, default_data.max_tokens_per_batch))
             batch_size = defaults.per_device_train_batch_size
         result = run_config(name, strategies[name], data, tokenizer, model_path, config, run_args,

@@ -146,7 +146,14 @@ class TrainingArguments:
     fast_dropout: bool = _f(True, "On CPUs, draw dropout masks 16 bits per element instead of torch's bernoulli_ "
                             "(2.6x cheaper; the same Bernoulli masks). --no_fast_dropout for torch's own. GPUs keep "
                             "torch's fused kernels.")
-    torch_compile: bool = _f(False, "Compile the model with torch.compile (pad to multiples to bound recompiles).")
+    torch_compile: bool = _f(False, "Compile the training steps with torch.compile (lengths padded to multiples of "
+                             "8 by --pad_to_multiple_of bound the shapes; evaluation stays eager).")
+    torch_compile_mode: str | None = _f(None, "torch.compile's mode (turns --torch_compile on): default, "
+                                        "reduce-overhead (CUDA graphs: one launch a step on a GPU), max-autotune, "
+                                        "max-autotune-no-cudagraphs. CUDA graphs need one process and no "
+                                        "--gradient_accumulation_steps.")
+    torch_compile_backend: str | None = _f(None, "torch.compile's backend (turns --torch_compile on; default "
+                                           "inductor).")
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's own choice, one per core).")
     dataloader_num_workers: int | None = _f(None, "Processes that collate training batches beside the loop "
                                             "(transformers' flag; the batches stay the same). Default: 2 on a GPU, "

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seqtune.batching import close_workers, workers_started_quietly
+from seqtune.compiling import mark_step_begin
 from seqtune.errors import SeqtuneError
 
 logger = logging.getLogger("seqtune")
@@ -119,9 +120,10 @@ def _first_batch_quietly(loader):
 
 
 def fit(accelerator, model, optimizer, scheduler, batches: EpochBatches, plan: Plan, state: LoopState, hooks: Hooks,
-        stop, max_grad_norm: float, bf16: bool, progress: bool) -> int:
+        stop, max_grad_norm: float, bf16: bool, progress: bool, cuda_graphs: bool = False) -> int:
     """Train until `plan.max_steps`, evaluating and checkpointing as planned. A stop signal ends the loop after the
-    step it arrived in, with a checkpoint: then the signal number is returned (0 otherwise)."""
+    step it arrived in, with a checkpoint: then the signal number is returned (0 otherwise). `cuda_graphs`: the
+    model replays CUDA graphs (`seqtune.compiling`): each step is marked, and its loss kept as a copy."""
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16)
     losses = LossWindow(accelerator, plan)
     bar = tqdm(total=plan.max_steps, initial=state.step, desc="Training", unit="step", dynamic_ncols=True,
@@ -134,6 +136,8 @@ def fit(accelerator, model, optimizer, scheduler, batches: EpochBatches, plan: P
     while not state.finished:
         if state.step < plan.max_steps:  # (a checkpoint written at the last step may still owe its epoch's end)
             for batch in batches(state.epoch, state.batches_in_epoch):
+                if cuda_graphs:
+                    mark_step_begin()
                 with accelerator.accumulate(model):
                     with autocast:
                         loss = model(**batch).loss
@@ -144,7 +148,7 @@ def fit(accelerator, model, optimizer, scheduler, batches: EpochBatches, plan: P
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                losses.add_micro(loss.detach(), batch)
+                losses.add_micro(loss.detach().clone() if cuda_graphs else loss.detach(), batch)
                 state.batches_in_epoch += 1
                 state.samples += batch["input_ids"].shape[0] * accelerator.num_processes
                 if not accelerator.sync_gradients:

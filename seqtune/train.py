@@ -18,6 +18,7 @@ from seqtune.best_model import BestModel, Selection, cpu_copy
 from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_weights, load_ema_weights,
                                 load_loop_state, resolve_resume_path, rotate_checkpoints, save_checkpoint,
                                 verify_checkpoint)
+from seqtune.compiling import compile_for_training, compile_wanted, uses_cuda_graphs
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments, comma_items, default_learning_rate
 from seqtune.datastats import length_report
 from seqtune.device_defaults import (MIN_BUDGET_BATCHES, apply_device_defaults, budget_batches_per_epoch,
@@ -94,8 +95,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         # (a signal during the final save lets the save finish; the loader's workers stop when training ends)
         with GracefulStop() as stop, EpochBatches(accelerator, loader, sampler) as batches:
             before = (state.eval_time, state.checkpoint_time)  # a resumed run's state counts the earlier ones too
-            signum = fit(accelerator, model, optimizer, scheduler, batches, plan, state, hooks, stop,
-                         args.max_grad_norm, args.bf16, progress=progress)
+            stepped = compile_for_training(model, args, accelerator.num_processes)  # (evaluation stays eager)
+            signum = fit(accelerator, stepped, optimizer, scheduler, batches, plan, state, hooks, stop,
+                         args.max_grad_norm, args.bf16, progress=progress, cuda_graphs=uses_cuda_graphs(args))
             close_tracking(out, steps)
             clock.mark(TRAINING, inside={"evaluation": state.eval_time - before[0],
                                          "checkpoints": state.checkpoint_time - before[1]})
@@ -186,7 +188,7 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
         logger.warning("Training %s weights without a float32 master copy (%s): small updates can be lost to "
                        "rounding.", model_args.torch_dtype, "the classifier head and pooler; the LoRA adapters stay "
                        "float32" if args.lora_r else "every weight; with --lora_r only the head and pooler")
-    if args.fast_dropout and on_cpu:
+    if args.fast_dropout and on_cpu and not compile_wanted(args):  # (compiled, inductor fuses torch's own dropout)
         logger.info("Fast CPU dropout: %s", use_fast_dropout(model))
     setup_loss(model, data, args.class_weights, args.rdrop_alpha)  # hooks on the (possibly peft-wrapped) model
     return model
@@ -263,13 +265,11 @@ def setup_batches(accelerator, data: PreparedData, data_args: DataArguments, arg
 
 def place(accelerator, model, optimizer, scheduler, loader, sampler, args: TrainingArguments):
     """accelerate places (and shards) model, optimizer, schedule and batches; the weight average starts from the
-    placed weights; the model is compiled last, when asked."""
+    placed weights."""
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if sampler is not None:  # a stream is split across processes by build_stream_dataloader, not accelerate
         loader = accelerator.prepare(loader)
     ema = WeightEMA(accelerator.unwrap_model(model), args.ema_decay) if args.ema_decay else None
-    if args.torch_compile:
-        model = torch.compile(model)
     return model, optimizer, scheduler, loader, ema
 
 
@@ -359,12 +359,12 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
             "fast_dropout": args.fast_dropout, "max_seq_length": data_args.max_seq_length,
             "batching": repr(batching_from_args(data_args)), "symmetric_pairs": data.symmetric,
             "eval_strategy": args.eval_strategy, "eval_steps": args.eval_steps, "save_steps": args.save_steps,
-            "adam": [args.adam_beta1, args.adam_beta2, args.adam_epsilon], "torch_compile": args.torch_compile,
+            "adam": [args.adam_beta1, args.adam_beta2, args.adam_epsilon], "torch_compile": compile_wanted(args),
             "lora": [args.lora_r, args.lora_alpha, args.lora_dropout, comma_items(args.lora_target_modules)],
             "gradient_checkpointing": args.gradient_checkpointing, "torch_dtype": torch_dtype or "float32",
             "evaluation_data": getattr(data.tokenized.get(data.eval_split), "_fingerprint", None),
             "class_weights": args.class_weights, "metric_for_best_model": args.metric_for_best_model,
-            "ema_decay": args.ema_decay,
+            "ema_decay": args.ema_decay, "torch_compile_mode": args.torch_compile_mode,  # (None: as before it)
             "rdrop_alpha": args.rdrop_alpha or None,  # (None when off: checkpoints written before it still match)
             "greater_is_better": args.greater_is_better, "early_stopping_patience": args.early_stopping_patience}
 

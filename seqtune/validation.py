@@ -11,6 +11,7 @@ import os
 import tempfile
 
 from seqtune.batching import Batching, validate_batching
+from seqtune.compiling import compile_problems
 from seqtune.config import LR_SCHEDULERS, DataArguments, EvalArguments, TrainingArguments
 from seqtune.data import data_file_paths, default_cache_dir
 from seqtune.errors import SeqtuneError
@@ -199,6 +200,7 @@ def _training_problems(data_args: DataArguments, args: TrainingArguments) -> lis
         problems.append("--streaming needs --max_steps N: a stream's length is not known before it is read.")
     if args.dataloader_num_workers is not None and args.dataloader_num_workers < 0:
         problems.append(f"--dataloader_num_workers must be 0 or more, got {args.dataloader_num_workers}.")
+    problems += compile_problems(args)
     if data_args.streaming and args.dataloader_num_workers:
         problems.append("--dataloader_num_workers: a stream is read in order by the training loop itself; leave it "
                         "out with --streaming.")

@@ -1,0 +1,100 @@
+"""torch.compile in the training loop (`seqtune.compiling`): the compiled steps train the model eager steps train,
+evaluation and saving use the eager module, CUDA graphs get their step marks and their limits refused by name."""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from seqtune import compiling
+from seqtune.cli import main
+from seqtune.errors import SeqtuneError
+from tests.test_errors import run_error, train_args
+
+
+def test_unknown_mode_and_cuda_graphs_with_accumulation_are_refused(tiny_model, pair_files, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    err = run_error(capsys, train_args(tiny_model, pair_files, out, "--torch_compile_mode", "fastest"), out)
+    assert "--torch_compile_mode 'fastest' is unknown: use one of default, reduce-overhead" in err
+    err = run_error(capsys, train_args(tiny_model, pair_files, out, "--torch_compile_mode", "reduce-overhead",
+                                       "--gradient_accumulation_steps", "2"), out)
+    assert "wrong gradients with --gradient_accumulation_steps 2 (pytorch/pytorch#169545)" in err
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graphs_refused_across_processes_and_on_rocm(mode, monkeypatch):
+    args = SimpleNamespace(torch_compile=False, torch_compile_mode=mode, torch_compile_backend=None)
+    with pytest.raises(SeqtuneError, match="is for one process; with 2"):
+        compiling.compile_for_training(torch.nn.Linear(2, 2), args, num_processes=2)
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    with pytest.raises(SeqtuneError, match="ROCm"):
+        compiling.compile_for_training(torch.nn.Linear(2, 2), args, num_processes=1)
+
+
+def test_a_mode_or_backend_turns_compiling_on_and_shares_the_weights():
+    model = torch.nn.Linear(2, 2)
+    plain = SimpleNamespace(torch_compile=False, torch_compile_mode=None, torch_compile_backend=None)
+    assert compiling.compile_for_training(model, plain, 1) is model
+    for args in (SimpleNamespace(torch_compile=True, torch_compile_mode=None, torch_compile_backend=None),
+                 SimpleNamespace(torch_compile=False, torch_compile_mode="default", torch_compile_backend=None),
+                 SimpleNamespace(torch_compile=False, torch_compile_mode=None, torch_compile_backend="eager")):
+        stepped = compiling.compile_for_training(model, args, 1)
+        assert stepped is not model and stepped._orig_mod is model  # the same weights, the same module
+
+
+def test_every_step_is_marked_when_the_loop_replays_cuda_graphs(tiny_model, pair_files, tmp_path, monkeypatch):
+    """CUDA graphs need a GPU; what the loop owes them does not: a mark before each step's forward (else a replay
+    may write over tensors still in use) and no graph output kept past its step."""
+    import seqtune.loop
+    import seqtune.train
+
+    marks = []
+    monkeypatch.setattr(seqtune.train, "uses_cuda_graphs", lambda args: True)
+    monkeypatch.setattr(seqtune.loop, "mark_step_begin", lambda: marks.append(1))
+    out = str(tmp_path / "out")
+    assert main(train_args(tiny_model, pair_files, out, "--max_steps", "5", "--per_device_train_batch_size", "8",
+                           "--disable_tqdm")) == 0
+    assert len(marks) == 5
+
+
+def test_compiled_training_trains_the_eager_model_with_loader_workers(no_dropout_model, pair_files, tmp_path):
+    """--torch_compile (inductor on this CPU) with two loader workers: the saved weights are those eager steps give
+    (float32, no dropout), evaluation ran, and the saved model reloads."""
+    runs = {}
+    for name, flags in (("eager", []), ("compiled", ["--torch_compile", "--dataloader_num_workers", "2"])):
+        out = str(tmp_path / name)
+        assert main(train_args(no_dropout_model, pair_files, out, "--max_steps", "4", "--per_device_train_batch_size",
+                               "8", "--no_bf16", "--disable_tqdm", "--eval_strategy", "steps", "--eval_steps", "2",
+                               *flags)) == 0
+        runs[name] = (load_file(os.path.join(out, "model.safetensors")),
+                      json.load(open(os.path.join(out, "all_results.json"))))
+    (eager, eager_results), (compiled, compiled_results) = runs["eager"], runs["compiled"]
+    start = load_file(os.path.join(no_dropout_model, "model.safetensors"))
+    assert any(not torch.equal(eager[k], start[k.removeprefix("bert.")]) for k in eager
+               if k.removeprefix("bert.") in start), "training changed no weight"
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
+    assert compiled_results["eval_loss"] == pytest.approx(eager_results["eval_loss"], rel=1e-4)
+    assert json.load(open(tmp_path / "compiled" / "seqtune_args.json"))["training"]["torch_compile"] is True
+
+
+def test_bench_compiles_the_default_strategy_when_asked(tiny_model, pair_files, tmp_path, monkeypatch):
+    """`bench --strategies default --torch_compile_mode M` measures the compiled loop (it once measured eager)."""
+    import seqtune.bench
+
+    asked = []
+    monkeypatch.setattr(seqtune.bench, "compile_for_training",
+                        lambda model, args, num_processes: asked.append(args.torch_compile_mode) or model)
+    report_file = str(tmp_path / "bench.json")
+    assert main(["bench", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"], "--steps", "1",
+                 "--warmup_steps", "1", "--strategies", "default,grouped", "--torch_compile_mode", "reduce-overhead",
+                 "--output_file", report_file]) == 0
+    assert asked == ["reduce-overhead", "reduce-overhead"]
+    report = json.load(open(report_file))
+    assert [r["torch_compile"] for r in report["results"]] == ["reduce-overhead", "reduce-overhead"]
+    assert all(r["warmup_seconds"] > 0 for r in report["results"])
