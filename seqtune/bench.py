@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from seqtune.batching import Batching, build_collator, build_train_dataloader, padding_strategies
-from seqtune.compiling import compile_for_training, compile_problems, compile_wanted, mark_step_begin, uses_cuda_graphs
+from seqtune.compiling import (compile_for_training, compile_problems, compile_wanted, mark_step_begin,
+                               placement_problems, uses_cuda_graphs)
 from seqtune.config import DataArguments, ModelArguments, comma_items
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.model_family import match_model_to_tokenizer
@@ -115,7 +116,7 @@ def fresh_model(model_path: str, config, tokenizer, args: BenchArguments, device
     if args.fast_dropout and device.type == "cpu" and not compile_wanted(args):
         use_fast_dropout(model)
     model.train()
-    return compile_for_training(model, args, num_processes=1)
+    return compile_for_training(model, args)
 
 
 def train_step(model, optimizer, batch, autocast, cuda_graphs: bool) -> None:
@@ -174,7 +175,8 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
     peak = peaks["bf16" if args.bf16 else "fp32"]
     return {
         "config": name, "batching": asdict(batching), "bf16": args.bf16, "steps": args.steps,
-        "torch_compile": (args.torch_compile_mode or "default") if compile_wanted(args) else None,
+        "torch_compile": (f"{args.torch_compile_mode or 'default'}/{args.torch_compile_backend or 'inductor'}"
+                          if compile_wanted(args) else None),
         "learning_rate": args.learning_rate,
         "seconds": round(seconds, 3), "warmup_seconds": round(start - warmup_start, 3), "samples": totals["samples"],
         "samples_per_second": round(totals["samples"] / seconds, 2),
@@ -189,7 +191,10 @@ def run_config(name: str, batching: Batching, data, tokenizer, model_path: str, 
 def check_bench_args(args: BenchArguments) -> None:
     from seqtune.errors import SeqtuneError
 
-    problems = compile_problems(args)
+    problems = compile_problems(args) + placement_problems(args, num_processes=1)
+    if compile_wanted(args) and args.warmup_steps < 1:
+        problems.append("--warmup_steps must be 1 or more with --torch_compile: the first steps compile, and the "
+                        "timed ones would count it.")
     if args.dataloader_num_workers is not None and args.dataloader_num_workers < 0:
         problems.append(f"--dataloader_num_workers must be 0 or more, got {args.dataloader_num_workers}.")
     if problems:

@@ -18,7 +18,8 @@ from seqtune.best_model import BestModel, Selection, cpu_copy
 from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_weights, load_ema_weights,
                                 load_loop_state, resolve_resume_path, rotate_checkpoints, save_checkpoint,
                                 verify_checkpoint)
-from seqtune.compiling import compile_for_training, compile_wanted, uses_cuda_graphs
+from seqtune.compiling import (compile_for_training, compile_setting, compile_wanted, placement_problems,
+                                uses_cuda_graphs)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments, comma_items, default_learning_rate
 from seqtune.datastats import length_report
 from seqtune.device_defaults import (MIN_BUDGET_BATCHES, apply_device_defaults, budget_batches_per_epoch,
@@ -95,7 +96,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         # (a signal during the final save lets the save finish; the loader's workers stop when training ends)
         with GracefulStop() as stop, EpochBatches(accelerator, loader, sampler) as batches:
             before = (state.eval_time, state.checkpoint_time)  # a resumed run's state counts the earlier ones too
-            stepped = compile_for_training(model, args, accelerator.num_processes)  # (evaluation stays eager)
+            stepped = compile_for_training(model, args)  # (evaluation and saving use the eager `model`)
             signum = fit(accelerator, stepped, optimizer, scheduler, batches, plan, state, hooks, stop,
                          args.max_grad_norm, args.bf16, progress=progress, cuda_graphs=uses_cuda_graphs(args))
             close_tracking(out, steps)
@@ -137,6 +138,9 @@ def setup_accelerator(args: TrainingArguments):
                               cpu=not torch.cuda.is_available(),
                               dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()))
     set_seed(args.seed)
+    problems = placement_problems(args, accelerator.num_processes)  # (once the processes are known: still before
+    if problems:                                                    # the output folder is touched)
+        raise SeqtuneError(*problems)
     return accelerator
 
 
@@ -188,7 +192,10 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
         logger.warning("Training %s weights without a float32 master copy (%s): small updates can be lost to "
                        "rounding.", model_args.torch_dtype, "the classifier head and pooler; the LoRA adapters stay "
                        "float32" if args.lora_r else "every weight; with --lora_r only the head and pooler")
-    if args.fast_dropout and on_cpu and not compile_wanted(args):  # (compiled, inductor fuses torch's own dropout)
+    if args.fast_dropout and on_cpu and compile_wanted(args):  # (recorded as off in seqtune_args.json)
+        args.fast_dropout = False
+        logger.info("--torch_compile: inductor fuses torch's own dropout; the fast CPU dropout is off")
+    if args.fast_dropout and on_cpu:
         logger.info("Fast CPU dropout: %s", use_fast_dropout(model))
     setup_loss(model, data, args.class_weights, args.rdrop_alpha)  # hooks on the (possibly peft-wrapped) model
     return model
@@ -364,7 +371,7 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
             "gradient_checkpointing": args.gradient_checkpointing, "torch_dtype": torch_dtype or "float32",
             "evaluation_data": getattr(data.tokenized.get(data.eval_split), "_fingerprint", None),
             "class_weights": args.class_weights, "metric_for_best_model": args.metric_for_best_model,
-            "ema_decay": args.ema_decay, "torch_compile_mode": args.torch_compile_mode,  # (None: as before it)
+            "ema_decay": args.ema_decay, "torch_compile_mode": compile_setting(args),  # (None: as before it)
             "rdrop_alpha": args.rdrop_alpha or None,  # (None when off: checkpoints written before it still match)
             "greater_is_better": args.greater_is_better, "early_stopping_patience": args.early_stopping_patience}
 
