@@ -2,12 +2,13 @@
 # The training loop compiled, on a borrowed GPU (device tool), issue #17: `--torch_compile` and
 # `--torch_compile_mode reduce-overhead` (CUDA graphs: one launch per recorded batch shape) against the eager
 # defaults and the course's Trainer recipe. Random weights of a bert-base-sized BERT (and the MiniLM), MRPC.
-# 1. `seqtune bench`, the defaults' 4,096-token batches: eager (with the course Trainer recipe for the ratio), compiled,
-#    CUDA graphs; the warm-up covers every batch shape several times (compiling and recording are reported as
-#    warmup_seconds); then CUDA graphs on 16,384-token batches (the MFU a larger batch reaches) and on the MiniLM.
-# 2. The whole `seqtune train` command (default flags, 2 epochs, evaluation each epoch), eager and with CUDA graphs,
-#    on a dropout-free copy of the bert-base weights so that both runs compute the same losses: wall time, phase
-#    table, and the logged losses side by side (the check that the graphs' gradients are the eager ones).
+# In order of importance (a device call may run out of time): `seqtune bench` on the defaults' 4,096-token batches,
+# eager (with the course Trainer recipe and the fair peer for the ratios), then CUDA graphs; the whole `seqtune
+# train` command (default flags, 2 epochs, evaluation each epoch), eager and with CUDA graphs, on a dropout-free
+# copy of the bert-base weights so that both runs compute the same function: wall time, phase table, the logged
+# losses side by side; then `--torch_compile` without graphs, CUDA graphs on 16,384-token batches (the MFU a larger
+# batch reaches) and on the MiniLM. Bench warm-ups cover every batch shape several times (their time, compiling and
+# recording included, is warmup_seconds in the JSON).
 # Needs .whl and .gpu carried (see gpu_setup.sh). Knobs: STEPS, WARMUP, TRAINER_SAMPLES, WHEELS=0 (dry run).
 set -uo pipefail
 STEPS=${STEPS:-200} WARMUP=${WARMUP:-160} TRAINER_SAMPLES=${TRAINER_SAMPLES:-3000}
