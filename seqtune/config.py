@@ -146,8 +146,9 @@ class TrainingArguments:
     fast_dropout: bool = _f(True, "On CPUs, draw dropout masks 16 bits per element instead of torch's bernoulli_ "
                             "(2.6x cheaper; the same Bernoulli masks). --no_fast_dropout for torch's own. GPUs keep "
                             "torch's fused kernels.")
-    torch_compile: bool = _f(False, "Compile the training steps with torch.compile (lengths padded to multiples of "
-                             "8 by --pad_to_multiple_of bound the shapes; evaluation stays eager).")
+    torch_compile: bool = _f(False, "Compile the training steps with torch.compile (evaluation stays eager; "
+                             "--pad_to_multiple_of 8 bounds the shapes, as the GPU defaults do). Pays on a GPU for "
+                             "long runs, not on a CPU (BENCHMARKS.md).")
     torch_compile_mode: str | None = _f(None, "torch.compile's mode (turns --torch_compile on): default, "
                                         "reduce-overhead (CUDA graphs: one launch a step on a GPU), max-autotune, "
                                         "max-autotune-no-cudagraphs. CUDA graphs need one process and no "
