@@ -26,7 +26,7 @@ from seqtune.config import DataArguments, ModelArguments, comma_items
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.model_family import match_model_to_tokenizer
 from seqtune.modeling import load_config, load_model, load_tokenizer, resolve_model_path
-from seqtune.device_defaults import apply_device_defaults, budget_batches_per_epoch
+from seqtune.device_defaults import apply_device_defaults, split_budget_batches
 from seqtune.prepare import batching_from_args, prepare_data
 from seqtune.optim import build_optimizer
 
@@ -231,9 +231,8 @@ def bench(data_args: DataArguments, model_args: ModelArguments, args: BenchArgum
         if name == "default":  # what `seqtune train` does on this device with no batch flags
             defaults = TrainingArguments()
             default_data = DataArguments(max_seq_length=data_args.max_seq_length)
-            lengths = data.tokenized["train"].with_format("numpy", columns=["length"])["length"]
             # as `train` counts its split: both orders of each pair when symmetric
-            size = budget_batches_per_epoch(lengths) * (2 if data.symmetric else 1)
+            size = split_budget_batches(data.tokenized["train"], 2 if data.symmetric else 1)
             apply_device_defaults(default_data, defaults, device.type, size)
             strategies[name] = batching_from_args(default_data)
             run_args = replace(args, bf16=defaults.bf16,

@@ -96,6 +96,16 @@ def compile_setting(args) -> str | None:
     return None if (mode, backend) == ("default", "inductor") else f"{mode}/{backend}"
 
 
+def resolve_fast_dropout(args, on_cpu: bool) -> bool:
+    """Compiled steps on a CPU keep torch's dropout (inductor fuses it; the fast dropout's in-place draw would break
+    the graph): set `args.fast_dropout` off, in place, so that seqtune_args.json and a sweep's reuse see the value
+    used. Returns whether it was turned off."""
+    if args.fast_dropout and on_cpu and compile_wanted(args):
+        args.fast_dropout = False
+        return True
+    return False
+
+
 def compile_for_training(model, args):
     """The model the loop steps: `model` itself, or compiled as asked (it shares `model`'s weights). The flags
     were checked by `compile_problems` and `placement_problems`."""

@@ -62,6 +62,14 @@ def budget_batches_per_epoch(lengths) -> float:
     return float(padded.sum()) / GPU_TOKEN_BUDGET
 
 
+def split_budget_batches(dataset, symmetric_copies: int = 1) -> float | None:
+    """`budget_batches_per_epoch` of a tokenized split (its `length` column), counted `symmetric_copies` times;
+    None for a split without lengths (a stream, whose size is not known)."""
+    if "length" not in (dataset.column_names or []):
+        return None
+    return budget_batches_per_epoch(dataset.with_format("numpy", columns=["length"])["length"]) * symmetric_copies
+
+
 def token_budget_lr_scale(max_tokens_per_batch: int | None) -> float:
     """The default learning rate's factor for batches of this many tokens: sqrt(tokens / 2,048), the square-root
     rule for Adam against the batch the defaults were chosen at; 1 for batches of rows."""

@@ -157,6 +157,7 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
     import torch
 
     from seqtune.config import default_learning_rate
+    from seqtune.compiling import resolve_fast_dropout
     from seqtune.device_defaults import apply_device_defaults
 
     model = {k: v for k, v in flags.get("model", {}).items() if k != "resolved"}
@@ -166,6 +167,7 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
     for budget_batches in (None, 0):
         resolved_data, resolved = replace(data_args), replace(args)
         apply_device_defaults(resolved_data, resolved, device, budget_batches)
+        resolve_fast_dropout(resolved, on_cpu=device == "cpu")
         metric = resolved.metric_for_best_model
         resolved = replace(resolved, learning_rate=default_learning_rate(resolved, resolved_data.max_tokens_per_batch),
                            metric_for_best_model=metric.removeprefix("eval_") if metric else metric)

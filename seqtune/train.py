@@ -19,11 +19,11 @@ from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_we
                                 load_loop_state, resolve_resume_path, rotate_checkpoints, save_checkpoint,
                                 verify_checkpoint)
 from seqtune.compiling import (compile_for_training, compile_setting, compile_wanted, placement_problems,
-                                uses_cuda_graphs)
+                                resolve_fast_dropout, uses_cuda_graphs)
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments, comma_items, default_learning_rate
 from seqtune.datastats import length_report
-from seqtune.device_defaults import (MIN_BUDGET_BATCHES, apply_device_defaults, budget_batches_per_epoch,
-                                     log_gpu_defaults, log_small_data)
+from seqtune.device_defaults import (MIN_BUDGET_BATCHES, apply_device_defaults, log_gpu_defaults, log_small_data,
+                                     split_budget_batches)
 from seqtune.ema import EMA_FILE, WeightEMA
 from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.fast_dropout import use_fast_dropout
@@ -114,8 +114,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
 def resolve_batch_defaults(data_args: DataArguments, args: TrainingArguments, device_type: str, train) -> None:
     """The batch flags left out, by device and the training split's size (`seqtune.device_defaults`), then the
     learning rate left out (scaled for a token budget); both recorded in seqtune_args.json as resolved."""
-    lengths = "length" in (train.column_names or [])  # (a stream's size is not known)
-    size = budget_batches_per_epoch(train.with_format("numpy", columns=["length"])["length"]) if lengths else None
+    size = split_budget_batches(train)
     left_out = args.per_device_train_batch_size is None and data_args.max_tokens_per_batch is None
     gpu_defaults = apply_device_defaults(data_args, args, device_type, size)
     args.learning_rate = default_learning_rate(args, data_args.max_tokens_per_batch)
@@ -192,8 +191,7 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
         logger.warning("Training %s weights without a float32 master copy (%s): small updates can be lost to "
                        "rounding.", model_args.torch_dtype, "the classifier head and pooler; the LoRA adapters stay "
                        "float32" if args.lora_r else "every weight; with --lora_r only the head and pooler")
-    if args.fast_dropout and on_cpu and compile_wanted(args):  # (recorded as off in seqtune_args.json)
-        args.fast_dropout = False
+    if resolve_fast_dropout(args, on_cpu):
         logger.info("--torch_compile: inductor fuses torch's own dropout; the fast CPU dropout is off")
     if args.fast_dropout and on_cpu:
         logger.info("Fast CPU dropout: %s", use_fast_dropout(model))

@@ -139,3 +139,21 @@ def test_bench_compiles_the_default_strategy_when_asked(tiny_model, pair_files, 
     report = json.load(open(report_file))
     assert [r["torch_compile"] for r in report["results"]] == ["reduce-overhead/inductor"] * 2
     assert all(r["warmup_seconds"] > 0 for r in report["results"])
+
+
+def test_a_sweep_reuses_a_compiled_cpu_run_recorded_without_the_fast_dropout(tmp_path, monkeypatch):
+    """Compiled CPU steps record --fast_dropout as off (the value used): a sweep with the same flags still
+    recognises the finished run and does not train it again."""
+    from seqtune.config import DataArguments, ModelArguments, TrainingArguments
+    from seqtune.sweep import _as_json, finished_results
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    data_args, model_args = DataArguments(train_file="t.csv"), ModelArguments()
+    args = TrainingArguments(output_dir=str(tmp_path), seed=3, torch_compile=True)
+    recorded = TrainingArguments(output_dir=str(tmp_path), seed=3, torch_compile=True, fast_dropout=False,
+                                 per_device_train_batch_size=32, learning_rate=1e-4, dataloader_num_workers=0)
+    (tmp_path / "seqtune_args.json").write_text(json.dumps({
+        "data": _as_json(vars(data_args)), "model": _as_json(vars(model_args)), "training": _as_json(vars(recorded))}))
+    (tmp_path / "all_results.json").write_text(json.dumps({"eval_f1": 0.5}))
+    assert finished_results(data_args, model_args, args) == {"eval_f1": 0.5}
+    assert finished_results(data_args, model_args, TrainingArguments(output_dir=str(tmp_path), seed=3)) is None
