@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, f1_score
 folder = sys.argv[1]
 folds = sorted(glob.glob(os.path.join(folder, "fold-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
 runs = {fold: {int(p.rsplit("-", 1)[1]): json.load(open(os.path.join(p, "eval_predictions.json")))
-               for p in glob.glob(os.path.join(fold, "seed-*"))} for fold in folds}
+               for p in glob.glob(os.path.join(fold, "*seed-*"))} for fold in folds}  # seed-N, or a soup's data_seed-N
 seeds = sorted(set.intersection(*(set(r) for r in runs.values())))
 summary = {}
 for size in range(1, len(seeds) + 1):

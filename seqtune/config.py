@@ -124,6 +124,9 @@ class TrainingArguments:
     bf16: bool = _f(True, "bfloat16 autocast (float32 master weights). Fast on CPUs with AVX-512 BF16/AMX and on "
                     "GPUs since Ampere; --no_bf16 for float32.")
     seed: int = _f(42, "Random seed for initialisation, shuffling and dropout.")
+    data_seed: int | None = _f(None, "Seed of the training batches' order alone (default: --seed). Runs with one "
+                               "--seed and several --data_seed start from one initialisation (the same head): what "
+                               "a model soup averages (`seqtune sweep --soup`).")
     eval_strategy: Literal["no", "epoch", "steps"] = _f("epoch", "When to evaluate on the validation split.")
     eval_steps: int | None = _f(None, "With --eval_strategy steps: evaluate every N optimizer steps.")
     logging_steps: int = _f(10, "Write the training loss to the step log every N optimizer steps.")

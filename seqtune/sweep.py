@@ -49,6 +49,12 @@ class SweepArguments:
         "help": "Save the seeds' models (trained on the whole training split) as one ensemble in "
                 "OUTPUT_DIR/ensemble, scored on the validation split: evaluate, predict and serve load it and average "
                 "the members' logits (N times the inference cost of one model)."})
+    soup: bool = field(default=False, metadata={
+        "help": "A uniform model soup: every run keeps the training flags' --seed (one initialisation: the same "
+                "head) and takes each of --seeds as its --data_seed (another order of batches); their weights are "
+                "averaged into one model, OUTPUT_DIR/soup (one model's inference cost), scored on the validation "
+                "split; with --cv also one soup per fold (its score in the summary). The runs' weights are kept "
+                "until the sweep ends."})
     cv_validation: bool = field(default=True, metadata={
         "help": "With --cv (no search): also train each seed on the whole training split and score the validation "
                 "split, the final check on rows no fold saw; --cv_validation false to skip it."})
@@ -117,15 +123,22 @@ def drop_model(run_dir: str) -> None:
     write_model_card(run_dir)
 
 
+def run_folder(out: str, seed: int, soup: bool = False) -> str:
+    """OUT/seed-N, or OUT/data_seed-N for a soup's runs (one --seed, the sweep's seeds as --data_seed)."""
+    return os.path.join(out, f"{'data_seed' if soup else 'seed'}-{seed}")
+
+
 def run_seeds(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments, seeds: list[int],
-              out: str, keep_models: bool) -> tuple[list[dict], dict]:
-    """Train one configuration once per seed (into OUT/seed-N; a run finished earlier with the same flags is
-    reused, if it kept its model when `keep_models`); the runs' results and their summary."""
+              out: str, keep_models: bool, soup: bool = False) -> tuple[list[dict], dict]:
+    """Train one configuration once per seed (into OUT/seed-N, or with `soup` once per --data_seed into
+    OUT/data_seed-N; a run finished earlier with the same flags is reused, if it kept its model when
+    `keep_models`); the runs' results and their summary."""
     from seqtune.train import train
 
     runs = []
     for seed in seeds:
-        run_args = replace(args, seed=seed, output_dir=os.path.join(out, f"seed-{seed}"), overwrite_output_dir=True)
+        varied = {"data_seed": seed} if soup else {"seed": seed}
+        run_args = replace(args, **varied, output_dir=run_folder(out, seed, soup), overwrite_output_dir=True)
         results = None if args.overwrite_output_dir else finished_results(data_args, model_args, run_args)
         if results is not None and keep_models and not _has_weights(run_args.output_dir):
             results = None  # its weights were dropped: train it again to keep them
@@ -135,7 +148,7 @@ def run_seeds(data_args: DataArguments, model_args: ModelArguments, args: Traini
                 drop_model(run_args.output_dir)
         else:
             logger.info("Reusing the finished run in %s", run_args.output_dir)
-        runs.append({"seed": seed, **results})
+        runs.append({"data_seed" if soup else "seed": seed, **results})
     return runs, summarize(runs)
 
 
@@ -205,15 +218,16 @@ def _as_json(values: dict) -> dict:
 
 
 def run_configuration(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,
-                      seeds: list[int], out: str, keep_models: bool, folds: list[DataArguments] | None = None
-                      ) -> tuple[list[dict], dict]:
+                      seeds: list[int], out: str, keep_models: bool, folds: list[DataArguments] | None = None,
+                      soup: bool = False) -> tuple[list[dict], dict]:
     """Every seed on the validation split (into OUT/seed-N), or with `folds` every seed on every fold (into
-    OUT/fold-K/seed-N): the runs (fold numbered) and the summary over all of them."""
+    OUT/fold-K/seed-N; OUT/fold-K/data_seed-N with `soup`): the runs (fold numbered) and their summary."""
     if not folds:
-        return run_seeds(data_args, model_args, args, seeds, out, keep_models)
+        return run_seeds(data_args, model_args, args, seeds, out, keep_models, soup)
     runs = []
     for number, fold in enumerate(folds):
-        fold_runs, _ = run_seeds(fold, model_args, args, seeds, os.path.join(out, f"fold-{number}"), keep_models)
+        fold_runs, _ = run_seeds(fold, model_args, args, seeds, os.path.join(out, f"fold-{number}"), keep_models,
+                                 soup)
         runs += [{"fold": number, **run} for run in fold_runs]
     return runs, summarize(runs)
 
@@ -267,9 +281,7 @@ def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     from seqtune.validation import validate_training_args
 
     seeds = parse_seeds(sweep_args.seeds)
-    if sweep_args.ensemble and (sweep_args.n_trials > 0 or (sweep_args.cv and not sweep_args.cv_validation)):
-        raise SeqtuneError("--ensemble saves the seeds' models trained on the whole training split: leave out "
-                           "--n_trials, and --cv_validation false with --cv.")
+    check_sweep_args(sweep_args, seeds)
     # a folder holding only an earlier sweep's files is continued (its finished runs reused); another needs
     # --overwrite_output_dir, which also trains every run again
     validate_training_args(data_args, replace(args, overwrite_output_dir=args.overwrite_output_dir or bool(
@@ -286,20 +298,55 @@ def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         report = cross_validate(data_args, model_args, args, sweep_args, seeds, folds)
     else:
         runs, summary = run_seeds(data_args, model_args, args, seeds, args.output_dir,
-                                  sweep_args.keep_models or sweep_args.ensemble)
+                                  sweep_args.keep_models or sweep_args.ensemble or sweep_args.soup, sweep_args.soup)
         _record_runs(args.output_dir, runs)
         report = {"seeds": seeds, "summary": summary}
-    if sweep_args.ensemble:
-        members = [os.path.join(args.output_dir, *(["validation"] if folds else []), f"seed-{s}") for s in seeds]
-        report["ensemble"] = build_ensemble(data_args, members, os.path.join(args.output_dir, "ensemble"),
-                                            sweep_args.keep_models)
+    combine_runs(data_args, args.output_dir, sweep_args, seeds, folds, report)
     write_json(os.path.join(args.output_dir, "sweep_summary.json"), report)
     print_report(report)
     return report
 
 
-SWEEP_FILES = {"sweep_summary.json", "sweep_results.jsonl", "study.db", "validation", "ensemble", ".ensemble.saving"}
-SWEEP_FOLDER_RE = re.compile(r"^(seed|fold|trial)-\d+$")
+def check_sweep_args(sweep_args: SweepArguments, seeds: list[int]) -> None:
+    """--ensemble and --soup combine runs on the whole training split (--soup also per fold): refused with a
+    search, and with fewer than 2 runs to combine."""
+    for flag in ("ensemble", "soup"):
+        if not getattr(sweep_args, flag):
+            continue
+        if sweep_args.n_trials > 0:
+            raise SeqtuneError(f"--{flag} combines the runs of one configuration: leave out --n_trials.")
+        if len(set(seeds)) < 2:
+            raise SeqtuneError(f"--{flag} combines several runs: give at least 2 --seeds, e.g. --seeds 1 2 3.")
+    if sweep_args.ensemble and sweep_args.cv and not sweep_args.cv_validation:
+        raise SeqtuneError("--ensemble saves the seeds' models trained on the whole training split: leave out "
+                           "--cv_validation false with --cv.")
+
+
+def combine_runs(data_args: DataArguments, out: str, sweep_args: SweepArguments, seeds: list[int],
+                 folds: list[DataArguments] | None, report: dict) -> None:
+    """OUT/soup and OUT/ensemble from the runs on the whole training split, scored on the validation split (into
+    `report`); then, unless --keep_models, every run's weights are dropped (a soup's runs kept them until now)."""
+    from seqtune.ensemble import write_ensemble
+    from seqtune.soup import write_soup
+
+    whole = [run_folder(os.path.join(out, *(["validation"] if folds else [])), s, sweep_args.soup) for s in seeds]
+    if sweep_args.soup and (not folds or sweep_args.cv_validation):
+        report["soup"] = build_combined(data_args, whole, os.path.join(out, "soup"), write_soup, "soup")
+    if sweep_args.ensemble:
+        report["ensemble"] = build_combined(data_args, whole, os.path.join(out, "ensemble"), write_ensemble,
+                                            "ensemble")
+    if (sweep_args.soup or sweep_args.ensemble) and not sweep_args.keep_models:
+        fold_runs = [run_folder(os.path.join(out, f"fold-{k}"), s, sweep_args.soup) for k in range(len(folds or []))
+                     for s in seeds]
+        for run in fold_runs + whole:
+            if _has_weights(run):
+                drop_model(run)
+
+
+SWEEP_FILES = {"sweep_summary.json", "sweep_results.jsonl", "study.db", "validation", "ensemble", ".ensemble.saving",
+               "soup", ".soup.saving"}
+SWEEP_FOLDER_RE = re.compile(r"^(seed|data_seed|fold|trial)-\d+$")
+
 
 
 def is_sweep_folder(path: str) -> bool:
@@ -313,37 +360,52 @@ def is_sweep_folder(path: str) -> bool:
 
 def cross_validate(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,
                    sweep_args: SweepArguments, seeds: list[int], folds: list[DataArguments]) -> dict:
-    """Every seed on every fold (OUT/fold-K/seed-N), then, unless --cv_validation false, every seed on the whole
-    training split scored on the validation split (OUT/validation/seed-N)."""
-    out = args.output_dir
-    runs, summary = run_configuration(data_args, model_args, args, seeds, out, sweep_args.keep_models, folds)
+    """Every seed on every fold (OUT/fold-K/seed-N), with --soup each fold's soup scored on it, then, unless
+    --cv_validation false, every seed on the whole training split scored on the validation split
+    (OUT/validation/seed-N)."""
+    out, soup = args.output_dir, sweep_args.soup
+    runs, summary = run_configuration(data_args, model_args, args, seeds, out, sweep_args.keep_models or soup, folds,
+                                      soup)
     report = {"seeds": seeds, "cv": len(folds), "cv_seed": sweep_args.cv_seed, "summary": summary,
               "per_fold": {str(k): summarize([r for r in runs if r["fold"] == k]) for k in range(len(folds))}}
+    if soup:
+        report["soup_per_fold"] = [fold_soup(fold, os.path.join(out, f"fold-{k}"), seeds, sweep_args.keep_models)
+                                   for k, fold in enumerate(folds)]
+        report["soup_summary"] = summarize(report["soup_per_fold"])
     if sweep_args.cv_validation:
         checks, report["validation"] = run_seeds(data_args, model_args, args, seeds, os.path.join(out, "validation"),
-                                                 sweep_args.keep_models or sweep_args.ensemble)
+                                                 sweep_args.keep_models or sweep_args.ensemble or soup, soup)
         runs += [{"fold": "validation", **run} for run in checks]
     _record_runs(out, runs)
     return report
 
 
-def build_ensemble(data_args: DataArguments, run_dirs: list[str], folder: str, keep_models: bool) -> dict:
-    """The runs' models as one ensemble folder, scored on the validation split as `seqtune evaluate` scores it;
-    then the runs' own weights are dropped unless --keep_models."""
+def fold_soup(fold: DataArguments, fold_out: str, seeds: list[int], keep_models: bool) -> dict:
+    """The fold's runs averaged into FOLD/soup and scored on the fold's held-out part; its weights are then
+    deleted unless --keep_models (the score is what a fold's soup is for)."""
+    from seqtune.soup import write_soup
+
+    folder = os.path.join(fold_out, "soup")
+    result = build_combined(fold, [run_folder(fold_out, s, soup=True) for s in seeds], folder, write_soup, "soup")
+    if not keep_models:
+        remove_tree(folder)
+    # named as the runs' metrics are (eval_*), so the folds' soups summarize as the runs do
+    return {k if k in ("folder", "members", "split", "rows") else f"eval_{k}": v for k, v in result.items()}
+
+
+def build_combined(data_args: DataArguments, run_dirs: list[str], folder: str, write, what: str) -> dict:
+    """`write(run_dirs, folder)` (an ensemble or a soup), scored on the validation split as `seqtune evaluate`
+    scores it."""
     from seqtune.config import EvalArguments
-    from seqtune.ensemble import write_ensemble
     from seqtune.evaluate import evaluate
 
-    write_ensemble(run_dirs, folder)
-    if not keep_models:
-        for run in run_dirs:
-            drop_model(run)
+    write(run_dirs, folder)
     result = {"folder": folder, "members": len(run_dirs)}
     try:
         result.update(evaluate(replace(data_args, test_file=None), ModelArguments(model_name_or_path=folder),
                                EvalArguments()))
-    except SeqtuneError as error:  # no labelled validation split: the ensemble is saved, not scored
-        logger.warning("The ensemble in %s was not scored: %s", folder, error)
+    except SeqtuneError as error:  # no labelled validation split: saved, not scored
+        logger.warning("The %s in %s was not scored: %s", what, folder, error)
     result.pop("per_class", None)
     return result
 
@@ -362,10 +424,14 @@ def print_report(report: dict) -> None:
         if "validation" in report:
             print(f"validation split, seeds {report['seeds']}:")
             _print_summary(report["validation"])
-        if "ensemble" in report:
-            scores = {k: v for k, v in report["ensemble"].items() if isinstance(v, float)}
-            print(f"ensemble of {report['ensemble']['members']} in {report['ensemble']['folder']}: "
-                  + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+        if "soup_summary" in report:
+            print(f"{report['cv']}-fold cross-validation, a soup of the {len(report['seeds'])} runs of each fold:")
+            _print_summary(report["soup_summary"])
+        for what in ("soup", "ensemble"):
+            if what in report:
+                scores = {k: v for k, v in report[what].items() if isinstance(v, float)}
+                print(f"{what} of {report[what]['members']} in {report[what]['folder']}: "
+                      + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     else:
         for t in sorted(report["trials"], key=lambda t: -(t["score"] or -1)):
             print(f"  trial {t['number']:>3}  score {t['score']:.4f}  {t['params']}")

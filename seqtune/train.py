@@ -258,11 +258,11 @@ def setup_batches(accelerator, data: PreparedData, data_args: DataArguments, arg
             logger.info("Streaming: batches are padded to their own longest row (length grouping needs the whole "
                         "dataset)")
         loader = EndlessBatches(build_stream_dataloader(
-            data.train, data.collator, args.per_device_train_batch_size, args.seed, accelerator.process_index,
-            accelerator.num_processes))
+            data.train, data.collator, args.per_device_train_batch_size, batch_order_seed(args),
+            accelerator.process_index, accelerator.num_processes))
         return loader, None, None
-    loader = build_train_dataloader(data.train, data.collator, batching, args.per_device_train_batch_size, args.seed,
-                                    args.dataloader_num_workers)
+    loader = build_train_dataloader(data.train, data.collator, batching, args.per_device_train_batch_size,
+                                    batch_order_seed(args), args.dataloader_num_workers)
     sampler = loader.batch_sampler if batching.max_tokens_per_batch else loader.sampler
     batches_per_process = math.ceil(len(loader) / accelerator.num_processes)  # what accelerate's sharding yields
     return loader, sampler, math.ceil(batches_per_process / args.gradient_accumulation_steps)
@@ -336,7 +336,12 @@ def write_token_lengths(out: OutputDir, data: PreparedData, data_args: DataArgum
     """token_lengths.json: the training rows' lengths and each padding strategy's cost (the report's histogram)."""
     write_json(out.file("token_lengths.json"), length_report(
         data.train, batching_from_args(data_args), args.per_device_train_batch_size, data_args.max_seq_length,
-        args.seed))
+        batch_order_seed(args)))
+
+
+def batch_order_seed(args: TrainingArguments) -> int:
+    """The seed of the batches' order: --data_seed, else --seed (transformers' rule)."""
+    return args.seed if args.data_seed is None else args.data_seed
 
 
 def loop_hooks(accelerator, out: OutputDir, best: BestModel, steps: StepLog, plan: Plan, settings: dict,
@@ -358,6 +363,7 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
             "model": model_path, "processes": num_processes, "max_steps": plan.max_steps,
             "per_device_train_batch_size": args.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed,
+            "data_seed": args.data_seed,  # (None: the batches follow --seed, as before the flag)
             "learning_rate": args.learning_rate, "lr_scheduler_type": args.lr_scheduler_type,
             "warmup_ratio": args.warmup_ratio, "weight_decay": args.weight_decay,
             "layerwise_lr_decay": args.layerwise_lr_decay, "max_grad_norm": args.max_grad_norm, "bf16": args.bf16,

@@ -187,6 +187,8 @@ def _training_problems(data_args: DataArguments, args: TrainingArguments) -> lis
         problems.append(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}.")
     if not 0 <= args.seed < 2**32:
         problems.append(f"--seed must be in [0, 2**32), got {args.seed}.")
+    if args.data_seed is not None and not 0 <= args.data_seed < 2**32:
+        problems.append(f"--data_seed must be in [0, 2**32), got {args.data_seed}.")
     if args.lr_scheduler_type not in LR_SCHEDULERS:
         problems.append(f"--lr_scheduler_type '{args.lr_scheduler_type}' is unknown: use one of "
                         f"{', '.join(LR_SCHEDULERS)}.")

@@ -257,3 +257,67 @@ def test_an_ensemble_of_runs_in_folders_of_one_name_keeps_every_member(tiny_mode
     members = json.load(open(os.path.join(folder, ENSEMBLE_FILE)))["members"]
     assert len(set(members)) == 2
     assert all(os.path.isfile(os.path.join(folder, m, "config.json")) for m in members)
+
+
+# ----------------------------------------------------------------------------------------------- model soups
+def test_a_soup_averages_runs_of_one_initialisation_into_a_model_from_pretrained_loads(tiny_model, pair_files,
+                                                                                     tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    out = str(tmp_path / "soup")
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2,3", "--soup", "--keep_models", "--learning_rate",
+                 "3e-3", "--max_steps", "4", "--seed", "7") == 0
+    report = json.load(open(os.path.join(out, "sweep_summary.json")))
+    runs = [os.path.join(out, f"data_seed-{s}") for s in (1, 2, 3)]
+    flags = [json.load(open(os.path.join(run, "seqtune_args.json")))["training"] for run in runs]
+    assert [(f["seed"], f["data_seed"]) for f in flags] == [(7, 1), (7, 2), (7, 3)]
+    # one initialisation, other batches: the runs' weights differ, and the soup is their mean, weight by weight
+    weights = [load_file(os.path.join(run, "model.safetensors")) for run in runs]
+    assert not torch.equal(weights[0]["classifier.weight"], weights[1]["classifier.weight"])
+    soup = AutoModelForSequenceClassification.from_pretrained(os.path.join(out, "soup")).state_dict()
+    for key in weights[0]:
+        assert torch.allclose(soup[key], torch.stack([w[key].float() for w in weights]).mean(0), atol=1e-6), key
+    # evaluate on the folder repeats the sweep's score of the soup
+    capsys.readouterr()
+    assert main(["evaluate", "--model_name_or_path", os.path.join(out, "soup"), "--validation_file",
+                 pair_files["validation"]]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["soup"]["members"] == 3 and metrics["loss"] == report["soup"]["loss"]
+
+
+def test_a_soup_of_runs_with_other_seeds_is_refused(tiny_model, pair_files, tmp_path):
+    from seqtune.soup import write_soup
+
+    runs = []
+    for seed in (1, 2):
+        runs.append(str(tmp_path / f"seed-{seed}"))
+        assert main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"],
+                     "--validation_file", pair_files["validation"], "--output_dir", runs[-1], "--max_steps", "1",
+                     "--seed", str(seed)]) == 0
+    with pytest.raises(SeqtuneError, match="one --seed .* --seed 1.* --seed 2.*--ensemble"):
+        write_soup(runs, str(tmp_path / "soup"))
+    assert not os.path.exists(tmp_path / "soup")
+    with pytest.raises(SeqtuneError, match="at least 2 runs"):
+        write_soup(runs[:1], str(tmp_path / "soup"))
+
+
+def test_cross_validated_soups_score_each_fold_and_drop_the_weights(tiny_model, pair_files, tmp_path, capsys):
+    out = str(tmp_path / "cv-soup")
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--soup", "--cv", "2", "--cv_validation", "false",
+                 "--max_steps", "2") == 0
+    report = json.load(open(os.path.join(out, "sweep_summary.json")))
+    assert [s["members"] for s in report["soup_per_fold"]] == [2, 2]
+    assert report["soup_summary"]["eval_accuracy"]["n"] == 2 and "soup" not in report  # no whole-split runs
+    for fold in (0, 1):  # the folds' soups and runs keep their scores, not their weights
+        assert not os.path.exists(os.path.join(out, f"fold-{fold}", "soup"))
+        for seed in (1, 2):
+            run = os.path.join(out, f"fold-{fold}", f"data_seed-{seed}")
+            assert os.path.isfile(os.path.join(run, "all_results.json"))
+            assert not os.path.exists(os.path.join(run, "model.safetensors"))
+    assert "a soup of the 2 runs of each fold" in capsys.readouterr().out
+    # the same command continues (reuses) the finished runs
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--soup", "--cv", "2", "--cv_validation", "false",
+                 "--max_steps", "2") == 0
+    assert sweep(tiny_model, pair_files, str(tmp_path / "one"), "--seeds", "1", "--soup") == 2

@@ -190,3 +190,23 @@ def test_layerwise_lr_decay_gives_each_layer_its_rate(tiny_model):
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(named)
     plain = build_optimizer(model, learning_rate=1e-3, weight_decay=0.01)
     assert {g["lr"] for g in plain.param_groups} == {1e-3} and len(plain.param_groups) == 2
+
+
+def test_data_seed_orders_the_batches_and_nothing_else(no_dropout_model, pair_files, tmp_path):
+    from safetensors.torch import load_file
+
+    def run(name, *extra):
+        out = str(tmp_path / name)
+        train(no_dropout_model, {"train": pair_files["train"]}, out, "--max_steps", "4",
+              "--per_device_train_batch_size", "8", "--seed", "7", *extra)
+        return losses(out), load_file(os.path.join(out, "model.safetensors"))
+
+    plain, same, other = run("plain"), run("same", "--data_seed", "7"), run("other", "--data_seed", "8")
+    assert plain[0] == same[0] and all(torch.equal(plain[1][k], same[1][k]) for k in plain[1])  # default: --seed
+    assert other[0] != plain[0]  # other batches
+    # at a learning rate of 1e-30 the weights stay where training started (within 1e-29: zero biases move by
+    # about lr), so one --seed is one initialisation (the new head too), whatever the --data_seed
+    still = [run(f"lr0-{d}", "--learning_rate", "1e-30", "--data_seed", d)[1] for d in ("1", "2")]
+    assert all(torch.allclose(still[0][k], still[1][k], rtol=0, atol=1e-29) for k in still[0])
+    changed = run("lr0-seed", "--learning_rate", "1e-30", "--seed", "8")[1]
+    assert not torch.equal(changed["classifier.weight"], still[0]["classifier.weight"])
