@@ -79,7 +79,11 @@ def write_soup(run_dirs: list[str], folder: str, trust_remote_code: bool = False
     tokenizer, _, model = load(run_dirs[0])
     weights = WeightSum(model)
     for run in run_dirs[1:]:  # one more model in memory at a time
-        weights.add(load(run)[2])
+        other = load(run)[2]
+        if other.config.id2label != model.config.id2label:
+            raise SeqtuneError(f"{run} predicts the labels {list(other.config.id2label.values())}, {run_dirs[0]} "
+                               f"{list(model.config.id2label.values())}: a soup averages runs of one label set.")
+        weights.add(other)
     model.load_state_dict(weights.mean())
     staging = os.path.join(os.path.dirname(os.path.abspath(folder)), f".{os.path.basename(folder)}.saving")
     remove_tree(staging)

@@ -301,6 +301,14 @@ def test_a_soup_of_runs_with_other_seeds_is_refused(tiny_model, pair_files, tmp_
     assert not os.path.exists(tmp_path / "soup")
     with pytest.raises(SeqtuneError, match="at least 2 runs"):
         write_soup(runs[:1], str(tmp_path / "soup"))
+    config = json.load(open(os.path.join(runs[1], "config.json")))  # one seed, other label names
+    flags = json.load(open(os.path.join(runs[1], "seqtune_args.json")))
+    flags["training"]["seed"] = 1
+    config["id2label"] = {"0": "no", "1": "yes"}
+    json.dump(config, open(os.path.join(runs[1], "config.json"), "w"))
+    json.dump(flags, open(os.path.join(runs[1], "seqtune_args.json"), "w"))
+    with pytest.raises(SeqtuneError, match="one label set"):
+        write_soup(runs, str(tmp_path / "soup"))
 
 
 def test_cross_validated_soups_score_each_fold_and_drop_the_weights(tiny_model, pair_files, tmp_path, capsys):
