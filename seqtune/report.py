@@ -26,7 +26,8 @@ GLUE_DATASET = "nyu-mll/glue"  # GLUE's Hub id ("glue" redirects to it)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 HYPERPARAMETERS = {  # seqtune_args.json section -> the flags the card lists
     "training": ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                 "gradient_accumulation_steps", "warmup_ratio", "weight_decay", "lr_scheduler_type", "bf16", "seed"),
+                 "gradient_accumulation_steps", "warmup_ratio", "weight_decay", "lr_scheduler_type", "bf16", "seed",
+                 "data_seed"),
     "data": ("max_seq_length", "padding", "group_by_length", "max_tokens_per_batch"),
 }
 
@@ -211,6 +212,8 @@ def _card_text(output_dir: str, args: dict, results: dict, config: dict) -> str:
                 "Training: no results recorded (an unfinished run).")
     symmetric = bool(config.get("seqtune_symmetric_pairs"))
     hyper = {k: sections[part].get(k) for part, keys in HYPERPARAMETERS.items() for k in keys}
+    if hyper.get("data_seed") is None:  # the batches followed --seed
+        hyper.pop("data_seed")
     hyper["symmetric pairs (trained on both orders, predictions average both)"] = symmetric
     metrics = "\n".join(f"| {_code(k[5:])} | {_fmt(v)} |" for k, v in results.items() if k.startswith("eval_"))
     small = not _is_number(results.get("train_samples")) or results["train_samples"] < 20000

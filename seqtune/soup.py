@@ -6,6 +6,8 @@ Averaging only makes sense for runs that start from one point: the same checkpoi
 head (and pooler), i.e. one --seed, differing in the order of their batches (--data_seed). Runs with other seeds
 have unrelated heads, whose mean is no classifier: those are refused (average their logits instead, --ensemble).
 
+A multi-label soup keeps the first run's decision threshold (`seqtune_threshold` in its config).
+
 Hand-written (a running float32 sum over the state dict): torch's AveragedModel keeps a deep copy of the module
 (see ema.py), and no library averages Hugging Face checkpoints short of mergekit, a CLI for LLM merges."""
 
@@ -23,24 +25,38 @@ from seqtune.fileio import read_json, remove_tree, usual_file_mode
 logger = logging.getLogger("seqtune")
 
 
+# what sets a run's starting point: its base model (as resolved), the pieces re-initialised, LoRA's adapters, --seed
+START_FLAGS = {"model": ("resolved", "reinit_pooler", "reinit_top_layers", "ignore_mismatched_sizes", "torch_dtype"),
+               "training": ("seed", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
+
+
+def starting_point(run: str) -> dict:
+    """The flags of `run` (its seqtune_args.json) that set where its training started."""
+    flags = read_json(os.path.join(run, "seqtune_args.json")) if os.path.isfile(
+        os.path.join(run, "seqtune_args.json")) else None
+    if not isinstance(flags, dict) or (flags.get("training") or {}).get("seed") is None:
+        raise SeqtuneError(f"{run} holds no seqtune_args.json naming its base model and --seed: a soup needs "
+                           "runs that `seqtune train` wrote, to check that they share one initialisation.")
+    start = {f"{part}.{key}": (flags.get(part) or {}).get(key) for part, keys in START_FLAGS.items() for key in keys}
+    model = start["model.resolved"] or (flags.get("model") or {}).get("model_name_or_path")
+    start["model.resolved"] = os.path.normpath(model) if isinstance(model, str) and os.path.isdir(model) else model
+    return start
+
+
 def check_soup_members(run_dirs: list[str]) -> None:
-    """Refused unless every run recorded one base model and one --seed (one initialisation of the head)."""
+    """Refused unless every run started from one point: one base model, one --seed (one initialisation of the
+    head), the same layers re-initialised and the same LoRA adapters."""
     if len(run_dirs) < 2:
         raise SeqtuneError(f"A soup averages at least 2 runs; got {len(run_dirs)}.")
-    starts = {}
-    for run in run_dirs:
-        flags = read_json(os.path.join(run, "seqtune_args.json")) or {}
-        model = (flags.get("model") or {}).get("model_name_or_path")
-        seed = (flags.get("training") or {}).get("seed")
-        if model is None or seed is None:
-            raise SeqtuneError(f"{run} holds no seqtune_args.json naming its base model and --seed: a soup needs "
-                               "runs that `seqtune train` wrote, to check that they share one initialisation.")
-        starts[run] = (model, seed)
-    if len(set(starts.values())) > 1:
-        listed = ", ".join(f"{os.path.basename(r.rstrip(os.sep))}: {m} --seed {s}" for r, (m, s) in starts.items())
-        raise SeqtuneError(f"A soup averages runs that share one base model and one --seed (one head "
-                           f"initialisation; vary --data_seed instead). These differ: {listed}. Runs with other "
-                           "seeds can be combined as a seed ensemble (--ensemble).")
+    first = starting_point(run_dirs[0])
+    for run in run_dirs[1:]:
+        other = starting_point(run)
+        differ = [f"{key.split('.')[1]}: {first[key]!r} / {other[key]!r}" for key in first if first[key] != other[key]]
+        if differ:
+            raise SeqtuneError(f"A soup averages runs that start from one point (one base model and one --seed, so "
+                               f"one head initialisation; vary --data_seed instead). {run_dirs[0]} and {run} differ "
+                               f"in {'; '.join(differ)}. Runs with other seeds can be combined as a seed ensemble "
+                               "(--ensemble).")
 
 
 class WeightSum:
@@ -72,9 +88,11 @@ def write_soup(run_dirs: list[str], folder: str, trust_remote_code: bool = False
 
     check_soup_members(run_dirs)
 
+    dtype = starting_point(run_dirs[0])["model.torch_dtype"]  # the runs' own (--torch_dtype): the soup keeps it
+
     def load(run: str):
-        return load_finetuned(ModelArguments(model_name_or_path=run, trust_remote_code=trust_remote_code),
-                              backend="torch")
+        return load_finetuned(ModelArguments(model_name_or_path=run, trust_remote_code=trust_remote_code,
+                                             torch_dtype=dtype), backend="torch")
 
     tokenizer, _, model = load(run_dirs[0])
     weights = WeightSum(model)

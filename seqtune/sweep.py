@@ -23,6 +23,7 @@ import re
 import statistics
 from dataclasses import dataclass, field, replace
 
+from seqtune.combining import Combination, combine, recorded_score
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import atomic_write, remove_tree, write_json
@@ -53,8 +54,8 @@ class SweepArguments:
         "help": "A uniform model soup: every run keeps the training flags' --seed (one initialisation: the same "
                 "head) and takes each of --seeds as its --data_seed (another order of batches); their weights are "
                 "averaged into one model, OUTPUT_DIR/soup (one model's inference cost), scored on the validation "
-                "split; with --cv also one soup per fold (its score in the summary). The runs' weights are kept "
-                "until the sweep ends."})
+                "split; with --cv also one soup per fold (its score in the summary). With --ensemble, the ensemble "
+                "is of these runs."})
     cv_validation: bool = field(default=True, metadata={
         "help": "With --cv (no search): also train each seed on the whole training split and score the validation "
                 "split, the final check on rows no fold saw; --cv_validation false to skip it."})
@@ -85,6 +86,9 @@ def parse_seeds(values) -> list[int]:
         raise SeqtuneError(f"--seeds '{' '.join(items)}' is not a list of integers, e.g. --seeds 1 2 3.") from error
     if not seeds:
         raise SeqtuneError("--seeds needs at least one seed, e.g. --seeds 1 2 3.")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:  # one folder per seed: a repeated seed would be one run counted twice
+        raise SeqtuneError(f"--seeds lists {', '.join(map(str, twice))} more than once; give each seed once.")
     return seeds
 
 
@@ -129,10 +133,12 @@ def run_folder(out: str, seed: int, soup: bool = False) -> str:
 
 
 def run_seeds(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments, seeds: list[int],
-              out: str, keep_models: bool, soup: bool = False) -> tuple[list[dict], dict]:
+              out: str, keep_models: bool, soup: bool = False, need_weights: bool | None = None
+              ) -> tuple[list[dict], dict]:
     """Train one configuration once per seed (into OUT/seed-N, or with `soup` once per --data_seed into
-    OUT/data_seed-N; a run finished earlier with the same flags is reused, if it kept its model when
-    `keep_models`); the runs' results and their summary."""
+    OUT/data_seed-N), keeping the weights of the runs it trains when `keep_models`. A run finished earlier with the
+    same flags is reused, if it still holds its weights when `need_weights` (default: `keep_models`). The runs'
+    results and their summary."""
     from seqtune.train import train
 
     runs = []
@@ -140,7 +146,8 @@ def run_seeds(data_args: DataArguments, model_args: ModelArguments, args: Traini
         varied = {"data_seed": seed} if soup else {"seed": seed}
         run_args = replace(args, **varied, output_dir=run_folder(out, seed, soup), overwrite_output_dir=True)
         results = None if args.overwrite_output_dir else finished_results(data_args, model_args, run_args)
-        if results is not None and keep_models and not _has_weights(run_args.output_dir):
+        if results is not None and (keep_models if need_weights is None else need_weights) and not _has_weights(
+                run_args.output_dir):
             results = None  # its weights were dropped: train it again to keep them
         if results is None:
             results = train(data_args, model_args, run_args)
@@ -209,8 +216,8 @@ def _same_flags(current, recorded) -> bool:
 
 
 def _has_weights(folder: str) -> bool:
-    return any(os.path.isfile(os.path.join(folder, name)) for name in ("model.safetensors",
-                                                                         "model.safetensors.index.json"))
+    return any(os.path.isfile(os.path.join(folder, name)) for name in (
+        "model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors"))
 
 
 def _as_json(values: dict) -> dict:
@@ -218,18 +225,51 @@ def _as_json(values: dict) -> dict:
 
 
 def run_configuration(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,
-                      seeds: list[int], out: str, keep_models: bool, folds: list[DataArguments] | None = None,
-                      soup: bool = False) -> tuple[list[dict], dict]:
+                      seeds: list[int], out: str, sweep_args: SweepArguments,
+                      folds: list[DataArguments] | None = None) -> tuple[list[dict], dict, list[dict]]:
     """Every seed on the validation split (into OUT/seed-N), or with `folds` every seed on every fold (into
-    OUT/fold-K/seed-N; OUT/fold-K/data_seed-N with `soup`): the runs (fold numbered) and their summary."""
+    OUT/fold-K/seed-N; OUT/fold-K/data_seed-N with --soup): the runs (fold numbered), their summary, and with
+    --soup each fold's soup scored on the fold."""
     if not folds:
-        return run_seeds(data_args, model_args, args, seeds, out, keep_models, soup)
-    runs = []
+        runs, summary, _ = run_and_combine(data_args, model_args, args, seeds, out, sweep_args, [])
+        return runs, summary, []
+    runs, soups = [], []
     for number, fold in enumerate(folds):
-        fold_runs, _ = run_seeds(fold, model_args, args, seeds, os.path.join(out, f"fold-{number}"), keep_models,
-                                 soup)
+        fold_out = os.path.join(out, f"fold-{number}")
+        soup = [Combination("soup", os.path.join(fold_out, "soup"), keep=sweep_args.keep_models)]
+        fold_runs, _, combined = run_and_combine(fold, model_args, args, seeds, fold_out, sweep_args,
+                                                 soup if sweep_args.soup else [])
         runs += [{"fold": number, **run} for run in fold_runs]
-    return runs, summarize(runs)
+        if "soup" in combined:  # its metrics named as the runs' are (eval_*): the folds' soups summarize alike
+            soups.append({"fold": number, **{k if k in ("folder", "members", "split", "rows") else f"eval_{k}": v
+                                             for k, v in combined["soup"].items()}})
+    return runs, summarize(runs), soups
+
+
+def run_and_combine(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,
+                    seeds: list[int], out: str, sweep_args: SweepArguments, combinations: list[Combination]
+                    ) -> tuple[list[dict], dict, dict]:
+    """The seeds' runs in OUT, then their `combinations` (a soup, an ensemble) built and scored, or reused when
+    recorded from these very runs; then the runs' weights are dropped unless --keep_models. The runs, their summary
+    and {what: score} of each combination."""
+    soup, keep = sweep_args.soup, sweep_args.keep_models
+    runs, summary = run_seeds(data_args, model_args, args, seeds, out, keep or bool(combinations), soup,
+                              need_weights=keep)
+    members = [run_folder(out, seed, soup) for seed in seeds]
+    if any(recorded_score(c, members) is None for c in combinations) and not all(map(_has_weights, members)):
+        # a combination to make from runs reused without their weights (dropped after an earlier combination)
+        runs, summary = run_seeds(data_args, model_args, args, seeds, out, True, soup, need_weights=True)
+    combined = {c.what: combine(c, data_args, model_args, members) for c in combinations}
+    if combinations and not keep:
+        for run in filter(_has_weights, members):
+            drop_model(run)
+    return runs, summary, combined
+
+
+def whole_split_combinations(out: str, sweep_args: SweepArguments) -> list[Combination]:
+    """OUT/soup and OUT/ensemble (kept: they are the sweep's models) as asked for."""
+    return [Combination(what, os.path.join(out, what), keep=True) for what in ("soup", "ensemble")
+            if getattr(sweep_args, what)]
 
 
 def _record(out: str, entry: dict) -> None:
@@ -251,8 +291,8 @@ def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingA
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space(trial)
-        runs, summary = run_configuration(data_args, model_args, replace(args, **params), seeds,
-                                          os.path.join(out, f"trial-{trial.number}"), sweep_args.keep_models, folds)
+        runs, summary, _ = run_configuration(data_args, model_args, replace(args, **params), seeds,
+                                             os.path.join(out, f"trial-{trial.number}"), sweep_args, folds)
         if not metric_names:
             metric_names.extend(runs[0].get("task_metrics") or [k[5:] for k in runs[0] if k.startswith("eval_")])
         value = score(summary, metric_names)
@@ -281,7 +321,7 @@ def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     from seqtune.validation import validate_training_args
 
     seeds = parse_seeds(sweep_args.seeds)
-    check_sweep_args(sweep_args, seeds)
+    check_sweep_args(sweep_args, args, seeds)
     # a folder holding only an earlier sweep's files is continued (its finished runs reused); another needs
     # --overwrite_output_dir, which also trains every run again
     validate_training_args(data_args, replace(args, overwrite_output_dir=args.overwrite_output_dir or bool(
@@ -297,17 +337,16 @@ def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     elif folds:
         report = cross_validate(data_args, model_args, args, sweep_args, seeds, folds)
     else:
-        runs, summary = run_seeds(data_args, model_args, args, seeds, args.output_dir,
-                                  sweep_args.keep_models or sweep_args.ensemble or sweep_args.soup, sweep_args.soup)
+        runs, summary, combined = run_and_combine(data_args, model_args, args, seeds, args.output_dir, sweep_args,
+                                                  whole_split_combinations(args.output_dir, sweep_args))
         _record_runs(args.output_dir, runs)
-        report = {"seeds": seeds, "summary": summary}
-    combine_runs(data_args, args.output_dir, sweep_args, seeds, folds, report)
+        report = {"seeds": seeds, "summary": summary, **combined}
     write_json(os.path.join(args.output_dir, "sweep_summary.json"), report)
     print_report(report)
     return report
 
 
-def check_sweep_args(sweep_args: SweepArguments, seeds: list[int]) -> None:
+def check_sweep_args(sweep_args: SweepArguments, args: TrainingArguments, seeds: list[int]) -> None:
     """--ensemble and --soup combine runs on the whole training split (--soup also per fold): refused with a
     search, and with fewer than 2 runs to combine."""
     for flag in ("ensemble", "soup"):
@@ -317,34 +356,16 @@ def check_sweep_args(sweep_args: SweepArguments, seeds: list[int]) -> None:
             raise SeqtuneError(f"--{flag} combines the runs of one configuration: leave out --n_trials.")
         if len(set(seeds)) < 2:
             raise SeqtuneError(f"--{flag} combines several runs: give at least 2 --seeds, e.g. --seeds 1 2 3.")
+    if sweep_args.soup and args.data_seed is not None:
+        raise SeqtuneError("--soup gives each run one of --seeds as its --data_seed: leave out --data_seed (--seed "
+                           "sets the one initialisation the runs share).")
     if sweep_args.ensemble and sweep_args.cv and not sweep_args.cv_validation:
         raise SeqtuneError("--ensemble saves the seeds' models trained on the whole training split: leave out "
                            "--cv_validation false with --cv.")
 
 
-def combine_runs(data_args: DataArguments, out: str, sweep_args: SweepArguments, seeds: list[int],
-                 folds: list[DataArguments] | None, report: dict) -> None:
-    """OUT/soup and OUT/ensemble from the runs on the whole training split, scored on the validation split (into
-    `report`); then, unless --keep_models, every run's weights are dropped (a soup's runs kept them until now)."""
-    from seqtune.ensemble import write_ensemble
-    from seqtune.soup import write_soup
-
-    whole = [run_folder(os.path.join(out, *(["validation"] if folds else [])), s, sweep_args.soup) for s in seeds]
-    if sweep_args.soup and (not folds or sweep_args.cv_validation):
-        report["soup"] = build_combined(data_args, whole, os.path.join(out, "soup"), write_soup, "soup")
-    if sweep_args.ensemble:
-        report["ensemble"] = build_combined(data_args, whole, os.path.join(out, "ensemble"), write_ensemble,
-                                            "ensemble")
-    if (sweep_args.soup or sweep_args.ensemble) and not sweep_args.keep_models:
-        fold_runs = [run_folder(os.path.join(out, f"fold-{k}"), s, sweep_args.soup) for k in range(len(folds or []))
-                     for s in seeds]
-        for run in fold_runs + whole:
-            if _has_weights(run):
-                drop_model(run)
-
-
 SWEEP_FILES = {"sweep_summary.json", "sweep_results.jsonl", "study.db", "validation", "ensemble", ".ensemble.saving",
-               "soup", ".soup.saving"}
+               "soup", ".soup.saving", "soup_scores.json", "ensemble_scores.json"}
 SWEEP_FOLDER_RE = re.compile(r"^(seed|data_seed|fold|trial)-\d+$")
 
 
@@ -362,52 +383,21 @@ def cross_validate(data_args: DataArguments, model_args: ModelArguments, args: T
                    sweep_args: SweepArguments, seeds: list[int], folds: list[DataArguments]) -> dict:
     """Every seed on every fold (OUT/fold-K/seed-N), with --soup each fold's soup scored on it, then, unless
     --cv_validation false, every seed on the whole training split scored on the validation split
-    (OUT/validation/seed-N)."""
-    out, soup = args.output_dir, sweep_args.soup
-    runs, summary = run_configuration(data_args, model_args, args, seeds, out, sweep_args.keep_models or soup, folds,
-                                      soup)
+    (OUT/validation/seed-N), with its soup or ensemble."""
+    out = args.output_dir
+    runs, summary, soups = run_configuration(data_args, model_args, args, seeds, out, sweep_args, folds)
     report = {"seeds": seeds, "cv": len(folds), "cv_seed": sweep_args.cv_seed, "summary": summary,
               "per_fold": {str(k): summarize([r for r in runs if r["fold"] == k]) for k in range(len(folds))}}
-    if soup:
-        report["soup_per_fold"] = [fold_soup(fold, os.path.join(out, f"fold-{k}"), seeds, sweep_args.keep_models)
-                                   for k, fold in enumerate(folds)]
-        report["soup_summary"] = summarize(report["soup_per_fold"])
+    if soups:
+        report["soup_per_fold"], report["soup_summary"] = soups, summarize(soups)
     if sweep_args.cv_validation:
-        checks, report["validation"] = run_seeds(data_args, model_args, args, seeds, os.path.join(out, "validation"),
-                                                 sweep_args.keep_models or sweep_args.ensemble or soup, soup)
+        checks, report["validation"], combined = run_and_combine(
+            data_args, model_args, args, seeds, os.path.join(out, "validation"), sweep_args,
+            whole_split_combinations(out, sweep_args))
         runs += [{"fold": "validation", **run} for run in checks]
+        report.update(combined)
     _record_runs(out, runs)
     return report
-
-
-def fold_soup(fold: DataArguments, fold_out: str, seeds: list[int], keep_models: bool) -> dict:
-    """The fold's runs averaged into FOLD/soup and scored on the fold's held-out part; its weights are then
-    deleted unless --keep_models (the score is what a fold's soup is for)."""
-    from seqtune.soup import write_soup
-
-    folder = os.path.join(fold_out, "soup")
-    result = build_combined(fold, [run_folder(fold_out, s, soup=True) for s in seeds], folder, write_soup, "soup")
-    if not keep_models:
-        remove_tree(folder)
-    # named as the runs' metrics are (eval_*), so the folds' soups summarize as the runs do
-    return {k if k in ("folder", "members", "split", "rows") else f"eval_{k}": v for k, v in result.items()}
-
-
-def build_combined(data_args: DataArguments, run_dirs: list[str], folder: str, write, what: str) -> dict:
-    """`write(run_dirs, folder)` (an ensemble or a soup), scored on the validation split as `seqtune evaluate`
-    scores it."""
-    from seqtune.config import EvalArguments
-    from seqtune.evaluate import evaluate
-
-    write(run_dirs, folder)
-    result = {"folder": folder, "members": len(run_dirs)}
-    try:
-        result.update(evaluate(replace(data_args, test_file=None), ModelArguments(model_name_or_path=folder),
-                               EvalArguments()))
-    except SeqtuneError as error:  # no labelled validation split: saved, not scored
-        logger.warning("The %s in %s was not scored: %s", what, folder, error)
-    result.pop("per_class", None)
-    return result
 
 
 def _record_runs(out: str, runs: list[dict]) -> None:

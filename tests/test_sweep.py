@@ -243,6 +243,12 @@ def test_an_ensemble_averages_its_members_logits_and_loads_like_a_model(tiny_mod
     assert code == 2 and "export one member's folder" in capsys.readouterr().err
     code = sweep(tiny_model, pair_files, str(tmp_path / "x"), "--seeds", "1", "--ensemble", "--n_trials", "2")
     assert code == 2 and "--ensemble" in capsys.readouterr().err
+    # the same sweep again trains nothing: the ensemble recorded from these runs is reused
+    stamp = os.path.getmtime(os.path.join(out, "seed-2", "all_results.json"))
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2,3", "--ensemble", "--learning_rate", "3e-3",
+                 "--max_steps", "4") == 0
+    assert os.path.getmtime(os.path.join(out, "seed-2", "all_results.json")) == stamp
+    assert json.load(open(os.path.join(out, "sweep_summary.json")))["ensemble"] == report["ensemble"]
 
 
 def test_an_ensemble_of_runs_in_folders_of_one_name_keeps_every_member(tiny_model, tmp_path):
@@ -267,9 +273,12 @@ def test_a_soup_averages_runs_of_one_initialisation_into_a_model_from_pretrained
     from transformers import AutoModelForSequenceClassification
 
     out = str(tmp_path / "soup")
-    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2,3", "--soup", "--keep_models", "--learning_rate",
-                 "3e-3", "--max_steps", "4", "--seed", "7") == 0
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2,3", "--soup", "--ensemble", "--keep_models",
+                 "--learning_rate", "3e-3", "--max_steps", "4", "--seed", "7") == 0
     report = json.load(open(os.path.join(out, "sweep_summary.json")))
+    # with --ensemble the ensemble's members are these runs, as the soup's
+    assert json.load(open(os.path.join(out, "ensemble", "ensemble.json")))["members"] == [
+        f"member-data_seed-{s}" for s in (1, 2, 3)]
     runs = [os.path.join(out, f"data_seed-{s}") for s in (1, 2, 3)]
     flags = [json.load(open(os.path.join(run, "seqtune_args.json")))["training"] for run in runs]
     assert [(f["seed"], f["data_seed"]) for f in flags] == [(7, 1), (7, 2), (7, 3)]
@@ -296,7 +305,7 @@ def test_a_soup_of_runs_with_other_seeds_is_refused(tiny_model, pair_files, tmp_
         assert main(["train", "--model_name_or_path", tiny_model, "--train_file", pair_files["train"],
                      "--validation_file", pair_files["validation"], "--output_dir", runs[-1], "--max_steps", "1",
                      "--seed", str(seed)]) == 0
-    with pytest.raises(SeqtuneError, match="one --seed .* --seed 1.* --seed 2.*--ensemble"):
+    with pytest.raises(SeqtuneError, match="one --seed.* differ in seed: 1 / 2.*--ensemble"):
         write_soup(runs, str(tmp_path / "soup"))
     assert not os.path.exists(tmp_path / "soup")
     with pytest.raises(SeqtuneError, match="at least 2 runs"):
@@ -311,21 +320,77 @@ def test_a_soup_of_runs_with_other_seeds_is_refused(tiny_model, pair_files, tmp_
         write_soup(runs, str(tmp_path / "soup"))
 
 
-def test_cross_validated_soups_score_each_fold_and_drop_the_weights(tiny_model, pair_files, tmp_path, capsys):
+def test_cross_validated_soups_score_each_fold_drop_the_weights_and_train_nothing_twice(tiny_model, pair_files,
+                                                                                         tmp_path, capsys, caplog):
     out = str(tmp_path / "cv-soup")
-    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--soup", "--cv", "2", "--cv_validation", "false",
-                 "--max_steps", "2") == 0
+    command = ("--seeds", "1,2", "--soup", "--cv", "2", "--cv_validation", "false", "--max_steps", "2")
+    assert sweep(tiny_model, pair_files, out, *command) == 0
     report = json.load(open(os.path.join(out, "sweep_summary.json")))
     assert [s["members"] for s in report["soup_per_fold"]] == [2, 2]
     assert report["soup_summary"]["eval_accuracy"]["n"] == 2 and "soup" not in report  # no whole-split runs
+    assert not any("folder" in s for s in report["soup_per_fold"])  # (deleted: not named)
+    runs = [os.path.join(out, f"fold-{k}", f"data_seed-{s}") for k in (0, 1) for s in (1, 2)]
     for fold in (0, 1):  # the folds' soups and runs keep their scores, not their weights
         assert not os.path.exists(os.path.join(out, f"fold-{fold}", "soup"))
-        for seed in (1, 2):
-            run = os.path.join(out, f"fold-{fold}", f"data_seed-{seed}")
-            assert os.path.isfile(os.path.join(run, "all_results.json"))
-            assert not os.path.exists(os.path.join(run, "model.safetensors"))
+    assert all(os.path.isfile(os.path.join(r, "all_results.json")) for r in runs)
+    assert not any(os.path.exists(os.path.join(r, "model.safetensors")) for r in runs)
     assert "a soup of the 2 runs of each fold" in capsys.readouterr().out
-    # the same command continues (reuses) the finished runs
-    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--soup", "--cv", "2", "--cv_validation", "false",
-                 "--max_steps", "2") == 0
+    # the same command again (a finished or interrupted sweep) trains nothing: the soups' records are reused
+    stamps = [os.path.getmtime(os.path.join(r, "all_results.json")) for r in runs]
+    with caplog.at_level("INFO", logger="seqtune"):
+        assert sweep(tiny_model, pair_files, out, *command) == 0
+    assert [os.path.getmtime(os.path.join(r, "all_results.json")) for r in runs] == stamps
+    assert sum("Reusing the soup" in r.getMessage() for r in caplog.records) == 2
+    assert json.load(open(os.path.join(out, "sweep_summary.json")))["soup_per_fold"] == report["soup_per_fold"]
+    # killed after fold 1's runs finished, before its soup was recorded: only that fold's runs train again (their
+    # weights were dropped), and its soup is made anew
+    os.remove(os.path.join(out, "fold-1", "soup_scores.json"))
+    assert sweep(tiny_model, pair_files, out, *command) == 0
+    changed = [os.path.getmtime(os.path.join(r, "all_results.json")) != t for r, t in zip(runs, stamps)]
+    assert changed == [False, False, True, True]
+    assert os.path.isfile(os.path.join(out, "fold-1", "soup_scores.json"))
+
+
+def test_soup_flags_that_cannot_work_are_refused(tiny_model, pair_files, tmp_path, capsys):
     assert sweep(tiny_model, pair_files, str(tmp_path / "one"), "--seeds", "1", "--soup") == 2
+    assert "at least 2 --seeds" in capsys.readouterr().err
+    assert sweep(tiny_model, pair_files, str(tmp_path / "d"), "--seeds", "1,2", "--soup", "--data_seed", "9") == 2
+    assert "leave out --data_seed" in capsys.readouterr().err
+    assert sweep(tiny_model, pair_files, str(tmp_path / "twice"), "--seeds", "1,2,2", "--soup") == 2
+    assert "--seeds lists 2 more than once" in capsys.readouterr().err
+
+
+def test_a_soup_of_lora_adapters_is_a_whole_model_and_the_adapters_are_dropped(tiny_model, pair_files, tmp_path,
+                                                                               caplog):
+    from transformers import AutoModelForSequenceClassification
+
+    out = str(tmp_path / "lora-soup")
+    command = ("--seeds", "1,2", "--soup", "--lora_r", "2", "--save_adapter_only", "--learning_rate", "3e-3")
+    assert sweep(tiny_model, pair_files, out, *command) == 0
+    AutoModelForSequenceClassification.from_pretrained(os.path.join(out, "soup"))  # merged: a plain model
+    for seed in (1, 2):
+        assert not os.path.exists(os.path.join(out, f"data_seed-{seed}", "adapter_model.safetensors"))
+    with caplog.at_level("INFO", logger="seqtune"):
+        assert sweep(tiny_model, pair_files, out, *command) == 0
+    assert sum("Reusing the finished run" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_soup_keeps_the_runs_dtype_and_knows_their_starting_point(tiny_model, pair_files, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from seqtune.soup import write_soup
+
+    def run(name, model, *extra):
+        folder = str(tmp_path / name)
+        assert main(["train", "--model_name_or_path", model, "--train_file", pair_files["train"], "--output_dir",
+                     folder, "--max_steps", "2", "--seed", "3", "--torch_dtype", "bfloat16", *extra]) == 0
+        return folder
+
+    runs = [run("a", tiny_model, "--data_seed", "1"), run("b", tiny_model + os.sep, "--data_seed", "2")]
+    soup = write_soup(runs, str(tmp_path / "soup"))  # one model, whether named with a trailing slash or not
+    assert {t.dtype for t in load_file(os.path.join(soup, "model.safetensors")).values()
+            if t.is_floating_point()} == {torch.bfloat16}
+    other = run("c", tiny_model, "--data_seed", "3", "--reinit_top_layers", "1")
+    with pytest.raises(SeqtuneError, match="differ in reinit_top_layers: 0 / 1"):
+        write_soup(runs[:1] + [other], str(tmp_path / "soup2"))

@@ -1,0 +1,93 @@
+"""A sweep's runs combined into one model — a soup (`--soup`) or an ensemble (`--ensemble`) — built, scored on the
+split the runs were scored on, and recorded.
+
+The record (`soup_scores.json`, `ensemble_scores.json`, beside the folder) keeps the score with a digest of each
+member's `all_results.json`. A sweep run again (after an interruption, or finished) finds the combination made from
+these very runs and reuses it: the runs' weights, dropped once combined, are not needed again, so nothing is trained
+twice. A member trained again (other flags, a damaged run) changes its digest and the combination is made anew."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, replace
+
+from seqtune.config import DataArguments, EvalArguments, ModelArguments
+from seqtune.errors import SeqtuneError
+from seqtune.fileio import read_json, remove_tree, write_json
+
+logger = logging.getLogger("seqtune")
+
+
+@dataclass(frozen=True)
+class Combination:
+    what: str  # "soup" or "ensemble"
+    folder: str  # where it is written
+    keep: bool  # keep its weights after scoring (a fold's soup is only scored)
+
+    @property
+    def record(self) -> str:
+        return os.path.join(os.path.dirname(self.folder), f"{self.what}_scores.json")
+
+
+def members_digest(run_dirs: list[str]) -> dict[str, str] | None:
+    """Each run's folder name -> the SHA-256 of its all_results.json; None when a run has none (unfinished)."""
+    digests = {}
+    for run in run_dirs:
+        try:
+            with open(os.path.join(run, "all_results.json"), "rb") as f:
+                digests[os.path.basename(run.rstrip(os.sep))] = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            return None
+    return digests
+
+
+def recorded_score(combination: Combination, run_dirs: list[str]) -> dict | None:
+    """The recorded score of `combination` if it was made from these very runs (and its folder, when kept, is
+    still whole), else None."""
+    record = read_json(combination.record) if os.path.isfile(combination.record) else None
+    if not isinstance(record, dict) or record.get("members") != members_digest(run_dirs):
+        return None
+    if combination.keep and not os.path.isfile(os.path.join(combination.folder, "config.json")):
+        return None
+    return record.get("result")
+
+
+def combine(combination: Combination, data_args: DataArguments, model_args: ModelArguments,
+            run_dirs: list[str]) -> dict:
+    """The combination's score: recorded, or built from the runs (which must hold their weights), scored as
+    `seqtune evaluate` scores it, and recorded."""
+    recorded = recorded_score(combination, run_dirs)
+    if recorded is not None:
+        logger.info("Reusing the %s of %s", combination.what, ", ".join(os.path.basename(r) for r in run_dirs))
+        return recorded
+    build(combination, run_dirs, model_args.trust_remote_code)
+    result = {"members": len(run_dirs), **({"folder": combination.folder} if combination.keep else {})}
+    try:
+        result.update(_score(combination.folder, data_args, model_args))
+    except SeqtuneError as error:  # no labelled validation split: saved, not scored
+        logger.warning("The %s in %s was not scored: %s", combination.what, combination.folder, error)
+    if not combination.keep:
+        remove_tree(combination.folder)
+    write_json(combination.record, {"members": members_digest(run_dirs), "result": result})
+    return result
+
+
+def build(combination: Combination, run_dirs: list[str], trust_remote_code: bool) -> None:
+    from seqtune.ensemble import write_ensemble
+    from seqtune.soup import write_soup
+
+    if combination.what == "soup":
+        write_soup(run_dirs, combination.folder, trust_remote_code)
+    else:
+        write_ensemble(run_dirs, combination.folder)
+
+
+def _score(folder: str, data_args: DataArguments, model_args: ModelArguments) -> dict:
+    from seqtune.evaluate import evaluate
+
+    result = evaluate(replace(data_args, test_file=None), ModelArguments(
+        model_name_or_path=folder, trust_remote_code=model_args.trust_remote_code), EvalArguments())
+    result.pop("per_class", None)
+    return result
