@@ -221,9 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(command, rest, options)
     except StoppedBySignal as stopped:  # SIGTERM/SIGINT during training: a checkpoint was written
-        resume = shlex.join(["seqtune", command, *[a for a in rest if a != "--resume_from_checkpoint"],
-                             "--resume_from_checkpoint"])
-        print(f"seqtune {command}: {stopped}; resume with: {resume}", file=sys.stderr)
+        print(f"seqtune {command}: {stopped}; {_how_to_continue(command, rest, stopped.finished)}", file=sys.stderr)
         return stopped.exit_code
     except SeqtuneError as error:
         if options.debug:
@@ -232,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
-        print(f"seqtune {command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        again = f"; {SWEEP_AGAIN}" if command == "sweep" else ""
+        print(f"seqtune {command}: {'terminated' if terminated else 'interrupted'}{again}", file=sys.stderr)
         return 143 if terminated else 130
     except Exception as error:  # a bug or an unforeseen failure: still one line, the traceback on request
         if options.debug:
@@ -245,6 +244,20 @@ def main(argv: list[str] | None = None) -> int:
         take_start_up()  # a command that trained nothing leaves no start-up behind for a later library call
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+SWEEP_AGAIN = ("run the same command again to continue: finished runs (and their soup or ensemble) are reused, "
+               "an interrupted run starts over")
+
+
+def _how_to_continue(command: str, rest: list[str], finished: bool) -> str:
+    """The command that continues a run stopped by a signal (a sweep continues by being run again)."""
+    if command == "sweep":
+        return SWEEP_AGAIN
+    if finished:
+        return "nothing to resume"
+    return "resume with: " + shlex.join(["seqtune", command, *[a for a in rest if a != "--resume_from_checkpoint"],
+                                         "--resume_from_checkpoint"])
 
 
 def _terminate_like_ctrl_c():

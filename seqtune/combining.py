@@ -2,9 +2,10 @@
 split the runs were scored on, and recorded.
 
 The record (`soup_scores.json`, `ensemble_scores.json`, beside the folder) keeps the score with a digest of each
-member's `all_results.json`. A sweep run again (after an interruption, or finished) finds the combination made from
-these very runs and reuses it: the runs' weights, dropped once combined, are not needed again, so nothing is trained
-twice. A member trained again (other flags, a damaged run) changes its digest and the combination is made anew."""
+member's `all_results.json` and of every file of the kept folder. A sweep run again (after an interruption, or
+finished) finds the combination made from these very runs and reuses it: the runs' weights, dropped once combined,
+are not needed again, so nothing is trained twice. A member trained again (other flags, a damaged run), a kept folder
+changed or damaged, or an unreadable record: the combination is made anew."""
 
 from __future__ import annotations
 
@@ -31,13 +32,26 @@ class Combination:
         return os.path.join(os.path.dirname(self.folder), f"{self.what}_scores.json")
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_digest(folder: str) -> dict[str, str]:
+    """Every file under `folder` (relative path -> SHA-256): a kept soup or ensemble as it was recorded."""
+    return {os.path.relpath(os.path.join(root, name), folder): _sha256(os.path.join(root, name))
+            for root, _, names in os.walk(folder) for name in names}
+
+
 def members_digest(run_dirs: list[str]) -> dict[str, str] | None:
     """Each run's folder name -> the SHA-256 of its all_results.json; None when a run has none (unfinished)."""
     digests = {}
     for run in run_dirs:
         try:
-            with open(os.path.join(run, "all_results.json"), "rb") as f:
-                digests[os.path.basename(run.rstrip(os.sep))] = hashlib.sha256(f.read()).hexdigest()
+            digests[os.path.basename(run.rstrip(os.sep))] = _sha256(os.path.join(run, "all_results.json"))
         except OSError:
             return None
     return digests
@@ -46,11 +60,14 @@ def members_digest(run_dirs: list[str]) -> dict[str, str] | None:
 def recorded_score(combination: Combination, run_dirs: list[str]) -> dict | None:
     """The recorded score of `combination` if it was made from these very runs (and its folder, when kept, is
     still whole), else None."""
-    record = read_json(combination.record) if os.path.isfile(combination.record) else None
+    try:
+        record = read_json(combination.record) if os.path.isfile(combination.record) else None
+    except (OSError, ValueError):  # cut short or damaged: made anew
+        return None
     if not isinstance(record, dict) or record.get("members") != members_digest(run_dirs):
         return None
-    if combination.keep and not os.path.isfile(os.path.join(combination.folder, "config.json")):
-        return None
+    if combination.keep and record.get("files") != folder_digest(combination.folder):
+        return None  # the kept folder is gone, changed or damaged since it was scored
     return record.get("result")
 
 
@@ -62,7 +79,11 @@ def combine(combination: Combination, data_args: DataArguments, model_args: Mode
     if recorded is not None:
         logger.info("Reusing the %s of %s", combination.what, ", ".join(os.path.basename(r) for r in run_dirs))
         return recorded
-    build(combination, run_dirs, model_args.trust_remote_code)
+    try:
+        build(combination, run_dirs, model_args.trust_remote_code)
+    except SeqtuneError as error:
+        raise SeqtuneError(f"making the {combination.what} of {', '.join(run_dirs)}: {error} (delete a damaged "
+                           "run's folder and run the same sweep again: that run is trained anew)") from error
     result = {"members": len(run_dirs), **({"folder": combination.folder} if combination.keep else {})}
     try:
         result.update(_score(combination.folder, data_args, model_args))
@@ -70,7 +91,8 @@ def combine(combination: Combination, data_args: DataArguments, model_args: Mode
         logger.warning("The %s in %s was not scored: %s", combination.what, combination.folder, error)
     if not combination.keep:
         remove_tree(combination.folder)
-    write_json(combination.record, {"members": members_digest(run_dirs), "result": result})
+    write_json(combination.record, {"members": members_digest(run_dirs), "result": result,
+                                    "files": folder_digest(combination.folder) if combination.keep else None})
     return result
 
 

@@ -25,4 +25,17 @@ class StoppedBySignal(SeqtuneError):
         import signal
 
         self.exit_code = 128 + signum
+        self.finished = False
         super().__init__(f"stopped by {signal.Signals(signum).name} after writing {checkpoint}")
+
+
+class StoppedAfterFinishing(StoppedBySignal):
+    """SIGTERM/SIGINT while the finished run was being saved: the save completed, then the command stops (a sweep
+    does not go on to its next run)."""
+
+    def __init__(self, signum: int, output_dir: str):
+        import signal
+
+        SeqtuneError.__init__(self, f"stopped by {signal.Signals(signum).name}, which came while the finished run "
+                                    f"was being saved: {output_dir} holds the whole run")
+        self.exit_code, self.finished = 128 + signum, True

@@ -261,7 +261,7 @@ def run_and_combine(data_args: DataArguments, model_args: ModelArguments, args: 
         runs, summary = run_seeds(data_args, model_args, args, seeds, out, True, soup, need_weights=True)
     combined = {c.what: combine(c, data_args, model_args, members) for c in combinations}
     if combinations and not keep:
-        for run in filter(_has_weights, members):
+        for run in members:  # (also those dropped before: a kill mid-drop may have left a card naming weights)
             drop_model(run)
     return runs, summary, combined
 

@@ -25,7 +25,7 @@ from seqtune.datastats import length_report
 from seqtune.device_defaults import (MIN_BUDGET_BATCHES, apply_device_defaults, log_gpu_defaults, log_small_data,
                                      split_budget_batches)
 from seqtune.ema import EMA_FILE, WeightEMA
-from seqtune.errors import SeqtuneError, StoppedBySignal
+from seqtune.errors import SeqtuneError, StoppedAfterFinishing, StoppedBySignal
 from seqtune.fast_dropout import use_fast_dropout
 from seqtune.fileio import WRITE_ERRORS, disk_error, remove_tree, usual_file_mode, write_json
 from seqtune.lora import apply_lora, is_peft_model, merged_model, refuse_adapter_as_base, save_adapter
@@ -105,9 +105,12 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             if signum:
                 raise StoppedBySignal(signum, os.path.join(out.path, f"checkpoint-{state.step}"))
             # --- the best model (by the task's main metric), its results, card and report
-            return finish(accelerator, out, model, tokenizer, best, state, plan, data, clock,
-                          {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},
-                           "training": vars(args)}, args.save_optimizer_state_on_finish)
+            results = finish(accelerator, out, model, tokenizer, best, state, plan, data, clock,
+                             {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},
+                              "training": vars(args)}, args.save_optimizer_state_on_finish)
+        if stop.signum:  # it came during the final save, which finished: now stop as asked
+            raise StoppedAfterFinishing(stop.signum, out.path)
+        return results
 
 
 # ----------------------------------------------------------------------------------------------- setup

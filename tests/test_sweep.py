@@ -394,3 +394,44 @@ def test_a_soup_keeps_the_runs_dtype_and_knows_their_starting_point(tiny_model, 
     other = run("c", tiny_model, "--data_seed", "3", "--reinit_top_layers", "1")
     with pytest.raises(SeqtuneError, match="differ in reinit_top_layers: 0 / 1"):
         write_soup(runs[:1] + [other], str(tmp_path / "soup2"))
+
+
+def test_a_signal_while_a_finished_run_saves_stops_the_sweep_and_the_same_command_continues(
+        tiny_model, pair_files, tmp_path, capsys, monkeypatch):
+    import signal
+
+    import seqtune.train
+
+    out, original = str(tmp_path / "stopped"), seqtune.train.finish
+
+    def finish_under_sigterm(*args, **kwargs):  # SIGTERM arrives while the first run's model is being saved
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(seqtune.train, "finish", finish_under_sigterm)
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--soup") == 143
+    err = capsys.readouterr().err
+    assert "the finished run was being saved" in err and "run the same command again" in err
+    assert os.path.isfile(os.path.join(out, "data_seed-1", "all_results.json"))
+    assert not os.path.exists(os.path.join(out, "data_seed-2"))  # the sweep stopped there
+    monkeypatch.setattr(seqtune.train, "finish", original)
+    stamp = os.path.getmtime(os.path.join(out, "data_seed-1", "all_results.json"))
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--soup") == 0
+    assert os.path.getmtime(os.path.join(out, "data_seed-1", "all_results.json")) == stamp
+
+
+def test_a_damaged_soup_or_record_is_made_anew_not_reported(tiny_model, pair_files, tmp_path, caplog):
+    out = str(tmp_path / "damaged")
+    command = ("--seeds", "1,2", "--soup")
+    assert sweep(tiny_model, pair_files, out, *command) == 0
+    first = json.load(open(os.path.join(out, "sweep_summary.json")))["soup"]
+    weights = os.path.join(out, "soup", "model.safetensors")
+    for damage in (lambda: os.truncate(weights, 100), lambda: open(os.path.join(out, "soup_scores.json"), "w").close()):
+        damage()
+        caplog.clear()
+        with caplog.at_level("INFO", logger="seqtune"):
+            assert sweep(tiny_model, pair_files, out, *command) == 0
+        assert not any("Reusing the soup" in r.getMessage() for r in caplog.records)
+        assert json.load(open(os.path.join(out, "sweep_summary.json")))["soup"]["loss"] == first["loss"]
+        assert main(["evaluate", "--model_name_or_path", os.path.join(out, "soup"), "--validation_file",
+                     pair_files["validation"]]) == 0
