@@ -51,7 +51,8 @@ def check_soup_members(run_dirs: list[str]) -> None:
     first = starting_point(run_dirs[0])
     for run in run_dirs[1:]:
         other = starting_point(run)
-        differ = [f"{key.split('.')[1]}: {first[key]!r} / {other[key]!r}" for key in first if first[key] != other[key]]
+        differ = [f"{key.split('.')[1].replace('resolved', 'base model')}: {first[key]!r} / {other[key]!r}"
+                  for key in first if first[key] != other[key]]
         if differ:
             raise SeqtuneError(f"A soup averages runs that start from one point (one base model and one --seed, so "
                                f"one head initialisation; vary --data_seed instead). {run_dirs[0]} and {run} differ "

@@ -375,7 +375,8 @@ def test_a_soup_of_lora_adapters_is_a_whole_model_and_the_adapters_are_dropped(t
     assert sum("Reusing the finished run" in r.getMessage() for r in caplog.records) == 2
 
 
-def test_a_soup_keeps_the_runs_dtype_and_knows_their_starting_point(tiny_model, pair_files, tmp_path):
+def test_a_soup_keeps_the_runs_dtype_and_knows_their_starting_point(tiny_model, no_dropout_model, pair_files,
+                                                                    tmp_path):
     import torch
     from safetensors.torch import load_file
 
@@ -394,6 +395,9 @@ def test_a_soup_keeps_the_runs_dtype_and_knows_their_starting_point(tiny_model, 
     other = run("c", tiny_model, "--data_seed", "3", "--reinit_top_layers", "1")
     with pytest.raises(SeqtuneError, match="differ in reinit_top_layers: 0 / 1"):
         write_soup(runs[:1] + [other], str(tmp_path / "soup2"))
+    elsewhere = run("d", no_dropout_model, "--data_seed", "4")  # another base model
+    with pytest.raises(SeqtuneError, match="differ in base model: "):
+        write_soup(runs[:1] + [elsewhere], str(tmp_path / "soup3"))
 
 
 def test_a_signal_while_a_finished_run_saves_stops_the_sweep_and_the_same_command_continues(
