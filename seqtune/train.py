@@ -60,6 +60,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         out.refuse_foreign()  # a user's own files are never written over
         # --- tokenizer, data (tokenized once, cached; main process first), model with the data's labels
         model_path = resolve_model_path(model_args.model_name_or_path)
+        flags = {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},  # (live: as resolved)
+                 "training": vars(args)}
         tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
         clock.mark("model")
         data = setup_data(accelerator, data_args, args, tokenizer, model_path, model_args.trust_remote_code)
@@ -80,12 +82,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         if resume_path:  # a checkpoint of another run, or damaged, is refused before anything is written
             check_resumable(resume_path, settings, args.allow_inexact_resume, accelerator.num_processes)
         out.start(overwrite=args.overwrite_output_dir and not resume_path)
-        steps = setup_tracking(accelerator, out, args, resume_path, {"data": vars(data_args), "model": vars(
-            model_args), "training": vars(args)})
-        best = BestModel(accelerator, model, data.tokenized.get(data.eval_split) if data.eval_split else None,
-                         data.swapped.get(data.eval_split), data.collator, args.per_device_eval_batch_size,
-                         data.all_metrics, data.space, steps.log, plan.epoch_at, show_progress(accelerator, args),
-                         selection, bf16=args.bf16, ema=ema)
+        steps = setup_tracking(accelerator, out, args, resume_path, flags)
+        best = setup_best_model(accelerator, model, data, args, steps, plan, selection, ema)
         state = restore_state(accelerator, resume_path, best, plan, ema) if resume_path else LoopState()
         if accelerator.is_main_process and not data.streaming and not resume_path:
             write_token_lengths(out, data, data_args, args)
@@ -105,15 +103,23 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
             if signum:
                 raise StoppedBySignal(signum, os.path.join(out.path, f"checkpoint-{state.step}"))
             # --- the best model (by the task's main metric), its results, card and report
-            results = finish(accelerator, out, model, tokenizer, best, state, plan, data, clock,
-                             {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},
-                              "training": vars(args)}, args.save_optimizer_state_on_finish)
+            results = finish(accelerator, out, model, tokenizer, best, state, plan, data, clock, flags,
+                             args.save_optimizer_state_on_finish)
         if stop.signum:  # it came during the final save, which finished: now stop as asked
             raise StoppedAfterFinishing(stop.signum, out.path)
         return results
 
 
 # ----------------------------------------------------------------------------------------------- setup
+def setup_best_model(accelerator, model, data: PreparedData, args: TrainingArguments, steps: StepLog, plan: Plan,
+                     selection: Selection, ema: WeightEMA | None) -> BestModel:
+    """Evaluation on the evaluation split during training, and the best weights by the chosen metric."""
+    return BestModel(accelerator, model, data.tokenized.get(data.eval_split) if data.eval_split else None,
+                     data.swapped.get(data.eval_split), data.collator, args.per_device_eval_batch_size,
+                     data.all_metrics, data.space, steps.log, plan.epoch_at, show_progress(accelerator, args),
+                     selection, bf16=args.bf16, ema=ema)
+
+
 def resolve_batch_defaults(data_args: DataArguments, args: TrainingArguments, device_type: str, train) -> None:
     """The batch flags left out, by device and the training split's size (`seqtune.device_defaults`), then the
     learning rate left out (scaled for a token budget); both recorded in seqtune_args.json as resolved."""
