@@ -72,10 +72,9 @@ def recorded_score(combination: Combination, run_dirs: list[str]) -> dict | None
 
 
 def combine(combination: Combination, data_args: DataArguments, model_args: ModelArguments,
-            run_dirs: list[str]) -> dict:
-    """The combination's score: recorded, or built from the runs (which must hold their weights), scored as
-    `seqtune evaluate` scores it, and recorded."""
-    recorded = recorded_score(combination, run_dirs)
+            run_dirs: list[str], recorded: dict | None = None) -> dict:
+    """The combination's score: `recorded` (its recorded_score, looked up by the caller), or built from the runs
+    (which must hold their weights), scored as `seqtune evaluate` scores it, and recorded."""
     if recorded is not None:
         logger.info("Reusing the %s of %s", combination.what, ", ".join(os.path.basename(r) for r in run_dirs))
         return recorded

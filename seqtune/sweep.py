@@ -14,6 +14,7 @@ results of the same flags is not trained again: an interrupted sweep continues w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -127,6 +128,10 @@ def drop_model(run_dir: str) -> None:
     write_model_card(run_dir)
 
 
+# in a run's folder: its weights were kept by --keep_models, and a later sweep without it must not drop them
+KEPT_MARKER = ".seqtune_kept"
+
+
 def run_folder(out: str, seed: int, soup: bool = False) -> str:
     """OUT/seed-N, or OUT/data_seed-N for a soup's runs (one --seed, the sweep's seeds as --data_seed)."""
     return os.path.join(out, f"{'data_seed' if soup else 'seed'}-{seed}")
@@ -150,6 +155,8 @@ def run_seeds(data_args: DataArguments, model_args: ModelArguments, args: Traini
                 run_args.output_dir):
             results = None  # its weights were dropped: train it again to keep them
         if results is None:
+            with contextlib.suppress(FileNotFoundError):  # the weights it kept are about to be replaced
+                os.remove(os.path.join(run_args.output_dir, KEPT_MARKER))
             results = train(data_args, model_args, run_args)
             if not keep_models:
                 drop_model(run_args.output_dir)
@@ -256,13 +263,18 @@ def run_and_combine(data_args: DataArguments, model_args: ModelArguments, args: 
     runs, summary = run_seeds(data_args, model_args, args, seeds, out, keep or bool(combinations), soup,
                               need_weights=keep)
     members = [run_folder(out, seed, soup) for seed in seeds]
-    if any(recorded_score(c, members) is None for c in combinations) and not all(map(_has_weights, members)):
+    recorded = {c.what: recorded_score(c, members) for c in combinations}  # (hashes a kept folder's files: once)
+    if None in recorded.values() and not all(map(_has_weights, members)):
         # a combination to make from runs reused without their weights (dropped after an earlier combination)
         runs, summary = run_seeds(data_args, model_args, args, seeds, out, True, soup, need_weights=True)
-    combined = {c.what: combine(c, data_args, model_args, members) for c in combinations}
-    if combinations and not keep:
-        for run in members:  # (also those dropped before: a kill mid-drop may have left a card naming weights)
-            drop_model(run)
+        recorded = {c.what: recorded_score(c, members) for c in combinations}  # of the runs as they are now
+    combined = {c.what: combine(c, data_args, model_args, members, recorded[c.what]) for c in combinations}
+    for run in members:
+        if keep and _has_weights(run):
+            with atomic_write(os.path.join(run, KEPT_MARKER)) as f:
+                f.write("kept by a sweep run with --keep_models\n")
+        elif combinations and not keep and not os.path.exists(os.path.join(run, KEPT_MARKER)):
+            drop_model(run)  # (also those dropped before: a kill mid-drop may have left a card naming weights)
     return runs, summary, combined
 
 

@@ -439,3 +439,18 @@ def test_a_damaged_soup_or_record_is_made_anew_not_reported(tiny_model, pair_fil
         assert json.load(open(os.path.join(out, "sweep_summary.json")))["soup"]["loss"] == first["loss"]
         assert main(["evaluate", "--model_name_or_path", os.path.join(out, "soup"), "--validation_file",
                      pair_files["validation"]]) == 0
+
+
+def test_weights_kept_by_keep_models_survive_a_later_sweep_without_it(tiny_model, pair_files, tmp_path):
+    out = str(tmp_path / "kept")
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--keep_models") == 0
+    weights = [os.path.join(out, f"seed-{s}", "model.safetensors") for s in (1, 2)]
+    stamps = [os.path.getmtime(w) for w in weights]
+    # the same runs made into an ensemble, --keep_models left out: reused, not trained again, and not dropped
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--ensemble") == 0
+    assert [os.path.getmtime(w) for w in weights] == stamps
+    assert os.path.isdir(os.path.join(out, "ensemble", "member-2"))
+    # a run trained by a sweep without --keep_models is still dropped once combined
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2,3", "--ensemble") == 0
+    assert not os.path.exists(os.path.join(out, "seed-3", "model.safetensors"))
+    assert all(os.path.isfile(w) for w in weights)
