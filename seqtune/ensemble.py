@@ -3,7 +3,8 @@ that `evaluate`, `predict` and `serve` load like a model.
 
     OUTPUT_DIR/ensemble/
         ensemble.json          {"members": ["member-1", ...]}
-        config.json, tokenizer files      (the first member's: labels, symmetric pairs, precision)
+        config.json, tokenizer files      (the first member's: labels, symmetric pairs, precision; a
+                                          multi-label threshold the members' mean)
         member-1/config.json, member-1/model.safetensors, ...
 
 Hand-written (a 20-line module): transformers has no classifier that averages several checkpoints, and
@@ -70,9 +71,15 @@ def write_ensemble(run_dirs: list[str], folder: str) -> str:
         names.append(name)
     from transformers import AutoTokenizer
 
+    from seqtune.multilabel import members_threshold
+
     first = run_dirs[0]  # its tokenizer (every member's: one base model) and the config that names the labels
     AutoTokenizer.from_pretrained(first).save_pretrained(staging)
-    shutil.copy2(os.path.join(first, "config.json"), os.path.join(staging, "config.json"))
+    config = read_json(os.path.join(first, "config.json"))
+    threshold = members_threshold(run_dirs)
+    if threshold is not None:  # multi-label: the members' mean, not the first one's
+        config["seqtune_threshold"] = threshold
+    write_json(os.path.join(staging, "config.json"), config)
     write_json(os.path.join(staging, ENSEMBLE_FILE), {"members": names})
     usual_file_mode(*[os.path.join(root, f) for root, _, files in os.walk(staging) for f in files])
     remove_tree(folder)

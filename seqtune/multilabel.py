@@ -96,3 +96,19 @@ def _check_binary_columns(raw: DatasetDict, columns: list[str], labelled: tuple[
             if bad:
                 raise SeqtuneError(f"--label_columns: column '{column}' of the {split} split holds {bad[:3]}; each "
                                    "label column must hold 0 or 1.")
+
+
+def members_threshold(run_dirs: list[str]) -> float | None:
+    """A soup's or ensemble's decision threshold: the mean of its multi-label members' (each chosen on the split
+    they were scored on), not one member's, and never tuned again on the split the combination is scored on. None
+    for members without one (single-label runs)."""
+    import json
+    import os
+
+    thresholds = []
+    for run in run_dirs:
+        with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
+            threshold = json.load(f).get("seqtune_threshold")
+        if threshold is not None:
+            thresholds.append(float(threshold))
+    return sum(thresholds) / len(thresholds) if thresholds else None

@@ -6,7 +6,7 @@ Averaging only makes sense for runs that start from one point: the same checkpoi
 head (and pooler), i.e. one --seed, differing in the order of their batches (--data_seed). Runs with other seeds
 have unrelated heads, whose mean is no classifier: those are refused (average their logits instead, --ensemble).
 
-A multi-label soup keeps the first run's decision threshold (`seqtune_threshold` in its config).
+A multi-label soup's decision threshold (`seqtune_threshold` in its config) is the mean of its runs'.
 
 Hand-written (a running float32 sum over the state dict): torch's AveragedModel keeps a deep copy of the module
 (see ema.py), and no library averages Hugging Face checkpoints short of mergekit, a CLI for LLM merges."""
@@ -86,6 +86,7 @@ def write_soup(run_dirs: list[str], folder: str, trust_remote_code: bool = False
     """Average the finished runs' models into `folder` (built in a hidden staging folder beside it, then renamed: a
     soup is whole or absent), with the first run's tokenizer and config. LoRA runs are averaged merged."""
     from seqtune.finetuned import load_finetuned
+    from seqtune.multilabel import members_threshold
 
     check_soup_members(run_dirs)
 
@@ -104,6 +105,9 @@ def write_soup(run_dirs: list[str], folder: str, trust_remote_code: bool = False
                                f"{list(model.config.id2label.values())}: a soup averages runs of one label set.")
         weights.add(other)
     model.load_state_dict(weights.mean())
+    threshold = members_threshold(run_dirs)
+    if threshold is not None:
+        model.config.seqtune_threshold = threshold
     staging = os.path.join(os.path.dirname(os.path.abspath(folder)), f".{os.path.basename(folder)}.saving")
     remove_tree(staging)
     model.save_pretrained(staging)

@@ -142,3 +142,23 @@ def test_a_multi_label_base_model_does_not_make_training_multi_label(tiny_model,
     assert main(["train", "--model_name_or_path", base, "--train_file", pair_files["train"], "--validation_file",
                  pair_files["validation"], "--output_dir", out, "--max_steps", "2"]) == 0
     assert json.load(open(os.path.join(out, "config.json"))).get("problem_type") != "multi_label_classification"
+
+
+def test_a_soup_or_ensemble_of_multi_label_runs_takes_their_mean_threshold(tiny_model, list_files, tmp_path):
+    import shutil
+
+    from seqtune.ensemble import write_ensemble
+    from seqtune.soup import write_soup
+
+    run = str(tmp_path / "run")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", list_files["train"],
+                 "--validation_file", list_files["validation"], "--output_dir", run, "--max_steps", "2",
+                 "--per_device_train_batch_size", "8", "--no_bf16"]) == 0
+    members = []
+    for name, threshold in (("a", 0.3), ("b", 0.5)):  # two runs that chose other thresholds
+        member = shutil.copytree(run, str(tmp_path / name / "seed-1"))
+        config = json.load(open(os.path.join(member, "config.json")))
+        json.dump({**config, "seqtune_threshold": threshold}, open(os.path.join(member, "config.json"), "w"))
+        members.append(member)
+    for folder in (write_soup(members, str(tmp_path / "soup")), write_ensemble(members, str(tmp_path / "ens"))):
+        assert json.load(open(os.path.join(folder, "config.json")))["seqtune_threshold"] == pytest.approx(0.4)
