@@ -37,6 +37,8 @@ class OutputDir:
         self.path, self.is_main = path, is_main
         self._lock = None
         self._created = False
+        self._before_loop = False  # a fresh run between `start` and its loop: a signal there leaves nothing behind
+        self._there_at_start: set[str] = set()
 
     # ------------------------------------------------------------------ lifetime
     def open(self) -> "OutputDir":
@@ -59,14 +61,32 @@ class OutputDir:
             raise SeqtuneError(f"--output_dir {self.path} holds {', '.join(foreign)}, which this run would write over "
                                "and which seqtune did not write: move them away, or choose another --output_dir.")
 
-    def start(self, overwrite: bool) -> None:
-        """Training is about to write: with `overwrite`, remove what earlier runs wrote here; mark INCOMPLETE."""
+    def start(self, overwrite: bool, fresh: bool = True) -> None:
+        """Training is about to write: with `overwrite`, remove what earlier runs wrote here; mark INCOMPLETE.
+        `fresh`: not a resume (a resumed run's folder is never discarded)."""
         if not self.is_main:
             return
         if overwrite:
             for name in self.owned():
                 self.remove_owned(name)
+        self._there_at_start = set(os.listdir(self.path))
         self.mark_incomplete()
+        self._before_loop = fresh
+
+    def loop_begins(self) -> None:
+        """From here a signal writes a checkpoint (and a second one stops at once): the folder stays."""
+        self._before_loop = False
+
+    def discard(self) -> None:
+        """Remove what this fresh run wrote before its loop began: its recorded entries, and all of a folder it
+        created since `start` (a TensorBoard folder's files are recorded only at the end)."""
+        if not self.is_main:
+            return
+        for name in self.owned():
+            path = os.path.join(self.path, name)
+            if name not in self._there_at_start and os.path.isdir(path) and not os.path.islink(path):
+                self.record_tree(name)
+            self.remove_owned(name)
 
     def close(self, keep_if_empty: bool = True) -> None:
         """Release the lock; a folder this run created and left with nothing in it is removed again."""
@@ -83,6 +103,8 @@ class OutputDir:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._before_loop and exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.discard()  # Ctrl-C or SIGTERM (Terminated) before training began: "nothing left behind"
         self.close(keep_if_empty=exc_type is None)
 
     # ------------------------------------------------------------------ what the runs wrote

@@ -81,7 +81,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
                                 model_args.torch_dtype)
         if resume_path:  # a checkpoint of another run, or damaged, is refused before anything is written
             check_resumable(resume_path, settings, args.allow_inexact_resume, accelerator.num_processes)
-        out.start(overwrite=args.overwrite_output_dir and not resume_path)
+        out.start(overwrite=args.overwrite_output_dir and not resume_path, fresh=not resume_path)
         steps = setup_tracking(accelerator, out, args, resume_path, flags)
         best = setup_best_model(accelerator, model, data, args, steps, plan, selection, ema)
         state = restore_state(accelerator, resume_path, best, plan, ema) if resume_path else LoopState()
@@ -93,6 +93,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         clock.mark("model")
         # (a signal during the final save lets the save finish; the loader's workers stop when training ends)
         with GracefulStop() as stop, EpochBatches(accelerator, loader, sampler) as batches:
+            out.loop_begins()
             before = (state.eval_time, state.checkpoint_time)  # a resumed run's state counts the earlier ones too
             stepped = compile_for_training(model, args)  # (evaluation and saving use the eager `model`)
             signum = fit(accelerator, stepped, optimizer, scheduler, batches, plan, state, hooks, stop,
@@ -327,10 +328,11 @@ TRACKER_FOLDERS = {"jsonl": "train_log.jsonl", "tensorboard": "runs", "wandb": "
 def setup_tracking(accelerator, out: OutputDir, args: TrainingArguments, resume_path: str | None, flags: dict
                    ) -> StepLog:
     """The step log's sinks (--report_to), continued from the checkpoint's step when resuming."""
-    steps = StepLog(out.path, sink_names(args.report_to), enabled=accelerator.is_main_process,
-                    resume_step=load_loop_state(resume_path)["step"] if resume_path else None, config=flags)
-    out.record(*[name for sink, name in TRACKER_FOLDERS.items() if sink in steps.sinks])
-    return steps
+    sinks = sink_names(args.report_to)
+    # recorded before the sinks create them: a signal in between must not leave files the next run calls foreign
+    out.record(*[name for sink, name in TRACKER_FOLDERS.items() if sink in sinks])
+    return StepLog(out.path, sinks, enabled=accelerator.is_main_process,
+                   resume_step=load_loop_state(resume_path)["step"] if resume_path else None, config=flags)
 
 
 def close_tracking(out: OutputDir, steps: StepLog) -> None:

@@ -431,6 +431,54 @@ def test_sigterm_before_training_is_one_line_and_leaves_no_folder(tiny_model, pa
     assert "Traceback" not in result.stderr and not os.path.exists(out)
 
 
+AFTER_STAGE_SIGNAL = textwrap.dedent("""
+    import os, signal, sys
+    import seqtune.train as t
+    stage, signame, calls = sys.argv[1], sys.argv[2], [0]
+    original = getattr(t, stage)
+    def stopped(*a, **k):
+        result = original(*a, **k)
+        calls[0] += 1
+        if calls[0] == int(os.environ.get("AT_CALL", "1")):
+            os.kill(os.getpid(), getattr(signal, signame))
+        return result
+    setattr(t, stage, stopped)
+    from seqtune.cli import main
+    sys.exit(main(sys.argv[3:]))
+""")
+
+
+def after_stage(stage: str, signame: str, argv: list[str], at_call: int = 1):
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "AT_CALL": str(at_call)}
+    return subprocess.run([sys.executable, "-c", AFTER_STAGE_SIGNAL, stage, signame, *argv], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("stage, signame, code", [("setup_tracking", "SIGTERM", 143), ("loop_hooks", "SIGINT", 130)])
+def test_a_signal_after_the_run_began_writing_but_before_its_loop_leaves_nothing_behind(
+        tiny_model, pair_files, tmp_path, stage, signame, code):
+    """The step log's files, the token lengths, INCOMPLETE: written before the loop, removed again."""
+    out = str(tmp_path / "run")
+    result = after_stage(stage, signame, cmd(tiny_model, pair_files, out))
+    assert result.returncode == code and "Traceback" not in result.stderr and not os.path.exists(out)
+    # in a folder that was there before (a user's file in it): that file stays, and the same command then runs
+    os.makedirs(out)
+    open(os.path.join(out, "notes.txt"), "w").write("mine")
+    argv = cmd(tiny_model, pair_files, out, "--overwrite_output_dir")
+    assert after_stage(stage, signame, argv).returncode == code
+    assert sorted(os.listdir(out)) == [MANIFEST_FILE, "notes.txt"]
+    assert main(argv) == 0 and open(os.path.join(out, "notes.txt")).read() == "mine"
+
+
+def test_a_sweep_killed_as_a_run_opens_its_log_continues_with_the_same_command(tiny_model, pair_files, tmp_path):
+    """SIGKILL just after the second run created its step log: that run's files are seqtune's, not foreign."""
+    out = str(tmp_path / "sweep")
+    argv = ["sweep", *cmd(tiny_model, pair_files, out, "--max_steps", "2")[1:], "--seeds", "1,2"]
+    assert after_stage("StepLog", "SIGKILL", argv, at_call=2).returncode == -signal.SIGKILL
+    assert main(argv) == 0
+    assert all(os.path.isfile(os.path.join(out, f"seed-{s}", "all_results.json")) for s in (1, 2))
+
+
 def test_evaluate_scores_a_regression_model(tiny_model, tmp_path, capsys):
     rows = [{"sentence1": f"the cat {i}", "sentence2": f"a dog {i % 5}", "label": (i % 7) * 0.5} for i in range(40)]
     train, validation = (write_csv(str(tmp_path / f"{s}.csv"), part) for s, part in (("t", rows[:32]), ("v", rows[32:])))
