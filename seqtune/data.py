@@ -338,10 +338,11 @@ def _labels_from_model(raw: DatasetDict, label_column: str, names: tuple[str, ..
             bad = sorted(str(v) for v in values if not 0 <= v < len(names))
         else:
             bad = sorted(str(v) for v in values if v not in to_id)
-            ds = ds.map(lambda batch: {label_column: [to_id[v] for v in batch[label_column]]}, batched=True,
-                        features=Features({**ds.features, label_column: ClassLabel(names=list(names))}))
         if bad:
             unseen[split] = bad
+        elif not all(isinstance(v, int) for v in values):  # names to the model's ids
+            ds = ds.map(lambda batch: {label_column: [to_id[v] for v in batch[label_column]]}, batched=True,
+                        features=Features({**ds.features, label_column: ClassLabel(names=list(names))}))
         mapped[split] = ds
     if unseen:
         raise SeqtuneError(*[f"labels {values} in the {split} split are not among the model's labels {list(names)} "

@@ -46,11 +46,20 @@ class EnsembleClassifier(torch.nn.Module):
 
 def load_ensemble(path: str, load_member) -> EnsembleClassifier:
     """The ensemble in `path`; `load_member(folder)` loads one member's model."""
-    names = (read_json(os.path.join(path, ENSEMBLE_FILE)) or {}).get("members") or []
-    missing = [n for n in names if not os.path.isfile(os.path.join(path, n, "config.json"))]
-    if not names or missing:
-        raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} names {'no members' if not names else 'member ' + missing[0]} "
-                           "that the folder holds: make the ensemble again with `seqtune sweep --ensemble`.")
+    again = "make the ensemble again with `seqtune sweep --ensemble` (the same command reuses its runs)"
+    try:
+        record = read_json(os.path.join(path, ENSEMBLE_FILE))
+    except (OSError, ValueError) as error:
+        raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} cannot be read ({error}): {again}.") from error
+    names = record.get("members") if isinstance(record, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} does not list its members' folders ({{\"members\": "
+                           f"[\"member-1\", ...]}}): {again}.")
+    inside = [n for n in names if os.path.dirname(os.path.normpath(n)) == "" and n not in (".", "..")]
+    missing = [n for n in names if n not in inside or not os.path.isfile(os.path.join(path, n, "config.json"))]
+    if missing:
+        raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} names member {missing[0]}, which is not a model folder inside "
+                           f"{path}: {again}.")
     return EnsembleClassifier([load_member(os.path.join(path, name)) for name in names])
 
 

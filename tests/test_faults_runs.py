@@ -501,3 +501,25 @@ def test_a_checkpoint_or_unfinished_run_is_not_a_model(finished_run, tmp_path, c
     open(os.path.join(unfinished, INCOMPLETE_MARKER), "w").close()
     code = main(["predict", "--model_name_or_path", unfinished, "--sentence1", "a"])
     assert code == 2 and "is a training run that has not finished" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", ["", "[1]", '{"members": [1]}', '{"members": "member-1"}', '{"members": []}',
+                                     '{"members": ["../run"]}', '{"members": ["member-9"]}'])
+def test_a_damaged_ensemble_file_is_exit_2_naming_it_and_the_fix(finished_run, pair_files, tmp_path, capsys,
+                                                                 content):
+    from seqtune.ensemble import write_ensemble
+
+    folder = write_ensemble([finished_run], str(tmp_path / "ensemble"))
+    open(os.path.join(folder, "ensemble.json"), "w").write(content)
+    capsys.readouterr()
+    assert main(["evaluate", "--model_name_or_path", folder, "--validation_file", pair_files["validation"]]) == 2
+    err = capsys.readouterr().err
+    assert "ensemble.json" in err and "seqtune sweep --ensemble" in err and "unexpected" not in err
+
+
+def test_evaluating_labels_the_model_does_not_know_is_exit_2(finished_run, pair_files, tmp_path, capsys):
+    rows = [{"sentence1": "a cat", "sentence2": "the cat", "label": label} for label in ("yes", "no", "maybe")]
+    validation = write_csv(str(tmp_path / "named.csv"), rows)
+    capsys.readouterr()
+    assert main(["evaluate", "--model_name_or_path", finished_run, "--validation_file", validation]) == 2
+    assert "are not among the model's labels" in capsys.readouterr().err
