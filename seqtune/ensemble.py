@@ -69,8 +69,11 @@ def write_ensemble(run_dirs: list[str], folder: str) -> str:
     staging = os.path.join(os.path.dirname(os.path.abspath(folder)), f".{os.path.basename(folder)}.saving")
     remove_tree(staging)
     os.makedirs(staging)
+    from seqtune.modelfiles import check_model_folder
+
     names = []
     for number, run in enumerate(run_dirs):
+        check_model_folder(run)  # a member whose weights are damaged is named, not copied into the ensemble
         name = f"member-{os.path.basename(run.rstrip(os.sep)).removeprefix('seed-') or number}"
         name = name if name not in names else f"{name}-{number}"  # runs in folders of one name (a/model, b/model)
         os.makedirs(os.path.join(staging, name))

@@ -454,3 +454,29 @@ def test_weights_kept_by_keep_models_survive_a_later_sweep_without_it(tiny_model
     assert sweep(tiny_model, pair_files, out, "--seeds", "1,2,3", "--ensemble") == 0
     assert not os.path.exists(os.path.join(out, "seed-3", "model.safetensors"))
     assert all(os.path.isfile(w) for w in weights)
+
+
+def test_a_kept_run_with_damaged_weights_is_trained_again_before_it_joins_an_ensemble(tiny_model, pair_files,
+                                                                                        tmp_path):
+    out = str(tmp_path / "damaged")
+    command = ("--seeds", "1,2", "--ensemble", "--keep_models")
+    assert sweep(tiny_model, pair_files, out, *command) == 0
+    scored = json.load(open(os.path.join(out, "sweep_summary.json")))["ensemble"]
+    weights = os.path.join(out, "seed-1", "model.safetensors")
+    with open(weights, "r+b") as f:
+        f.truncate(1000)
+    os.remove(os.path.join(out, "ensemble_scores.json"))
+    assert sweep(tiny_model, pair_files, out, *command) == 0
+    from seqtune.modelfiles import safetensors_problem
+
+    assert safetensors_problem(weights) is None  # seed 1 trained again
+    again = json.load(open(os.path.join(out, "sweep_summary.json")))["ensemble"]
+    assert again["accuracy"] == scored["accuracy"] and again["members"] == 2
+    # a damaged member folder handed to write_ensemble is named, not copied
+    from seqtune.ensemble import write_ensemble
+
+    with open(weights, "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(SeqtuneError, match="model.safetensors is damaged"):
+        write_ensemble([os.path.join(out, "seed-1"), os.path.join(out, "seed-2")], str(tmp_path / "x"))
+    assert not os.path.exists(str(tmp_path / "x"))
