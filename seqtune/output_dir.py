@@ -180,19 +180,36 @@ class OutputDir:
         return os.path.join(self.path, MANIFEST_FILE)
 
     def _acquire_lock(self) -> None:
-        from filelock import FileLock, Timeout
+        self._lock = acquire_lock(self.path)
 
-        path = os.path.join(self.path, LOCK_FILE)
-        lock = FileLock(path, timeout=0, is_singleton=False)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise SeqtuneError(f"--output_dir {self.path} is in use by another seqtune run ({_holder(path)}): wait for "
-                               "it to finish, or choose another --output_dir.") from None
-        self._lock = lock
-        with open(path, "w") as f:  # the file stays locked; it says who holds it
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                       "command": shlex.join(["seqtune", *sys.argv[1:]])}, f)
+
+def acquire_lock(folder: str):
+    """The folder's lock (filelock) for this process, or SeqtuneError naming the process that holds it. The lock
+    file says who holds it."""
+    from filelock import FileLock, Timeout
+
+    path = os.path.join(folder, LOCK_FILE)
+    lock = FileLock(path, timeout=0, is_singleton=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SeqtuneError(f"--output_dir {folder} is in use by another seqtune run ({_holder(path)}): wait for "
+                           "it to finish, or choose another --output_dir.") from None
+    with open(path, "w") as f:  # the file stays locked; it says who holds it
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                   "command": shlex.join(["seqtune", *sys.argv[1:]])}, f)
+    return lock
+
+
+@contextlib.contextmanager
+def folder_locked(folder: str):
+    """`with folder_locked(path):` one process at a time in `folder` (a sweep's folder); the lock file goes after."""
+    lock = acquire_lock(folder)
+    try:
+        yield
+    finally:
+        lock.release()
+        _remove(os.path.join(folder, LOCK_FILE))
 
 
 def _holder(lock_path: str) -> str:

@@ -28,6 +28,7 @@ from seqtune.combining import Combination, combine, recorded_score
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import atomic_write, remove_tree, write_json
+from seqtune.output_dir import folder_locked
 
 logger = logging.getLogger("seqtune")
 
@@ -344,23 +345,29 @@ def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
     validate_training_args(data_args, replace(args, overwrite_output_dir=args.overwrite_output_dir or bool(
         args.output_dir and is_sweep_folder(args.output_dir))))
     os.makedirs(args.output_dir, exist_ok=True)
+    with folder_locked(args.output_dir):  # a second sweep into this folder is refused, naming this one
+        report = run_sweep(data_args, model_args, args, sweep_args, seeds)
+        write_json(os.path.join(args.output_dir, "sweep_summary.json"), report)
+    print_report(report)
+    return report
+
+
+def run_sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,
+              sweep_args: SweepArguments, seeds: list[int]) -> dict:
+    """The sweep's runs in OUTPUT_DIR: a search, seeds under CV, or seeds on the validation split; its report."""
     folds = None
     if sweep_args.cv:
         from seqtune.cv import make_folds
 
         folds = make_folds(data_args, sweep_args.cv, sweep_args.cv_seed, args.output_dir)
     if sweep_args.n_trials > 0:
-        report = search(data_args, model_args, args, sweep_args, seeds, folds)
-    elif folds:
-        report = cross_validate(data_args, model_args, args, sweep_args, seeds, folds)
-    else:
-        runs, summary, combined = run_and_combine(data_args, model_args, args, seeds, args.output_dir, sweep_args,
-                                                  whole_split_combinations(args.output_dir, sweep_args))
-        _record_runs(args.output_dir, runs)
-        report = {"seeds": seeds, "summary": summary, **combined}
-    write_json(os.path.join(args.output_dir, "sweep_summary.json"), report)
-    print_report(report)
-    return report
+        return search(data_args, model_args, args, sweep_args, seeds, folds)
+    if folds:
+        return cross_validate(data_args, model_args, args, sweep_args, seeds, folds)
+    runs, summary, combined = run_and_combine(data_args, model_args, args, seeds, args.output_dir, sweep_args,
+                                              whole_split_combinations(args.output_dir, sweep_args))
+    _record_runs(args.output_dir, runs)
+    return {"seeds": seeds, "summary": summary, **combined}
 
 
 def check_sweep_args(sweep_args: SweepArguments, args: TrainingArguments, seeds: list[int]) -> None:

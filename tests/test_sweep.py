@@ -480,3 +480,20 @@ def test_a_kept_run_with_damaged_weights_is_trained_again_before_it_joins_an_ens
     with pytest.raises(SeqtuneError, match="model.safetensors is damaged"):
         write_ensemble([os.path.join(out, "seed-1"), os.path.join(out, "seed-2")], str(tmp_path / "x"))
     assert not os.path.exists(str(tmp_path / "x"))
+
+
+def test_a_second_sweep_into_a_folder_in_use_is_refused_naming_the_first(tiny_model, pair_files, tmp_path, capsys):
+    from seqtune.output_dir import LOCK_FILE, acquire_lock
+
+    out = str(tmp_path / "busy")
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1") == 0
+    held = acquire_lock(out)  # (another process's lock, as far as flock is concerned: another open file)
+    try:
+        capsys.readouterr()
+        assert sweep(tiny_model, pair_files, out, "--seeds", "1,2") == 2
+        assert "is in use by another seqtune run (process" in capsys.readouterr().err
+        assert not os.path.exists(os.path.join(out, "seed-2"))
+    finally:
+        held.release()
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2") == 0
+    assert not os.path.exists(os.path.join(out, LOCK_FILE))
