@@ -96,8 +96,13 @@ def make_folds(data_args: DataArguments, k: int, seed: int, out: str) -> list[Da
 
 def _write_parquet(dataset, path: str) -> None:
     """Parquet keeps the column types and label names (datasets stores its features in the file); written under a
-    temporary name and renamed, so a fold file is whole or absent."""
+    temporary name and renamed, so a fold file is whole or absent (a damaged one is written again)."""
+    import filecmp
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = f"{path}.{os.getpid()}.partial"
     dataset.to_parquet(partial)
-    os.replace(partial, path)
+    if os.path.isfile(path) and filecmp.cmp(partial, path, shallow=False):
+        os.remove(partial)  # the same bytes: the file keeps its time, which a sweep compares before reusing a run
+    else:
+        os.replace(partial, path)

@@ -3,6 +3,7 @@ copy of that task; a local folder named `glue` with a task's config name is that
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -37,3 +38,19 @@ def task_for(task_name: str | None, dataset_name: str | None, dataset_config_nam
         logger.info("Task: GLUE %s (from --dataset_config_name)", config.lower())
         return GLUE_TASKS[config.lower()]
     return None
+
+
+def local_data_stamp(data_args) -> dict[str, list[int]]:
+    """Size and modification time of every local file the data flags read (--train_file, --validation_file,
+    --test_file, a local --dataset_name folder): a sweep reuses a finished run only while these are unchanged (the
+    flags name paths; the contents behind them may change). Hub datasets are not stamped."""
+    paths = [p for p in (data_args.train_file, data_args.validation_file, data_args.test_file) if p]
+    if data_args.dataset_name and os.path.isdir(data_args.dataset_name):
+        paths += sorted(os.path.join(root, name) for root, dirs, names in os.walk(data_args.dataset_name)
+                        for name in names if not name.startswith("."))
+    stamp = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            info = os.stat(path)
+            stamp[os.path.abspath(path)] = [info.st_size, info.st_mtime_ns]
+    return stamp

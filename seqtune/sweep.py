@@ -182,6 +182,10 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
         return None
     if not isinstance(flags, dict) or not isinstance(results, dict):
         return None
+    from seqtune.source import local_data_stamp
+
+    if flags.get("data_files", local_data_stamp(data_args)) != local_data_stamp(data_args):
+        return None  # a data file behind the same flags changed (or moved) since: train again
     import torch
 
     from seqtune.config import default_learning_rate

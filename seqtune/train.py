@@ -40,6 +40,7 @@ from seqtune.optim import build_optimizer, build_scheduler
 from seqtune.output_dir import OutputDir
 from seqtune.phases import TRAINING, PhaseClock
 from seqtune.prepare import PreparedData, batching_from_args, prepare_data
+from seqtune.source import local_data_stamp
 from seqtune.stopping import GracefulStop
 from seqtune.streaming import EndlessBatches
 from seqtune.tracking import StepLog, sink_names, with_console_lines
@@ -61,7 +62,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         # --- tokenizer, data (tokenized once, cached; main process first), model with the data's labels
         model_path = resolve_model_path(model_args.model_name_or_path)
         flags = {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},  # (live: as resolved)
-                 "training": vars(args)}
+                 "training": vars(args), "data_files": local_data_stamp(data_args)}  # (as read: sweeps compare)
         tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
         clock.mark("model")
         data = setup_data(accelerator, data_args, args, tokenizer, model_path, model_args.trust_remote_code)
@@ -82,7 +83,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         if resume_path:  # a checkpoint of another run, or damaged, is refused before anything is written
             check_resumable(resume_path, settings, args.allow_inexact_resume, accelerator.num_processes)
         out.start(overwrite=args.overwrite_output_dir and not resume_path, fresh=not resume_path)
-        steps = setup_tracking(accelerator, out, args, resume_path, flags)
+        steps = setup_tracking(accelerator, out, args, resume_path,
+                               {k: v for k, v in flags.items() if k != "data_files"})  # (paths: not tracker params)
         best = setup_best_model(accelerator, model, data, args, steps, plan, selection, ema)
         state = restore_state(accelerator, resume_path, best, plan, ema) if resume_path else LoopState()
         if accelerator.is_main_process and not data.streaming and not resume_path:

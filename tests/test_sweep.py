@@ -174,13 +174,13 @@ def test_sweep_cv_scores_every_fold_then_the_validation_split_and_continues(tiny
     with caplog.at_level("INFO", logger="seqtune"):
         assert sweep(tiny_model, pair_files, out, "--seeds", "1", "--cv", "3", "--cv_seed", "7",
                      "--cv_validation", "false") == 0
-    assert not any("Reusing" in r.getMessage() for r in caplog.records)
+    assert not any("Reusing the finished run" in r.getMessage() for r in caplog.records)
     # other flags are another configuration: trained again
     caplog.clear()
     with caplog.at_level("INFO", logger="seqtune"):
         assert sweep(tiny_model, pair_files, out, "--seeds", "1", "--cv", "3", "--cv_validation", "false",
                      "--learning_rate", "3e-4") == 0
-    assert not any("Reusing" in r.getMessage() for r in caplog.records)
+    assert not any("Reusing the finished run" in r.getMessage() for r in caplog.records)
 
 
 def test_a_run_recorded_before_a_flag_existed_is_reused_only_while_the_flag_has_its_default():
@@ -497,3 +497,18 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused_naming_the_first(tiny_mo
         held.release()
     assert sweep(tiny_model, pair_files, out, "--seeds", "1,2") == 0
     assert not os.path.exists(os.path.join(out, LOCK_FILE))
+
+
+def test_a_data_file_changed_behind_the_same_flags_trains_the_runs_again(tiny_model, pair_files, tmp_path):
+    import shutil
+
+    files = {split: shutil.copy(path, str(tmp_path / f"{split}.csv")) for split, path in pair_files.items()}
+    out = str(tmp_path / "changed")
+    assert sweep(tiny_model, files, out, "--seeds", "1") == 0
+    results = os.path.join(out, "seed-1", "all_results.json")
+    stamp = os.path.getmtime(results)
+    assert sweep(tiny_model, files, out, "--seeds", "1") == 0 and os.path.getmtime(results) == stamp  # reused
+    rows = open(files["validation"]).read().splitlines()
+    open(files["validation"], "w").write("\n".join(rows[:-2]) + "\n")  # other rows behind the same path
+    assert sweep(tiny_model, files, out, "--seeds", "1") == 0
+    assert os.path.getmtime(results) != stamp
