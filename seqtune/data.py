@@ -150,8 +150,13 @@ def _load_files(files: dict[str, str], streaming: bool = False) -> DatasetDict |
             raise SeqtuneError(f"--{split}_file {files.get(split, '')}: no rows (only a header?). Add data rows.") from error
         if "column names don't match" in str(cause) and len(escaped) > 1:
             raise SeqtuneError(_columns_differ(builder, kwargs, escaped, files)) from error
+        hint = ""
+        if "fields in line" in str(cause):  # a row with more fields than the header
+            hint = (" (TSV is read as GLUE writes it, without quotes: a tab inside a text splits its row; save the data "
+                    "as .csv, whose quoted fields may hold tabs)" if kwargs.get("delimiter") == "\t" else
+                    " (quote a text that holds a comma)")
         raise SeqtuneError(f"could not parse the data files {sorted(files.values())}: "
-                           f"{text[-1] if text else type(cause).__name__}") from error
+                           f"{text[-1] if text else type(cause).__name__}{hint}") from error
     for split, ds in raw.items():
         if not streaming and len(ds) == 0:
             raise SeqtuneError(f"--{split}_file {files[split]}: no rows (only a header?). Add data rows.")

@@ -132,6 +132,8 @@ DATA = [
          data(train=("csv", "t.csv", labels(["pos"])))),
     Case("regression_one_distinct_score", TRAIN, "a regression needs at least 2 different scores",
          data(train=("csv", "t.csv", labels([0.5, 0.5, 0.5])))),
+    Case("tsv_tab_inside_quotes", TRAIN, "a tab inside a text splits its row; save the data as .csv",
+         lambda w: {"train": w.text("t.tsv", 'sentence1\tsentence2\tlabel\nhello\tworld\t1\n"a\tb"\tc\t0\n')}),
     Case("classification_one_class", TRAIN, "a classifier needs examples of at least 2 classes",
          data(train=("csv", "t.csv", labels(["pos", "pos", "pos"])))),
     Case("text_column_of_ints", TRAIN, "column 'text' of the train split holds int64, not text (row 1: 0)",
