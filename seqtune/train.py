@@ -83,8 +83,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         if resume_path:  # a checkpoint of another run, or damaged, is refused before anything is written
             check_resumable(resume_path, settings, args.allow_inexact_resume, accelerator.num_processes)
         out.start(overwrite=args.overwrite_output_dir and not resume_path, fresh=not resume_path)
-        steps = setup_tracking(accelerator, out, args, resume_path,
-                               {k: v for k, v in flags.items() if k != "data_files"})  # (paths: not tracker params)
+        steps = setup_tracking(accelerator, out, args, resume_path, flags)
         best = setup_best_model(accelerator, model, data, args, steps, plan, selection, ema)
         state = restore_state(accelerator, resume_path, best, plan, ema) if resume_path else LoopState()
         if accelerator.is_main_process and not data.streaming and not resume_path:
@@ -334,7 +333,8 @@ def setup_tracking(accelerator, out: OutputDir, args: TrainingArguments, resume_
     # recorded before the sinks create them: a signal in between must not leave files the next run calls foreign
     out.record(*[name for sink, name in TRACKER_FOLDERS.items() if sink in sinks])
     return StepLog(out.path, sinks, enabled=accelerator.is_main_process,
-                   resume_step=load_loop_state(resume_path)["step"] if resume_path else None, config=flags)
+                   resume_step=load_loop_state(resume_path)["step"] if resume_path else None,
+                   config={k: v for k, v in flags.items() if k != "data_files"})  # (file paths: not tracker params)
 
 
 def close_tracking(out: OutputDir, steps: StepLog) -> None:
