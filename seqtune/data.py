@@ -152,8 +152,8 @@ def _load_files(files: dict[str, str], streaming: bool = False) -> DatasetDict |
             raise SeqtuneError(_columns_differ(builder, kwargs, escaped, files)) from error
         hint = ""
         if "fields in line" in str(cause):  # a row with more fields than the header
-            hint = (" (TSV is read as GLUE writes it, without quotes: a tab inside a text splits its row; save the data "
-                    "as .csv, whose quoted fields may hold tabs)" if kwargs.get("delimiter") == "\t" else
+            hint = (" (TSV is read as GLUE writes it, without quotes: a tab inside a text splits its row; save the "
+                    "data as .csv, whose quoted fields may hold tabs)" if kwargs.get("delimiter") == "\t" else
                     " (quote a text that holds a comma)")
         raise SeqtuneError(f"could not parse the data files {sorted(files.values())}: "
                            f"{text[-1] if text else type(cause).__name__}{hint}") from error

@@ -61,8 +61,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
         out.refuse_foreign()  # a user's own files are never written over
         # --- tokenizer, data (tokenized once, cached; main process first), model with the data's labels
         model_path = resolve_model_path(model_args.model_name_or_path)
-        flags = {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path},  # (live: as resolved)
-                 "training": vars(args), "data_files": local_data_stamp(data_args)}  # (as read: sweeps compare)
+        flags = recorded_flags(data_args, model_args, args, model_path)
         tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
         clock.mark("model")
         data = setup_data(accelerator, data_args, args, tokenizer, model_path, model_args.trust_remote_code)
@@ -113,6 +112,14 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
 
 
 # ----------------------------------------------------------------------------------------------- setup
+def recorded_flags(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments, model_path: str
+                   ) -> dict:
+    """The run's flags as seqtune_args.json records them (live: as resolved later in `train`), with the stamps of
+    the local data files read (a sweep compares them before it reuses a run)."""
+    return {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path}, "training": vars(args),
+            "data_files": local_data_stamp(data_args)}
+
+
 def setup_best_model(accelerator, model, data: PreparedData, args: TrainingArguments, steps: StepLog, plan: Plan,
                      selection: Selection, ema: WeightEMA | None) -> BestModel:
     """Evaluation on the evaluation split during training, and the best weights by the chosen metric."""
