@@ -42,9 +42,13 @@ def task_for(task_name: str | None, dataset_name: str | None, dataset_config_nam
 
 def local_data_stamp(data_args) -> dict[str, list[int]]:
     """Size and modification time of every local file the data flags read (--train_file, --validation_file,
-    --test_file, a local --dataset_name folder): a sweep reuses a finished run only while these are unchanged (the
-    flags name paths; the contents behind them may change). Hub datasets are not stamped."""
-    paths = [p for p in (data_args.train_file, data_args.validation_file, data_args.test_file) if p]
+    --test_file and the shards of their glob patterns, a local --dataset_name folder): a sweep reuses a finished run
+    only while these are unchanged (the flags name paths; the contents behind them may change). Hub datasets are
+    not stamped."""
+    from seqtune.data import data_file_paths
+
+    paths = [path for pattern in (data_args.train_file, data_args.validation_file, data_args.test_file) if pattern
+             for path in data_file_paths(pattern)]  # a glob pattern's shards, each (one more is a change too)
     if data_args.dataset_name and os.path.isdir(data_args.dataset_name):
         paths += sorted(os.path.join(root, name) for root, dirs, names in os.walk(data_args.dataset_name)
                         for name in names if not name.startswith("."))

@@ -512,3 +512,25 @@ def test_a_data_file_changed_behind_the_same_flags_trains_the_runs_again(tiny_mo
     open(files["validation"], "w").write("\n".join(rows[:-2]) + "\n")  # other rows behind the same path
     assert sweep(tiny_model, files, out, "--seeds", "1") == 0
     assert os.path.getmtime(results) != stamp
+
+
+def test_a_shard_added_to_a_glob_pattern_trains_the_runs_again(tiny_model, pair_files, tmp_path):
+    import csv
+    import shutil
+
+    rows = list(csv.DictReader(open(pair_files["train"])))
+    os.makedirs(tmp_path / "shards")
+    for number, part in enumerate((rows[:16], rows[16:])):
+        with open(tmp_path / "shards" / f"train-{number}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(part)
+    files = {**pair_files, "train": str(tmp_path / "shards" / "train-*.csv")}
+    out = str(tmp_path / "sharded")
+    assert sweep(tiny_model, files, out, "--seeds", "1") == 0
+    results = os.path.join(out, "seed-1", "all_results.json")
+    stamp = os.path.getmtime(results)
+    assert sweep(tiny_model, files, out, "--seeds", "1") == 0 and os.path.getmtime(results) == stamp
+    shutil.copy(tmp_path / "shards" / "train-0.csv", tmp_path / "shards" / "train-2.csv")  # one more shard
+    assert sweep(tiny_model, files, out, "--seeds", "1") == 0
+    assert os.path.getmtime(results) != stamp
