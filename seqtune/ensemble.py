@@ -55,8 +55,8 @@ def load_ensemble(path: str, load_member) -> EnsembleClassifier:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
         raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} does not list its members' folders ({{\"members\": "
                            f"[\"member-1\", ...]}}): {again}.")
-    inside = [n for n in names if os.path.dirname(os.path.normpath(n)) == "" and n not in (".", "..")]
-    missing = [n for n in names if n not in inside or not os.path.isfile(os.path.join(path, n, "config.json"))]
+    missing = [n for n in names if os.sep in n or n in (".", "..")  # (only folders inside the ensemble's own)
+               or not os.path.isfile(os.path.join(path, n, "config.json"))]
     if missing:
         raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} names member {missing[0]}, which is not a model folder inside "
                            f"{path}: {again}.")

@@ -102,13 +102,10 @@ def members_threshold(run_dirs: list[str]) -> float | None:
     """A soup's or ensemble's decision threshold: the mean of its multi-label members' (each chosen on the split
     they were scored on), not one member's, and never tuned again on the split the combination is scored on. None
     for members without one (single-label runs)."""
-    import json
     import os
 
-    thresholds = []
-    for run in run_dirs:
-        with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
-            threshold = json.load(f).get("seqtune_threshold")
-        if threshold is not None:
-            thresholds.append(float(threshold))
+    from seqtune.fileio import read_json
+
+    thresholds = [float(t) for run in run_dirs
+                  if (t := read_json(os.path.join(run, "config.json"), {}).get("seqtune_threshold")) is not None]
     return sum(thresholds) / len(thresholds) if thresholds else None

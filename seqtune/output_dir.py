@@ -203,7 +203,11 @@ def acquire_lock(folder: str):
 
 @contextlib.contextmanager
 def folder_locked(folder: str):
-    """`with folder_locked(path):` one process at a time in `folder` (a sweep's folder); the lock file goes after."""
+    """`with folder_locked(path):` one command at a time in `folder` (a sweep's folder); the lock file goes after.
+    Under torchrun only rank 0 locks (its other processes belong to the same command)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
     lock = acquire_lock(folder)
     try:
         yield

@@ -184,7 +184,8 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
         return None
     from seqtune.source import local_data_stamp
 
-    if flags.get("data_files", local_data_stamp(data_args)) != local_data_stamp(data_args):
+    stamp = local_data_stamp(data_args)
+    if flags.get("data_files", stamp) != stamp:  # (a run recorded before stamps: as before, by its flags)
         return None  # a data file behind the same flags changed (or moved) since: train again
     import torch
 
