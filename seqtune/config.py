@@ -115,6 +115,10 @@ class TrainingArguments:
                             "consistency term, (KL(p||q) + KL(q||p)) / 2 per row (per label for multi-label, averaged; "
                             "the squared difference for scores). About 2x the compute and activation memory per "
                             "step; 0 = off. Its measured effect is in BENCHMARKS.md.")
+    label_smoothing_factor: float = _f(0.0, "Label smoothing, as Trainer's flag: the training targets become "
+                                       "(1 - F) x the label + F spread evenly over the classes (for multi-label, "
+                                       "each label's 0/1 moved F/2 towards the middle). The evaluation loss stays "
+                                       "the plain loss. 0 = off; its measured effect is in BENCHMARKS.md.")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.999, "AdamW beta2.")
     adam_epsilon: float = _f(1e-8, "AdamW epsilon.")

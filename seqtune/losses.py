@@ -1,11 +1,14 @@
-"""The training loss changed by flags: --class_weights (weighted per class) and --rdrop_alpha (R-Drop).
+"""The training loss changed by flags: --class_weights (weighted per class), --label_smoothing_factor and
+--rdrop_alpha (R-Drop).
 
 --class_weights: the training loss weighted per class, for imbalanced labels.
 
 The weights are scikit-learn's "balanced" ones (`compute_class_weight`: n_rows / (n_classes x rows of the class)) or
-the user's; for multi-label data, each label's positives weigh negatives / positives (BCE's `pos_weight`). They act
-through a forward hook that recomputes the model's loss from its logits, so the model, its state dict and the
-training loop stay as transformers made them (a saved model has no trace of the weights)."""
+the user's; for multi-label data, each label's positives weigh negatives / positives (BCE's `pos_weight`).
+--label_smoothing_factor F: while training, cross-entropy against (1 - F) x the label + F / n_classes (torch's
+`label_smoothing`, what Trainer's flag computes); for multi-label data each 0/1 target moves F/2 towards 1/2.
+Both act through a forward hook that recomputes the model's loss from its logits, so the model, its state dict and
+the training loop stay as transformers made them (a saved model has no trace of either)."""
 
 from __future__ import annotations
 
@@ -42,24 +45,30 @@ def class_weights(value: str, labels, num_labels: int, multi_label: bool) -> lis
     return weights
 
 
-def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, multi_label: bool
-                  ) -> torch.Tensor:
-    """Cross-entropy with a weight per class (the weighted mean, as torch computes it), or BCE with `pos_weight`."""
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, multi_label: bool,
+              smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy with a weight per class (the weighted mean, as torch computes it) and label smoothing, or BCE
+    with `pos_weight` against targets smoothed towards 1/2."""
     logits = logits.float()
     if multi_label:
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weights)
-    return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), weight=weights)
+        targets = labels.float() * (1 - smoothing) + smoothing / 2
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=weights)
+    return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), weight=weights,
+                                             label_smoothing=smoothing)
 
 
-def use_class_weights(model, weights: list[float], multi_label: bool):
-    """Make `model(**batch).loss` the weighted loss (a forward hook). Returns the hook's handle."""
-    tensor = torch.tensor(weights, dtype=torch.float32)
+def use_task_loss(model, weights: list[float] | None, smoothing: float, multi_label: bool):
+    """Make `model(**batch).loss` the weighted loss, smoothed while training (a forward hook). Returns the hook's
+    handle."""
+    tensor = None if weights is None else torch.tensor(weights, dtype=torch.float32)
 
     def hook(module, args, kwargs, output):
         labels = kwargs.get("labels")
-        if labels is None or getattr(output, "logits", None) is None:
+        smooth = smoothing if module.training else 0.0  # the evaluation loss stays comparable between runs
+        if labels is None or getattr(output, "logits", None) is None or (tensor is None and not smooth):
             return output
-        output.loss = weighted_loss(output.logits, labels, tensor.to(output.logits.device), multi_label)
+        device_weights = None if tensor is None else tensor.to(output.logits.device)
+        output.loss = task_loss(output.logits, labels, device_weights, multi_label, smooth)
         return output
 
     return model.register_forward_hook(hook, with_kwargs=True)

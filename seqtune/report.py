@@ -386,9 +386,10 @@ def _summary(args: dict, results: dict) -> list[tuple[str, str]]:
 
 def _hyperparameters(args: dict) -> list[tuple[str, str]]:
     keys = {**HYPERPARAMETERS, "training": HYPERPARAMETERS["training"] + (
-        "class_weights", "metric_for_best_model", "early_stopping_patience", "ema_decay", "rdrop_alpha")}
+        "class_weights", "metric_for_best_model", "early_stopping_patience", "ema_decay", "rdrop_alpha",
+        "label_smoothing_factor")}
     sections = {key: args.get(key) if isinstance(args.get(key), dict) else {} for key in keys}
-    off = {"rdrop_alpha": 0.0}  # a lever at its "off" value is not listed
+    off = {"rdrop_alpha": 0.0, "label_smoothing_factor": 0.0}  # a lever at its "off" value is not listed
     return [(k, str(sections[part][k])) for part, names in keys.items() for k in names
             if sections[part].get(k) is not None and off.get(k, object()) != sections[part].get(k)]
 

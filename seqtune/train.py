@@ -30,7 +30,7 @@ from seqtune.fast_dropout import use_fast_dropout
 from seqtune.fileio import WRITE_ERRORS, disk_error, remove_tree, usual_file_mode, write_json
 from seqtune.lora import apply_lora, is_peft_model, merged_model, refuse_adapter_as_base, save_adapter
 from seqtune.loop import EpochBatches, Hooks, LoopState, Plan, fit
-from seqtune.losses import class_weights, use_class_weights, use_rdrop
+from seqtune.losses import class_weights, use_rdrop, use_task_loss
 from seqtune.model_family import match_model_to_tokenizer
 from seqtune.model_size import estimate_training_memory
 from seqtune.modeling import (enable_gradient_checkpointing, is_sentence_transformers_checkpoint, label_config,
@@ -213,7 +213,7 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
         logger.info("--torch_compile: inductor fuses torch's own dropout; the fast CPU dropout is off")
     if args.fast_dropout and on_cpu:
         logger.info("Fast CPU dropout: %s", use_fast_dropout(model))
-    setup_loss(model, data, args.class_weights, args.rdrop_alpha)  # hooks on the (possibly peft-wrapped) model
+    setup_loss(model, data, args)  # hooks on the (possibly peft-wrapped) model
     return model
 
 
@@ -228,32 +228,41 @@ def log_memory(model, data: PreparedData, data_args: DataArguments, args: Traini
     logger.info("Model: %s", estimate.describe(rows, longest))
 
 
-def setup_loss(model, data: PreparedData, value: str | None, rdrop_alpha: float = 0.0) -> None:
-    """--class_weights: the training loss weighted per class; --rdrop_alpha: R-Drop's consistency term (hooks on
-    the model, the weights' first: R-Drop adds to the loss they compute; nothing else changes)."""
-    setup_class_weights(model, data, value)
-    if rdrop_alpha:
+def setup_loss(model, data: PreparedData, args: TrainingArguments) -> None:
+    """--class_weights and --label_smoothing_factor: the task's loss, weighted per class and smoothed; --rdrop_alpha:
+    R-Drop's consistency term (hooks on the model, the task loss's first: R-Drop adds to the loss it computes;
+    nothing else changes)."""
+    weights = setup_class_weights(data, args.class_weights)
+    smoothing = args.label_smoothing_factor
+    if smoothing and data.labels.is_regression:
+        logger.warning("--label_smoothing_factor ignored: the labels are numbers (regression), not classes")
+        smoothing = 0.0
+    if weights is not None or smoothing:
+        use_task_loss(model, weights, smoothing, data.labels.multi_label)
+    if smoothing:
+        logger.info("Label smoothing while training: %g", smoothing)
+    if args.rdrop_alpha:
         if not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
             logger.warning("--rdrop_alpha: %s has no active dropout, so both passes agree and R-Drop only doubles "
                            "the cost", type(model).__name__)
         kind = "regression" if data.labels.is_regression else "multi" if data.labels.multi_label else "single"
-        use_rdrop(model, rdrop_alpha, kind)
-        logger.info("R-Drop: every training row passes twice, consistency weight %g", rdrop_alpha)
+        use_rdrop(model, args.rdrop_alpha, kind)
+        logger.info("R-Drop: every training row passes twice, consistency weight %g", args.rdrop_alpha)
 
 
-def setup_class_weights(model, data: PreparedData, value: str | None) -> None:
-    """--class_weights: the training loss weighted per class (a hook on the model)."""
+def setup_class_weights(data: PreparedData, value: str | None) -> list[float] | None:
+    """--class_weights: the loss's weight per class (None: unweighted)."""
     if value and data.labels.is_regression:
         logger.warning("--class_weights ignored: the labels are numbers (regression), not classes")
     if not value or data.labels.is_regression:
-        return
+        return None
     labels = None if data.streaming else data.train.with_format(None)["labels"]
     if labels is None and value.strip().lower() == "auto":
         raise SeqtuneError("--class_weights auto counts the training labels, which a stream does not know in "
                            "advance: give one weight per label (--class_weights 1,4).")
     weights = class_weights(value, labels, data.labels.num_labels, data.labels.multi_label)
-    use_class_weights(model, weights, data.labels.multi_label)
     logger.info("Class weights: %s", ", ".join(f"{name} {w:.3f}" for name, w in zip(data.labels.names, weights)))
+    return weights
 
 
 def setup_selection(data: PreparedData, args: TrainingArguments) -> Selection:
@@ -397,6 +406,7 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
             "class_weights": args.class_weights, "metric_for_best_model": args.metric_for_best_model,
             "ema_decay": args.ema_decay, "torch_compile_mode": compile_setting(args),  # (None: as before it)
             "rdrop_alpha": args.rdrop_alpha or None,  # (None when off: checkpoints written before it still match)
+            "label_smoothing_factor": args.label_smoothing_factor or None,  # (the same)
             "greater_is_better": args.greater_is_better, "early_stopping_patience": args.early_stopping_patience}
 
 

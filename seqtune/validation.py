@@ -176,7 +176,7 @@ def _training_problems(data_args: DataArguments, args: TrainingArguments) -> lis
         if not value >= 0:
             problems.append(f"{flag} must be 0 or more, got {value}.")
     for flag, value in (("--warmup_ratio", args.warmup_ratio), ("--adam_beta1", args.adam_beta1),
-                        ("--adam_beta2", args.adam_beta2)):
+                        ("--adam_beta2", args.adam_beta2), ("--label_smoothing_factor", args.label_smoothing_factor)):
         if not 0 <= value < 1:
             problems.append(f"{flag} must be in [0, 1), got {value}.")
     if not (math.isfinite(args.rdrop_alpha) and args.rdrop_alpha >= 0):

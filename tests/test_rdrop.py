@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seqtune.cli import main
-from seqtune.losses import consistency, use_class_weights, use_rdrop
+from seqtune.losses import consistency, use_rdrop, use_task_loss
 
 
 def test_consistency_is_the_symmetric_divergence_by_its_formula():
@@ -54,7 +54,7 @@ def test_the_training_loss_is_both_passes_plus_alpha_times_their_disagreement(ti
     assert not torch.allclose(first, second)  # two dropout masks: the halves differ, or R-Drop would do nothing
     expected = task + 0.7 * consistency(first, second, "single")
     if weights:
-        use_class_weights(model, weights, multi_label=False)
+        use_task_loss(model, weights, 0.0, multi_label=False)
     handles = use_rdrop(model, 0.7, "single")  # (after the weights, as training registers them)
     torch.manual_seed(1)
     out = model(**batch)

@@ -75,7 +75,7 @@ def test_early_stopping_needs_evaluations(tiny_model, pair_files, tmp_path, caps
 def test_class_weights_change_the_loss_as_computed_by_hand(tiny_model):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from seqtune.losses import use_class_weights
+    from seqtune.losses import use_task_loss
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     torch.manual_seed(0)
@@ -85,7 +85,7 @@ def test_class_weights_change_the_loss_as_computed_by_hand(tiny_model):
     labels = torch.tensor([0, 1, 1, 0])
     with torch.no_grad():
         plain = model(**batch, labels=labels).loss
-        handle = use_class_weights(model, [1.0, 3.0], multi_label=False)
+        handle = use_task_loss(model, [1.0, 3.0], 0.0, multi_label=False)
         weighted = model(**batch, labels=labels).loss
         log_p = torch.log_softmax(model(**batch).logits, -1)[torch.arange(4), labels]
     w = torch.tensor([1.0, 3.0, 3.0, 1.0])
