@@ -35,7 +35,7 @@ FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "json"
 def predict_shards(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> list[dict]:
     from filelock import FileLock, Timeout
 
-    from seqtune.evaluate import _kept_columns, load_predictor
+    from seqtune.evaluate import _kept_columns, check_data_kind, load_predictor
 
     files = [os.path.abspath(p) for p in data_file_paths(data_args.test_file)]
     _check_formats(files)
@@ -54,11 +54,12 @@ def predict_shards(data_args: DataArguments, model_args: ModelArguments, eval_ar
         kept = _kept_columns(names, eval_args.keep_columns)
         _check_columns(files, [c for c in (columns.text, columns.text_pair, *kept) if c])
         eval_args = replace(eval_args, bf16=_effective_bf16(model_args, eval_args))  # the manifest records it
-        _check_manifest(out, _settings(files, model_args, data_args, eval_args, columns, kept))
-        _remove_dead_temporaries(out)
         predictor = load_predictor(model_args, data_args.max_seq_length, eval_args.per_device_eval_batch_size,
                                    eval_args.backend, eval_args.bf16)
         check_max_length(predictor.tokenizer, predictor.config, data_args.max_seq_length, columns.text_pair is not None)
+        check_data_kind(predictor.config, columns.text_pair is not None)  # (both before the manifest records a run)
+        _check_manifest(out, _settings(files, model_args, data_args, eval_args, columns, kept))
+        _remove_dead_temporaries(out)
         to_local_device(predictor.model)
         summary = _run(files, out, predictor, columns, kept, eval_args.rows_per_shard, rank, world)
     finally:

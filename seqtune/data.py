@@ -500,6 +500,24 @@ def check_max_length(tokenizer, model_config, max_length: int, pair: bool) -> No
     check_room_for_text(tokenizer, max_length, pair)
 
 
+def input_kind_problem(model_config, pairs: bool, given: str, fix: str) -> str | None:
+    """What is wrong when a model seqtune fine-tuned on text pairs is given single texts, or one fine-tuned on single
+    texts is given pairs (either scores without a sign that the numbers mean nothing), else None. Models without
+    the record (another tool's, or seqtune's before it) are not checked."""
+    trained = getattr(model_config, "seqtune_text_pairs", None)
+    if not isinstance(trained, bool) or trained == pairs:
+        return None
+    kind, other = ("text pairs", "single texts") if trained else ("single texts", "text pairs")
+    return f"this model was fine-tuned on {kind}, but {given} holds {other}: {fix}."
+
+
+def check_input_kind(model_config, pairs: bool, given: str, fix_pairs: str, fix_single: str) -> None:
+    """`input_kind_problem` as an error (exit 2); `fix_pairs` says how to give pairs, `fix_single` single texts."""
+    problem = input_kind_problem(model_config, pairs, given, fix_pairs if not pairs else fix_single)
+    if problem:
+        raise SeqtuneError(problem[0].upper() + problem[1:])
+
+
 def check_room_for_text(tokenizer, max_length: int, pair: bool) -> None:
     """--max_seq_length must leave room for at least one token of each text beside the special tokens."""
     specials = tokenizer.num_special_tokens_to_add(pair=pair)

@@ -12,7 +12,7 @@ import numpy as np
 
 from seqtune.batching import build_collator
 from seqtune.config import DataArguments, EvalArguments, ModelArguments
-from seqtune.data import check_room_for_text
+from seqtune.data import check_input_kind, check_room_for_text
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import atomic_write, disk_error, write_json
 from seqtune.finetuned import load_finetuned
@@ -51,6 +51,7 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
     tokenizer, config, model = load_finetuned(model_args, eval_args.backend)
     data = prepare_data(data_args, tokenizer, config, first_only=True,
                         splits=_splits_to_read(eval_args.split, ("validation", "validation_matched")))
+    check_data_kind(config, data.columns.text_pair is not None)
     _check_label_space(config, data)
     split = _pick_split(data, eval_args.split, (data.eval_split or "validation",))
     if split not in data.labels.labelled_splits:
@@ -116,6 +117,7 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
     tokenizer, config, model = load_finetuned(model_args, eval_args.backend)
     data = prepare_data(data_args, tokenizer, config, splits=_splits_to_read(
         eval_args.split, ("test", "test_matched", "validation", "validation_matched")), first_only=True)
+    check_data_kind(config, data.columns.text_pair is not None)
     split = _pick_split(data, eval_args.split, ("test", data.eval_split, "validation", "train"))
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
     with inference_autocast(model, eval_bf16(eval_args.bf16, config, model)):
@@ -144,6 +146,12 @@ def _kept_columns(columns: list[str], wanted: list[str] | None) -> list[str]:
     return wanted
 
 
+def check_data_kind(config, pairs: bool) -> None:
+    """The data's text columns are the kind the model was fine-tuned on (one text, or a pair)."""
+    check_input_kind(config, pairs, "the data", fix_pairs="name its second text column with --text_pair_column",
+                     fix_single="name its one text column with --text_column")
+
+
 def load_predictor(model_args: ModelArguments, max_length: int, batch_size: int, backend: str | None = None,
                    bf16: bool | None = None) -> Predictor:
     tokenizer, config, model = load_finetuned(model_args, backend)
@@ -158,6 +166,8 @@ def _one_line(fields: dict) -> dict:
 def predict_one(model_args: ModelArguments, eval_args: EvalArguments, max_length: int) -> dict:
     predictor = load_predictor(model_args, max_length, 1, eval_args.backend, eval_args.bf16)
     pair = eval_args.sentence2 is not None
+    check_input_kind(predictor.config, pair, "--sentence1" + (" with --sentence2" if pair else " alone"),
+                     fix_pairs="give the pair's second text with --sentence2", fix_single="leave out --sentence2")
     check_room_for_text(predictor.tokenizer, max_length, pair)
     return _one_line(predictor.predict([eval_args.sentence1], [eval_args.sentence2] if pair else None)[0])
 
@@ -170,12 +180,16 @@ def predict_stream(model_args: ModelArguments, lines, out, max_length: int, batc
     predictor = load_predictor(model_args, max_length, batch_size, backend, bf16)
     rows: list[dict] = []
     width, first = None, None  # texts per line (1 or 2), set by the first non-empty line (number `first`)
+    trained_width = 2 if getattr(predictor.config, "seqtune_text_pairs", None) is True else 1  # before that line
 
     def flush(chunk: list[list[str]]) -> None:
         if not chunk:
             return
-        parts = [p if p != [""] else [""] * (width or 1) for p in chunk]
-        pairs = [p[1] for p in parts] if width == 2 else None
+        parts = [p if p != [""] else [""] * (width or trained_width) for p in chunk]
+        pairs = [p[1] for p in parts] if (width or trained_width) == 2 else None
+        check_input_kind(predictor.config, pairs is not None, "standard input",
+                         fix_pairs="give two tab-separated texts on each line",
+                         fix_single="give one text on each line, without tabs")
         check_room_for_text(predictor.tokenizer, max_length, pairs is not None)
         for row in map(_one_line, predictor.predict([p[0] for p in parts], pairs)):
             out.write("\t".join(str(v) for v in row.values()) + "\n")

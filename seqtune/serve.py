@@ -148,7 +148,7 @@ def parse_request(body: bytes, args: ServeArguments) -> tuple[list[str], list[st
     """(texts, pairs or None, whether one item was sent) from a JSON body: one item {"text": ..., "text_pair": ...}
     or a list of them; anything else is a RequestError with its 4xx status."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as error:  # bad JSON or UTF-8, an integer of 5,000 digits, deep nesting
         raise RequestError(400, f"the body is not valid JSON: {str(error)[:200]}") from error
     single = isinstance(data, dict)
@@ -167,6 +167,25 @@ def parse_request(body: bytes, args: ServeArguments) -> tuple[list[str], list[st
         raise RequestError(422, "either every item of a request has a text_pair or none has")
     pairs = [item["text_pair"] for item in items] if with_pairs else None
     return [item["text"] for item in items], pairs, single
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    """A JSON object, refused when it names a field twice (json.loads would keep the last silently)."""
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise RequestError(422, f'an object names "{twice[:100]}" twice; give each field once')
+    return dict(pairs)
+
+
+def _check_kind(config, pairs: bool) -> None:
+    """The request's items are the kind of input the model was fine-tuned on (a text, or a text and its pair)."""
+    from seqtune.data import input_kind_problem
+
+    problem = input_kind_problem(config, pairs, "the request", 'give every item a "text_pair"' if not pairs else
+                                 'leave out "text_pair"')
+    if problem:
+        raise RequestError(422, problem)
 
 
 def _check_item(item, number: int, max_chars: int) -> None:
@@ -251,6 +270,7 @@ def build_app(load_predictor, args: ServeArguments, info: dict, on_load_error=la
             return _loading()
         try:
             texts, pairs, single = parse_request(await _body(request, args.max_request_bytes), args)
+            _check_kind(state.predictor.config, pairs is not None)
             future = state.batcher.submit(texts, pairs)
         except RequestError as error:
             return JSONResponse({"error": error.message}, error.status)
@@ -301,6 +321,7 @@ def _metadata(predictor, args: ServeArguments) -> dict:
             "labels": [str(config.id2label[i]) for i in range(config.num_labels)] if config.num_labels > 1 else [],
             "problem_type": getattr(config, "problem_type", None) or (
                 "regression" if config.num_labels == 1 else "single_label_classification"),
+            "text_pairs": getattr(config, "seqtune_text_pairs", None),  # (None: not recorded)
             "symmetric_pairs": predictor.symmetric, "max_seq_length": args.max_seq_length,
             "max_batch_size": args.max_batch_size, "max_text_length": args.max_text_length}
 

@@ -107,6 +107,7 @@ def test_answers_equal_predicts_and_name_the_labels(server, model, pair_files, t
     assert status == 200 and one["probability"] == pytest.approx(body["predictions"][3]["probability"], abs=1e-6)
     status, metadata, _ = request(server.port, "GET", "/metadata")
     assert status == 200 and metadata["labels"] == ["0", "1"] and metadata["symmetric_pairs"] is True
+    assert metadata["text_pairs"] is True
     assert metadata["max_seq_length"] == 128 and metadata["backend"] == "torch" and metadata["bf16"] is False
 
 
@@ -140,6 +141,10 @@ BAD_REQUESTS = [
     (b'{"text": ' + b"1" * 5000 + b"}", 400, "not valid JSON"),
     (b"[" * 100000, 400, "not valid JSON"),
     (b'[{"text": "a"}, {"text": "b", "text_pair": "c"}]', 422, "every item"),
+    (b'{"text": "a"}', 422, 'fine-tuned on text pairs, but the request holds single texts: give every item a "text_pair"'),
+    (b'[{"text": "a", "text_pair": null}]', 422, "fine-tuned on text pairs"),  # null: no pair, as if left out
+    (b'{"text": "a", "text": "b", "text_pair": "c"}', 422, 'names "text" twice'),
+    (b'[{"text": "a", "text_pair": "b", "text_pair": "c"}]', 422, 'names "text_pair" twice'),
     (json.dumps([{"text": "a"}] * 9).encode(), 413, "at most 8"),
     (b"[" + b",".join([b'{"text": "' + b"y" * 15000 + b'"}'] * 8) + b"]", 413, "bytes"),  # 120 kB > 100 kB
 ]
