@@ -141,7 +141,7 @@ BAD_REQUESTS = [
     (b'{"text": ' + b"1" * 5000 + b"}", 400, "not valid JSON"),
     (b"[" * 100000, 400, "not valid JSON"),
     (b'[{"text": "a"}, {"text": "b", "text_pair": "c"}]', 422, "every item"),
-    (b'{"text": "a"}', 422, 'fine-tuned on text pairs, but the request holds single texts: give every item a "text_pair"'),
+    (b'{"text": "a"}', 422, 'fine-tuned on text pairs, but the request holds single texts: give every item'),
     (b'[{"text": "a", "text_pair": null}]', 422, "fine-tuned on text pairs"),  # null: no pair, as if left out
     (b'{"text": "a", "text": "b", "text_pair": "c"}', 422, 'names "text" twice'),
     (b'[{"text": "a", "text_pair": "b", "text_pair": "c"}]', 422, 'names "text_pair" twice'),
