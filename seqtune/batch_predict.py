@@ -56,6 +56,7 @@ def predict_shards(data_args: DataArguments, model_args: ModelArguments, eval_ar
         eval_args = replace(eval_args, bf16=_effective_bf16(model_args, eval_args))  # the manifest records it
         predictor = load_predictor(model_args, data_args.max_seq_length, eval_args.per_device_eval_batch_size,
                                    eval_args.backend, eval_args.bf16)
+        data_args = replace(data_args, max_seq_length=predictor.max_length)  # (left out: the model's own)
         check_max_length(predictor.tokenizer, predictor.config, data_args.max_seq_length, columns.text_pair is not None)
         check_data_kind(predictor.config, columns.text_pair is not None)  # (both before the manifest records a run)
         _check_manifest(out, _settings(files, model_args, data_args, eval_args, columns, kept))

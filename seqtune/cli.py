@@ -355,6 +355,8 @@ def _parse(command: str, rest: list[str], config_path: str | None, config: dict)
     parser.add_argument("--log_level", default="info", help="Logging level: debug, info, warning, error.")
     parser.add_argument("--config", help="A YAML file of flags (flag: value) shared by the commands: each takes its "
                         "own keys and ignores the others'; flags on the command line override it.")
+    if command in ("evaluate", "predict"):  # left out: the length the model was trained with (its config says)
+        parser.set_defaults(max_seq_length=None)
     if config:
         apply_config_defaults(parser, config_path, config)
     # look_for_args_file=False: no flags from a stray `<script>.args` file next to the entry point

@@ -41,7 +41,8 @@ class DataArguments:
     symmetric_pairs: bool | None = _f(None, "The pair (a, b) means the same as (b, a), as for paraphrases: train on "
                                       "both orders and average both orders' predictions. Default: the task's fact "
                                       "(on for mrpc, qqp, stsb), off for other data.")
-    max_seq_length: int = _f(128, "Longest input in tokens after tokenization; longer pairs are truncated.")
+    max_seq_length: int | None = _f(128, "Longest input in tokens after tokenization; longer pairs are truncated. "
+                                    "evaluate and predict default to the length the model was trained with.")
     preprocessing_num_workers: int | None = _f(None, "Processes for tokenization (Dataset.map num_proc).")
     cache_dir: str | None = _f(None, "Folder for the tokenization cache. Default: $SEQTUNE_CACHE or "
                                "~/.cache/seqtune.")

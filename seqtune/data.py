@@ -500,6 +500,12 @@ def check_max_length(tokenizer, model_config, max_length: int, pair: bool) -> No
     check_room_for_text(tokenizer, max_length, pair)
 
 
+def trained_max_seq_length(model_config) -> int:
+    """The --max_seq_length a model seqtune fine-tuned was trained with (recorded in its config), else 128."""
+    value = getattr(model_config, "seqtune_max_seq_length", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 128
+
+
 def input_kind_problem(model_config, pairs: bool, given: str, fix: str) -> str | None:
     """What is wrong when a model seqtune fine-tuned on text pairs is given single texts, or one fine-tuned on single
     texts is given pairs (either scores without a sign that the numbers mean nothing), else None. Models without

@@ -7,12 +7,13 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 
 import numpy as np
 
 from seqtune.batching import build_collator
 from seqtune.config import DataArguments, EvalArguments, ModelArguments
-from seqtune.data import check_input_kind, check_room_for_text
+from seqtune.data import check_input_kind, check_room_for_text, trained_max_seq_length
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import atomic_write, disk_error, write_json
 from seqtune.finetuned import load_finetuned
@@ -49,6 +50,7 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
     for a classifier, the per-class table; a warning when every row gets the same prediction."""
     validate_eval_args(data_args, eval_args, "evaluate")
     tokenizer, config, model = load_finetuned(model_args, eval_args.backend)
+    data_args = with_trained_length(data_args, config)
     data = prepare_data(data_args, tokenizer, config, first_only=True,
                         splits=_splits_to_read(eval_args.split, ("validation", "validation_matched")))
     check_data_kind(config, data.columns.text_pair is not None)
@@ -115,6 +117,7 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
                            "--sentence1 \"...\" [--sentence2 \"...\"] for one input.")
     writer = _row_writer(eval_args.output_file)
     tokenizer, config, model = load_finetuned(model_args, eval_args.backend)
+    data_args = with_trained_length(data_args, config)
     data = prepare_data(data_args, tokenizer, config, splits=_splits_to_read(
         eval_args.split, ("test", "test_matched", "validation", "validation_matched")), first_only=True)
     check_data_kind(config, data.columns.text_pair is not None)
@@ -146,13 +149,18 @@ def _kept_columns(columns: list[str], wanted: list[str] | None) -> list[str]:
     return wanted
 
 
+def with_trained_length(data_args: DataArguments, config) -> DataArguments:
+    """--max_seq_length left out (None): the length the model was trained with, as its config records it."""
+    return replace(data_args, max_seq_length=data_args.max_seq_length or trained_max_seq_length(config))
+
+
 def check_data_kind(config, pairs: bool) -> None:
     """The data's text columns are the kind the model was fine-tuned on (one text, or a pair)."""
     check_input_kind(config, pairs, "the data", fix_pairs="name its second text column with --text_pair_column",
                      fix_single="name its one text column with --text_column")
 
 
-def load_predictor(model_args: ModelArguments, max_length: int, batch_size: int, backend: str | None = None,
+def load_predictor(model_args: ModelArguments, max_length: int | None, batch_size: int, backend: str | None = None,
                    bf16: bool | None = None) -> Predictor:
     tokenizer, config, model = load_finetuned(model_args, backend)
     return Predictor(tokenizer, config, model, max_length, batch_size, eval_bf16(bf16, config, model))
@@ -163,16 +171,16 @@ def _one_line(fields: dict) -> dict:
     return {k: v for k, v in fields.items() if k != "prediction_id"}
 
 
-def predict_one(model_args: ModelArguments, eval_args: EvalArguments, max_length: int) -> dict:
+def predict_one(model_args: ModelArguments, eval_args: EvalArguments, max_length: int | None) -> dict:
     predictor = load_predictor(model_args, max_length, 1, eval_args.backend, eval_args.bf16)
     pair = eval_args.sentence2 is not None
     check_input_kind(predictor.config, pair, "--sentence1" + (" with --sentence2" if pair else " alone"),
                      fix_pairs="give the pair's second text with --sentence2", fix_single="leave out --sentence2")
-    check_room_for_text(predictor.tokenizer, max_length, pair)
+    check_room_for_text(predictor.tokenizer, predictor.max_length, pair)
     return _one_line(predictor.predict([eval_args.sentence1], [eval_args.sentence2] if pair else None)[0])
 
 
-def predict_stream(model_args: ModelArguments, lines, out, max_length: int, batch_size: int,
+def predict_stream(model_args: ModelArguments, lines, out, max_length: int | None, batch_size: int,
                    backend: str | None = None, bf16: bool | None = None) -> list[dict]:
     """Shell pipelines: read `text[<TAB>text_pair]` lines, write `prediction<TAB>probability` lines (or the score
     for regression), in order, batch by batch: exactly one output line per input line (an empty line is an empty
@@ -190,7 +198,7 @@ def predict_stream(model_args: ModelArguments, lines, out, max_length: int, batc
         check_input_kind(predictor.config, pairs is not None, "standard input",
                          fix_pairs="give two tab-separated texts on each line",
                          fix_single="give one text on each line, without tabs")
-        check_room_for_text(predictor.tokenizer, max_length, pairs is not None)
+        check_room_for_text(predictor.tokenizer, predictor.max_length, pairs is not None)
         for row in map(_one_line, predictor.predict([p[0] for p in parts], pairs)):
             out.write("\t".join(str(v) for v in row.values()) + "\n")
             rows.append(row)

@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 
-from seqtune.data import check_max_length
+from seqtune.data import check_max_length, trained_max_seq_length
 from seqtune.inference import logits_to_predictions
 from seqtune.model_family import model_inputs
 
@@ -20,8 +20,9 @@ class Predictor:
     """`logits(texts, pairs)` in the input order; rows are tokenized without padding, sorted longest first and
     padded per batch of `batch_size` (little padding, as evaluation does)."""
 
-    def __init__(self, tokenizer, config, model, max_length: int, batch_size: int = 64, bf16: bool = False):
+    def __init__(self, tokenizer, config, model, max_length: int | None, batch_size: int = 64, bf16: bool = False):
         self.tokenizer, self.config, self.model = tokenizer, config, model
+        max_length = max_length or trained_max_seq_length(config)  # None: the length the model was trained with
         self.max_length, self.batch_size, self.bf16 = max_length, batch_size, bf16
         self.inputs = list(model_inputs(tokenizer, config))
         self.symmetric = bool(getattr(config, "seqtune_symmetric_pairs", False))

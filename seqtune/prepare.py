@@ -38,6 +38,7 @@ class PreparedData:
     train_stream: IterableDataset | None = None  # --streaming: the tokenized training rows, read as iterated
     collator: object = None  # set by the recipe that batches the data
     tokenize_seconds: float = 0.0  # time spent tokenizing (or reading the tokenized cache): the phase table's row
+    max_seq_length: int = 128  # what the rows were truncated to
 
     @property
     def space(self) -> str:
@@ -171,7 +172,7 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
                                      what="in swapped pair order")) if swapped_raw else {}
     metrics = task.metrics if task else default_metrics(labels.num_labels, labels.multi_label)
     return PreparedData(raw, tokenized, columns, labels, metrics, task, symmetric, swapped, train_stream,
-                        tokenize_seconds=time.perf_counter() - started)
+                        tokenize_seconds=time.perf_counter() - started, max_seq_length=data_args.max_seq_length)
 
 
 def batching_from_args(data_args: DataArguments) -> Batching:

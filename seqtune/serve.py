@@ -39,7 +39,8 @@ class ServeArguments:
     max_text_length: int = _f(20000, "Longest text accepted, in characters (longer ones get 413: tokenization "
                               "truncates at --max_seq_length tokens anyway).")
     max_request_bytes: int = _f(4 * 1024 * 1024, "Largest request body accepted (413 beyond).")
-    max_seq_length: int = _f(128, "Longest input in tokens; longer pairs are truncated (as in predict).")
+    max_seq_length: int | None = _f(None, "Longest input in tokens; longer pairs are truncated (as in predict). "
+                                    "Default: the length the model was trained with (else 128).")
     backend: str | None = _f(None, "torch or onnx (a folder made by `seqtune export`). Default: onnx for a folder "
                              "holding only model.onnx, torch otherwise.", choices=["torch", "onnx"])
     bf16: bool | None = _f(None, "bfloat16 autocast for the torch backend. Default: on where bfloat16 is fast (a CPU "
@@ -322,8 +323,10 @@ def _metadata(predictor, args: ServeArguments) -> dict:
             "problem_type": getattr(config, "problem_type", None) or (
                 "regression" if config.num_labels == 1 else "single_label_classification"),
             "text_pairs": getattr(config, "seqtune_text_pairs", None),  # (None: not recorded)
-            "symmetric_pairs": predictor.symmetric, "max_seq_length": args.max_seq_length,
-            "max_batch_size": args.max_batch_size, "max_text_length": args.max_text_length}
+            "symmetric_pairs": predictor.symmetric, "max_seq_length": predictor.max_length,
+            "max_batch_size": args.max_batch_size, "max_text_length": args.max_text_length,
+            "max_request_bytes": args.max_request_bytes, "max_queue_size": args.max_queue_size,
+            "max_wait_ms": args.max_wait_ms}
 
 
 def serve(model_args, args: ServeArguments) -> None:
@@ -374,7 +377,7 @@ def _load(model_args, args: ServeArguments, info: dict):
     info["bf16"] = (info["backend"] == "torch" and fast_bf16_here()) if args.bf16 is None else args.bf16
     predictor = load_predictor(model_args, args.max_seq_length, args.max_batch_size, info["backend"],
                                info["bf16"])
-    check_max_length(predictor.tokenizer, predictor.config, args.max_seq_length, pair=True)
+    check_max_length(predictor.tokenizer, predictor.config, predictor.max_length, pair=True)
     to_local_device(predictor.model)
     info["torch_compile"] = bool(args.torch_compile and info["backend"] == "torch"
                                  and compile_for_inference(predictor, args.max_batch_size))
@@ -384,7 +387,7 @@ def _load(model_args, args: ServeArguments, info: dict):
 def _validate(args: ServeArguments) -> None:
     problems = [f"--{name} must be positive (got {getattr(args, name)})." for name in
                 ("max_batch_size", "max_queue_size", "max_text_length", "max_request_bytes", "max_seq_length")
-                if getattr(args, name) <= 0]
+                if getattr(args, name) is not None and getattr(args, name) <= 0]
     problems += [f"--{name} must be a finite number, 0 or more (got {getattr(args, name)})." for name in
                  ("max_wait_ms", "shutdown_timeout") if not 0 <= getattr(args, name) < float("inf")]  # nan, inf
     if not 0 <= args.port <= 65535:

@@ -192,6 +192,7 @@ def setup_model(model_path: str, model_args: ModelArguments, args: TrainingArgum
     match_model_to_tokenizer(model, tokenizer)
     model.config.seqtune_symmetric_pairs = data.symmetric  # evaluate/predict average both orders when True
     model.config.seqtune_text_pairs = data.columns.text_pair is not None  # predict/serve refuse the other kind
+    model.config.seqtune_max_seq_length = data.max_seq_length  # evaluate/predict/serve truncate as training did
     model.config.seqtune_eval_bf16 = args.bf16  # evaluated in bfloat16 autocast: evaluate/predict do so by default
     wanted = model_args.reinit_pooler
     if wanted is None:

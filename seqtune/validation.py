@@ -112,11 +112,11 @@ def _data_problems(data_args: DataArguments, needs_data: bool, reads_data: bool 
     """Flags of DataArguments: ranges, the task, the batching strategy, the data files and the cache folder."""
     problems = validate_batching(Batching(data_args.padding, data_args.pad_to_multiple_of,
                                           data_args.group_by_length, data_args.max_tokens_per_batch),
-                                 data_args.max_seq_length)
+                                 data_args.max_seq_length or 128)  # (None: evaluate/predict take the model's)
     if data_args.task_name is not None and data_args.task_name.lower() not in GLUE_TASKS:
         problems.append(f"--task_name '{data_args.task_name}' is not a known task; choose one of: "
                         f"{', '.join(GLUE_TASKS)}.")
-    sizes = {"--max_seq_length": data_args.max_seq_length}
+    sizes = {"--max_seq_length": data_args.max_seq_length} if data_args.max_seq_length is not None else {}
     for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers"):
         if getattr(data_args, flag) is not None:
             sizes[f"--{flag}"] = getattr(data_args, flag)

@@ -105,3 +105,39 @@ def test_a_model_without_the_record_is_not_checked(pair_model, tmp_path):
     del config["seqtune_text_pairs"]  # as seqtune wrote it before the record, or another tool
     json.dump(config, open(os.path.join(old, "config.json"), "w"))
     assert main(["predict", "--model_name_or_path", old, "--sentence1", "a boat"]) == 0
+
+
+def test_evaluate_and_predict_truncate_as_training_did_unless_told(tiny_model, tmp_path, capsys):
+    """A model trained with --max_seq_length 8 on rows whose signal sits in their first words: evaluate, predict and
+    the stdin stream left without the flag truncate at 8 as training did (and repeat its figures); given the flag,
+    they use it."""
+    import random
+
+    rng = random.Random(0)
+    filler = ["the", "a", "mayor", "saw", "boat", "dog", "ran", "old", "red", "new"]
+    rows = [{"text": " ".join([("good great" if i % 2 else "bad awful")] + rng.choices(filler, k=rng.randint(20, 40))),
+             "label": i % 2} for i in range(96)]
+    train, validation = write_csv(str(tmp_path / "t.csv"), rows[:64]), write_csv(str(tmp_path / "v.csv"), rows[64:])
+    out = str(tmp_path / "run")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", train, "--validation_file", validation,
+                 "--output_dir", out, "--max_steps", "24", "--max_seq_length", "8", "--learning_rate", "3e-3",
+                 "--no_bf16", "--disable_tqdm", "--report_to", "none"]) == 0
+    assert json.load(open(os.path.join(out, "config.json")))["seqtune_max_seq_length"] == 8
+    saved = json.load(open(os.path.join(out, "all_results.json")))
+    capsys.readouterr()
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", validation]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["loss"] == pytest.approx(saved["eval_loss"], abs=1e-5)
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", validation, "--max_seq_length",
+                 "128"]) == 0
+    longer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert abs(longer["loss"] - saved["eval_loss"]) > 1e-2  # the flag, when given, is obeyed
+    from seqtune.evaluate import predict_stream
+
+    text = rows[64]["text"]
+    streamed = predict_stream(ModelArguments(model_name_or_path=out), io.StringIO(text + "\n"), io.StringIO(), None, 8)
+    assert main(["predict", "--model_name_or_path", out, "--sentence1", text, "--max_seq_length", "8"]) == 0
+    told = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["predict", "--model_name_or_path", out, "--sentence1", text]) == 0
+    left_out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert left_out["probability"] == told["probability"] == streamed[0]["probability"]
