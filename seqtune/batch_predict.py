@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqtune.config import DataArguments, EvalArguments, ModelArguments
-from seqtune.data import check_max_length, data_file_paths, resolve_columns
+from seqtune.data import check_max_length, data_file_paths, duplicate_columns_problem, resolve_columns
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import atomic_write, read_json, write_json
 from seqtune.modeling import resolve_model_path
@@ -93,9 +93,13 @@ def _check_formats(files: list[str]) -> None:
 
 
 def _check_columns(files: list[str], needed: list[str]) -> None:
-    """Every file has the columns the first one gave (schemas are read from footers and first blocks: cheap)."""
-    for path in files[1:]:
+    """Every file has the columns the first one gave, each once (schemas are read from footers and first blocks:
+    cheap)."""
+    for path in files:
         names = _schema(path).names
+        problem = duplicate_columns_problem(f"--test_file {path}", names)
+        if problem:
+            raise SeqtuneError(problem)
         missing = [c for c in needed if c not in names]
         if missing:
             raise SeqtuneError(f"--test_file {path} has no column {', '.join(missing)} (the first file has; its "
@@ -138,6 +142,11 @@ def _check_manifest(out: str, settings: dict) -> None:
         write_json(path, settings)
         return
     changed = [key for key in settings if earlier.get(key) != settings[key]]
+    if changed and not any(n != MANIFEST and not n.startswith(".seqtune-predict-") for n in os.listdir(out)):
+        # that run was refused or stopped before its first shard (bad rows, a wrong flag): nothing of it to mix
+        logger.info("--predictions_dir %s: the earlier run there wrote no shard; starting with these settings.", out)
+        write_json(path, settings)
+        return
     if changed:
         raise SeqtuneError(f"--predictions_dir {out} holds the shards of a run with other settings ("
                            f"{', '.join(changed)} differ{'s' if len(changed) == 1 else ''}): continuing would mix "

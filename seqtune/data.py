@@ -97,6 +97,33 @@ def _utf8_problem(split: str, path: str) -> str | None:
     return None
 
 
+def duplicate_columns_problem(where: str, names: list[str]) -> str | None:
+    """A file that names a column twice (Parquet allows it; datasets and pyarrow then fail obscurely)."""
+    twice = sorted({name for name in names if names.count(name) > 1})
+    return f"{where} names the column(s) {', '.join(twice)} twice: give each column its own name." if twice else None
+
+
+def _layout_problem(flag: str, path: str) -> str | None:
+    """What datasets would report obscurely, named with its fix: a Parquet file naming a column twice; a CSV or TSV
+    file with a header and no rows (next to another file, datasets fails on the empty file's column types)."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(path).names
+        except Exception:  # noqa: BLE001 - a damaged file: datasets' own error names it
+            return None
+        return duplicate_columns_problem(f"--{flag}_file {path}", names)
+    if extension in (".csv", ".tsv"):
+        with open(path, "rb") as f:
+            lines = (line for line in f if line.strip())
+            next(lines, None)  # the header
+            if next(lines, None) is None:
+                return f"--{flag}_file {path}: no rows (only a header?). Add data rows."
+    return None
+
+
 def data_file_paths(pattern: str) -> list[str]:
     """The files a --*_file value names: the file itself when it exists (its name may hold glob characters such as
     `[`), else the files its glob pattern matches."""
@@ -127,6 +154,8 @@ def _load_files(files: dict[str, str], streaming: bool = False) -> DatasetDict |
         problems.append(f"data files mix formats ({', '.join(sorted(extensions))}): give all splits in one format.")
     if not problems:
         problems += [p for flag, split in paths.items() for path in split if (p := _utf8_problem(flag, path))]
+    if not problems:
+        problems += [p for flag, split in paths.items() for path in split if (p := _layout_problem(flag, path))]
     if problems:
         raise SeqtuneError(*problems)
     builder, kwargs = FILE_BUILDERS[extensions.pop()]

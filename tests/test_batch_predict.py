@@ -223,3 +223,36 @@ def test_flag_combinations_are_named(finetuned, pair_files, tmp_path, capsys):
     code = main(["predict", "--model_name_or_path", finetuned, "--test_file", str(bad), "--predictions_dir",
                  str(tmp_path / "p")])
     assert code == 2 and "Parquet, CSV, TSV and JSONL" in capsys.readouterr().err
+
+
+def test_a_run_refused_for_its_rows_leaves_nothing_that_blocks_the_fixed_one(finetuned, tmp_path, capsys):
+    frame = pairs_frame(12)
+    frame.loc[5, "sentence2"] = None  # a null text: refused, row named
+    path, out = str(tmp_path / "in.jsonl"), str(tmp_path / "out")
+    frame.to_json(path, orient="records", lines=True)
+    command = ["predict", "--model_name_or_path", finetuned, "--test_file", path, "--predictions_dir", out]
+    assert main(command) == 2
+    assert "null" in capsys.readouterr().err
+    frame.loc[5, "sentence2"] = "fixed"
+    frame.to_json(path, orient="records", lines=True)
+    assert main(command) == 0  # not "a run with other settings": the refused run wrote no shard
+    assert len(pd.read_parquet(out)) == 12
+
+
+def test_a_parquet_file_naming_a_column_twice_is_refused_by_both_paths(finetuned, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pairs_frame(6)
+    path = str(tmp_path / "twice.parquet")
+    pq.write_table(pa.table([pa.array(frame.sentence1), pa.array(frame.sentence2), pa.array(frame.sentence2)],
+                            names=["sentence1", "sentence2", "sentence2"]), path)
+    shards = ["predict", "--model_name_or_path", finetuned, "--test_file", path, "--predictions_dir",
+              str(tmp_path / "out")]
+    assert main(shards) == 2
+    assert "names the column(s) sentence2 twice" in capsys.readouterr().err
+    assert main(["predict", "--model_name_or_path", finetuned, "--test_file", path, "--output_file",
+                 str(tmp_path / "p.jsonl")]) == 2
+    assert "names the column(s) sentence2 twice" in capsys.readouterr().err
+    frame.to_parquet(path)  # fixed in place: the same folder takes it
+    assert main(shards) == 0

@@ -146,6 +146,12 @@ def test_empty_and_header_only_files(tiny_model, tmp_path, capsys):
     out = str(tmp_path / "out")
     assert "the file is empty" in run_error(capsys, bad_file_train(tiny_model, str(empty), out), out)
     assert "no rows (only a header?)" in run_error(capsys, bad_file_train(tiny_model, str(header), out), out)
+    # beside a file with rows, either way round (datasets alone fails there on the empty file's column types)
+    good = tmp_path / "good.csv"
+    good.write_text("sentence1,sentence2,label\na b,c d,1\ne f,g h,0\n")
+    for train, validation in ((header, good), (good, header)):
+        err = run_error(capsys, bad_file_train(tiny_model, str(train), out, "--validation_file", str(validation)), out)
+        assert f"{header}: no rows (only a header?)" in err
 
 
 def test_non_utf8_bytes(tiny_model, tmp_path, capsys):
