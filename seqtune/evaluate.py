@@ -57,8 +57,10 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
     _check_label_space(config, data)
     split = _pick_split(data, eval_args.split, (data.eval_split or "validation",))
     if split not in data.labels.labelled_splits:
+        other = [s for s in data.labels.labelled_splits if s != split and s in data.raw]
         raise SeqtuneError(f"the {split} split has no labels (all -1 or missing), so it cannot be scored: use "
-                           "`seqtune predict` for it, or --split validation.")
+                           "`seqtune predict` for it" + (f", or --split {other[0]}." if other else
+                                                         ", or give labelled data."))
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)
     with inference_autocast(model, eval_bf16(eval_args.bf16, config, model)):
         logits = predict_logits(model, data.tokenized[split], collator, eval_args.per_device_eval_batch_size,

@@ -238,7 +238,7 @@ def setup_loss(model, data: PreparedData, args: TrainingArguments) -> None:
     smoothing = args.label_smoothing_factor
     if smoothing and data.labels.is_regression:
         logger.warning("--label_smoothing_factor ignored: the labels are numbers (regression), not classes")
-        smoothing = 0.0
+        smoothing = args.label_smoothing_factor = 0.0  # (in place: a checkpoint records what the run did)
     if weights is not None or smoothing:
         use_task_loss(model, weights, smoothing, data.labels.multi_label)
     if smoothing:

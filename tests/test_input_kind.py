@@ -141,3 +141,9 @@ def test_evaluate_and_predict_truncate_as_training_did_unless_told(tiny_model, t
     assert main(["predict", "--model_name_or_path", out, "--sentence1", text]) == 0
     left_out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert left_out["probability"] == told["probability"] == streamed[0]["probability"]
+
+
+def test_an_unlabelled_validation_file_is_refused_with_a_fix_that_applies(pair_model, pair_files, capsys):
+    assert main(["evaluate", "--model_name_or_path", pair_model, "--validation_file", pair_files["test"]]) == 2
+    err = capsys.readouterr().err
+    assert "has no labels" in err and "seqtune predict" in err and "--split validation" not in err

@@ -100,8 +100,10 @@ def test_resuming_with_another_smoothing_is_refused(tiny_model, pair_files, tmp_
             "--save_optimizer_state_on_finish", "--label_smoothing_factor", "0.1"]
     assert main(base) == 0
     capsys.readouterr()
-    code = main([*base[:-1], "0.2", "--max_steps", "6", "--resume_from_checkpoint", "--overwrite_output_dir"])
-    assert code == 2 and "label_smoothing_factor" in capsys.readouterr().err
+    code = main([*base[:-1], "0.2", "--resume_from_checkpoint", os.path.join(out, "checkpoint-2"),
+                 "--overwrite_output_dir"])
+    err = capsys.readouterr().err
+    assert code == 2 and "(label_smoothing_factor: checkpoint 0.1, now 0.2)" in err
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1", "nan"])
@@ -119,3 +121,9 @@ def test_scores_are_not_smoothed_and_say_so(tiny_model, tmp_path, caplog):
                      str(tmp_path / "run"), "--max_steps", "2", "--eval_strategy", "no",
                      "--label_smoothing_factor", "0.1"]) == 0
     assert "--label_smoothing_factor ignored: the labels are numbers" in caplog.text
+    # it had no effect, so a resume without it is the same run
+    out = str(tmp_path / "resumable")
+    base = ["train", "--model_name_or_path", tiny_model, "--train_file", train, "--output_dir", out, "--eval_strategy",
+            "no", "--save_optimizer_state_on_finish", "--per_device_train_batch_size", "8"]
+    assert main([*base, "--max_steps", "2", "--label_smoothing_factor", "0.1"]) == 0
+    assert main([*base, "--max_steps", "2", "--resume_from_checkpoint", "--overwrite_output_dir"]) == 0
