@@ -172,10 +172,11 @@ def parse_request(body: bytes, args: ServeArguments) -> tuple[list[str], list[st
 
 def _unique_keys(pairs: list[tuple]) -> dict:
     """A JSON object, refused when it names a field twice (json.loads would keep the last silently)."""
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        twice = next(key for key in keys if keys.count(key) > 1)
-        raise RequestError(422, f'an object names "{twice[:100]}" twice; give each field once')
+    seen = set()
+    for key, _ in pairs:  # (linear: a 4 MiB body may hold half a million keys)
+        if key in seen:
+            raise RequestError(422, f'an object names "{key[:100]}" twice; give each field once')
+        seen.add(key)
     return dict(pairs)
 
 
