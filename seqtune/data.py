@@ -103,6 +103,32 @@ def duplicate_columns_problem(where: str, names: list[str]) -> str | None:
     return f"{where} names the column(s) {', '.join(twice)} twice: give each column its own name." if twice else None
 
 
+def _json_lines_problem(paths: dict[str, list[str]]) -> str | None:
+    """The first line of a JSON Lines file that is not one JSON object, or that names a field twice: read when
+    datasets could not parse the files (only then, as it reads the files whole)."""
+    def unique(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f'it names the field "{key}" twice')
+            seen.add(key)
+        return dict(pairs)
+
+    for flag, split_paths in paths.items():
+        for path in split_paths:
+            if not path.lower().endswith(".jsonl"):
+                continue
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        json.loads(line, object_pairs_hook=unique)
+                    except ValueError as error:
+                        return f"--{flag}_file {path} line {number}: {error}. Give one JSON object per line."
+    return None
+
+
 def _layout_problem(flag: str, path: str) -> str | None:
     """What datasets would report obscurely, named with its fix: a Parquet file naming a column twice; a CSV or TSV
     file with a header and no rows (next to another file, datasets fails on the empty file's column types)."""
@@ -172,6 +198,8 @@ def _load_files(files: dict[str, str], streaming: bool = False) -> DatasetDict |
         if isinstance(cause, UnicodeDecodeError):
             raise SeqtuneError(f"a data file in {sorted(files.values())} is not UTF-8 text ({cause.reason} at byte "
                                f"{cause.start}): re-save it as UTF-8.") from error
+        if builder == "json" and (problem := _json_lines_problem(paths)):  # (pandas' "Trailing data" hides it)
+            raise SeqtuneError(problem) from error
         text = str(cause).strip().splitlines()
         empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(error))
         if empty:

@@ -251,3 +251,14 @@ def test_two_runs_sharing_a_cache_do_not_corrupt_it(tiny_model, tmp_path):
     reader = subprocess.run([sys.executable, "-c", CACHE_WRITER, tiny_model, cache], env=env, capture_output=True,
                             text=True, timeout=300)
     assert reader.stdout.strip() == outputs[0]
+
+
+def test_a_json_lines_file_naming_a_field_twice_or_with_a_broken_line_is_named(tiny_model, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text('{"text": "a b", "label": 1}\n{"text": "c d", "text": "e f", "label": 0}\n')
+    err = run_error(capsys, bad_file_train(tiny_model, str(twice), out), out)
+    assert f"{twice} line 2: it names the field \"text\" twice" in err
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "a b", "label": 1}\n{"text": "c d", "label": 0}\n{"text": "e f", "label": \n')
+    assert f"{broken} line 3: " in run_error(capsys, bad_file_train(tiny_model, str(broken), out), out)
