@@ -26,6 +26,19 @@ def is_list_column(raw: DatasetDict, column: str | None) -> bool:
     return False
 
 
+def _holds_lists(ds, split: str, column: str, train_split: str) -> bool:
+    """Whether a split's label column holds lists to score: all null is a prediction-only split (as -1 labels are
+    for one label a row); some null rows are refused, as rows without a label are ([] is a row with no label)."""
+    from seqtune.datacheck import row_of, split_name
+
+    nulls = ds.with_format("arrow")[column].null_count
+    if nulls in (0, len(ds)):
+        return nulls == 0 or len(ds) == 0
+    raise SeqtuneError(f"the {split_name(split, train_split)} split has rows without labels (row "
+                       f"{row_of(ds, column, None)} of column '{column}' is empty): give [] for a row with none of "
+                       "the labels, fill them in, remove them, or put them in the test split.")
+
+
 def prepare_multi_label(raw: DatasetDict, label_column: str | None, label_columns: list[str] | None,
                         model_labels: tuple[str, ...] | None = None, train_split: str = "train"
                         ) -> tuple[DatasetDict, LabelInfo]:
@@ -45,7 +58,8 @@ def prepare_multi_label(raw: DatasetDict, label_column: str | None, label_column
             return {MULTI_LABEL_COLUMN: [[float(batch[c][i]) for c in label_columns]
                                          for i in range(len(batch[label_columns[0]]))]}
     else:
-        labelled = tuple(s for s, ds in raw.items() if label_column in ds.column_names)
+        labelled = tuple(s for s, ds in raw.items() if label_column in ds.column_names
+                         and _holds_lists(ds, s, label_column, train_split))
         names = model_labels or _names_from_lists(raw, label_column, train_split)
         to_id = {name: i for i, name in enumerate(names)}
 

@@ -162,3 +162,25 @@ def test_a_soup_or_ensemble_of_multi_label_runs_takes_their_mean_threshold(tiny_
         members.append(member)
     for folder in (write_soup(members, str(tmp_path / "soup")), write_ensemble(members, str(tmp_path / "ens"))):
         assert json.load(open(os.path.join(folder, "config.json")))["seqtune_threshold"] == pytest.approx(0.4)
+
+
+def test_a_null_label_list_is_refused_and_an_all_null_split_is_prediction_only(tiny_model, list_files, tmp_path,
+                                                                                capsys):
+    items = rows(24, 5)
+    items[6]["labels"] = None
+    train = write_jsonl(tmp_path / "t.jsonl", items)
+    out = str(tmp_path / "run")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", train, "--output_dir", out]) == 2
+    assert "the training split has rows without labels (row 7 of column 'labels' is empty)" in capsys.readouterr().err
+    assert not os.path.exists(out)
+    items[6]["labels"] = []  # a row with none of the labels: trained as such
+    write_jsonl(tmp_path / "t.jsonl", items)
+    unlabelled = write_jsonl(tmp_path / "u.jsonl", [{**r, "labels": None} for r in rows(6, 9)])
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", train, "--output_dir", out,
+                 "--max_steps", "2", "--eval_strategy", "no"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", unlabelled]) == 2
+    assert "has no labels" in capsys.readouterr().err  # not scored as six rows of no labels
+    predictions = str(tmp_path / "p.jsonl")
+    assert main(["predict", "--model_name_or_path", out, "--test_file", unlabelled, "--output_file", predictions]) == 0
+    assert len(open(predictions).readlines()) == 6
