@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 EMBEDDED_MODEL = "all-MiniLM-L6-v2 (embedded)"
+MAX_SEQ_LENGTH = 128  # --max_seq_length's default (and what a model without a recorded length is read at)
 # the schedules transformers' get_scheduler builds from warmup and total steps alone and that step without a metric
 # (the loop calls scheduler.step() without one; the min-lr and warmup-stable-decay ones need more arguments)
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -41,8 +42,8 @@ class DataArguments:
     symmetric_pairs: bool | None = _f(None, "The pair (a, b) means the same as (b, a), as for paraphrases: train on "
                                       "both orders and average both orders' predictions. Default: the task's fact "
                                       "(on for mrpc, qqp, stsb), off for other data.")
-    max_seq_length: int | None = _f(128, "Longest input in tokens after tokenization; longer pairs are truncated. "
-                                    "evaluate and predict default to the length the model was trained with.")
+    max_seq_length: int | None = _f(MAX_SEQ_LENGTH, "Longest input in tokens after tokenization; longer pairs are "
+                                    "truncated. evaluate and predict default to the length the model was trained with.")
     preprocessing_num_workers: int | None = _f(None, "Processes for tokenization (Dataset.map num_proc).")
     cache_dir: str | None = _f(None, "Folder for the tokenization cache. Default: $SEQTUNE_CACHE or "
                                "~/.cache/seqtune.")

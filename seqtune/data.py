@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import glob
 import json
@@ -14,6 +15,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, IterableDataset
 from datasets.fingerprint import Hasher
 
 from seqtune.datacheck import as_float32, check_label_columns, is_unlabelled, label_kind
+from seqtune.config import MAX_SEQ_LENGTH
 from seqtune.errors import SeqtuneError
 from seqtune.hub import is_local, offline_hint
 from seqtune.tasks import TaskSpec
@@ -97,23 +99,34 @@ def _utf8_problem(split: str, path: str) -> str | None:
     return None
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object that names a field (`key`) twice."""
+
+    def __init__(self, key: str):
+        super().__init__(f'it names the field "{key[:100]}" twice')
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple]) -> dict:
+    """`json.loads`' object_pairs_hook: a JSON object, refused when it names a field twice (json keeps the last
+    silently). Linear: a 4 MiB request may hold half a million keys."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise DuplicateKeyError(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 def duplicate_columns_problem(where: str, names: list[str]) -> str | None:
     """A file that names a column twice (Parquet allows it; datasets and pyarrow then fail obscurely)."""
-    twice = sorted({name for name in names if names.count(name) > 1})
+    twice = sorted(name for name, count in collections.Counter(names).items() if count > 1)
     return f"{where} names the column(s) {', '.join(twice)} twice: give each column its own name." if twice else None
 
 
 def _json_lines_problem(paths: dict[str, list[str]]) -> str | None:
     """The first line of a JSON Lines file that is not one JSON object, or that names a field twice: read when
     datasets could not parse the files (only then, as it reads the files whole)."""
-    def unique(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f'it names the field "{key}" twice')
-            seen.add(key)
-        return dict(pairs)
-
     for flag, split_paths in paths.items():
         for path in split_paths:
             if not path.lower().endswith(".jsonl"):
@@ -123,7 +136,7 @@ def _json_lines_problem(paths: dict[str, list[str]]) -> str | None:
                     if not line.strip():
                         continue
                     try:
-                        json.loads(line, object_pairs_hook=unique)
+                        json.loads(line, object_pairs_hook=unique_keys)
                     except ValueError as error:
                         return f"--{flag}_file {path} line {number}: {error}. Give one JSON object per line."
     return None
@@ -560,7 +573,7 @@ def check_max_length(tokenizer, model_config, max_length: int, pair: bool) -> No
 def trained_max_seq_length(model_config) -> int:
     """The --max_seq_length a model seqtune fine-tuned was trained with (recorded in its config), else 128."""
     value = getattr(model_config, "seqtune_max_seq_length", None)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 128
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else MAX_SEQ_LENGTH
 
 
 def input_kind_problem(model_config, pairs: bool, given: str, fix: str) -> str | None:

@@ -33,7 +33,7 @@ def _holds_lists(ds, split: str, column: str, train_split: str) -> bool:
 
     nulls = ds.with_format("arrow")[column].null_count
     if nulls in (0, len(ds)):
-        return nulls == 0 or len(ds) == 0
+        return nulls == 0
     raise SeqtuneError(f"the {split_name(split, train_split)} split has rows without labels (row "
                        f"{row_of(ds, column, None)} of column '{column}' is empty): give [] for a row with none of "
                        "the labels, fill them in, remove them, or put them in the test split.")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datasets import DatasetDict, IterableDataset, concatenate_datasets
 
 from seqtune.batching import Batching
-from seqtune.config import DataArguments
+from seqtune.config import MAX_SEQ_LENGTH, DataArguments
 from seqtune.data import (Columns, LabelInfo, check_max_length, load_raw_datasets, prepare_labels,
                           resolve_columns, swap_pair, tokenize_datasets)
 from seqtune.datacheck import check_text_columns, check_trainable
@@ -38,7 +38,7 @@ class PreparedData:
     train_stream: IterableDataset | None = None  # --streaming: the tokenized training rows, read as iterated
     collator: object = None  # set by the recipe that batches the data
     tokenize_seconds: float = 0.0  # time spent tokenizing (or reading the tokenized cache): the phase table's row
-    max_seq_length: int = 128  # what the rows were truncated to
+    max_seq_length: int = MAX_SEQ_LENGTH  # what the rows were truncated to
 
     @property
     def space(self) -> str:

@@ -148,8 +148,12 @@ def run_jobs(predictor, jobs: list[_Job]) -> list[list[dict]]:
 def parse_request(body: bytes, args: ServeArguments) -> tuple[list[str], list[str] | None, bool]:
     """(texts, pairs or None, whether one item was sent) from a JSON body: one item {"text": ..., "text_pair": ...}
     or a list of them; anything else is a RequestError with its 4xx status."""
+    from seqtune.data import DuplicateKeyError, unique_keys
+
     try:
-        data = json.loads(body, object_pairs_hook=_unique_keys)
+        data = json.loads(body, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as error:
+        raise RequestError(422, f'an object names "{error.key[:100]}" twice; give each field once') from error
     except (ValueError, RecursionError) as error:  # bad JSON or UTF-8, an integer of 5,000 digits, deep nesting
         raise RequestError(400, f"the body is not valid JSON: {str(error)[:200]}") from error
     single = isinstance(data, dict)
@@ -168,16 +172,6 @@ def parse_request(body: bytes, args: ServeArguments) -> tuple[list[str], list[st
         raise RequestError(422, "either every item of a request has a text_pair or none has")
     pairs = [item["text_pair"] for item in items] if with_pairs else None
     return [item["text"] for item in items], pairs, single
-
-
-def _unique_keys(pairs: list[tuple]) -> dict:
-    """A JSON object, refused when it names a field twice (json.loads would keep the last silently)."""
-    seen = set()
-    for key, _ in pairs:  # (linear: a 4 MiB body may hold half a million keys)
-        if key in seen:
-            raise RequestError(422, f'an object names "{key[:100]}" twice; give each field once')
-        seen.add(key)
-    return dict(pairs)
 
 
 def _check_kind(config, pairs: bool) -> None:

@@ -12,7 +12,7 @@ import tempfile
 
 from seqtune.batching import Batching, validate_batching
 from seqtune.compiling import compile_problems
-from seqtune.config import LR_SCHEDULERS, DataArguments, EvalArguments, TrainingArguments
+from seqtune.config import LR_SCHEDULERS, MAX_SEQ_LENGTH, DataArguments, EvalArguments, TrainingArguments
 from seqtune.data import data_file_paths, default_cache_dir
 from seqtune.errors import SeqtuneError
 from seqtune.tasks import GLUE_TASKS
@@ -112,7 +112,7 @@ def _data_problems(data_args: DataArguments, needs_data: bool, reads_data: bool 
     """Flags of DataArguments: ranges, the task, the batching strategy, the data files and the cache folder."""
     problems = validate_batching(Batching(data_args.padding, data_args.pad_to_multiple_of,
                                           data_args.group_by_length, data_args.max_tokens_per_batch),
-                                 data_args.max_seq_length or 128)  # (None: evaluate/predict take the model's)
+                                 data_args.max_seq_length or MAX_SEQ_LENGTH)  # (None: evaluate/predict: the model's)
     if data_args.task_name is not None and data_args.task_name.lower() not in GLUE_TASKS:
         problems.append(f"--task_name '{data_args.task_name}' is not a known task; choose one of: "
                         f"{', '.join(GLUE_TASKS)}.")
