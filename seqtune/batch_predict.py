@@ -298,8 +298,9 @@ def _reader(path: str):
         parse = (pcsv.ParseOptions(delimiter="\t", quote_char=False) if kind == "tsv"
                  else pcsv.ParseOptions(delimiter=",", newlines_in_values=True))
         names = pcsv.open_csv(path, parse_options=parse).schema.names
-        # every column read as text: a column typed from its first block would fail on a later block that differs
-        return pcsv.open_csv(path, parse_options=parse,
-                             convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}))
+        # every column read as text (a column typed from its first block would fail on a later block that differs),
+        # an empty cell as missing: as the in-memory reader takes them (data._csv_options)
+        return pcsv.open_csv(path, parse_options=parse, convert_options=pcsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, null_values=[""], strings_can_be_null=True))
     except (pa.ArrowInvalid, OSError) as error:
         raise SeqtuneError(f"--test_file {path} could not be read: {str(error).splitlines()[0]}") from error

@@ -23,7 +23,7 @@ FOLDS_DIR = "cv_folds"
 
 def training_rows(data_args: DataArguments):
     """The training split as loaded (labels as the user gave them), its label column and the task's name."""
-    from seqtune.data import load_raw_datasets, resolve_columns
+    from seqtune.data import label_column_candidates, load_raw_datasets, resolve_columns
     from seqtune.source import dataset_source, task_for
     from seqtune.tasks import GLUE_TASKS
 
@@ -34,7 +34,8 @@ def training_rows(data_args: DataArguments):
     files = data_args.train_file or data_args.validation_file or data_args.test_file
     name, config = dataset_source(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name,
                                   bool(files))
-    raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file)
+    raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file,
+                            label_columns=label_column_candidates(data_args.label_column, data_args.label_columns))
     if "train" not in raw:
         raise SeqtuneError(f"--cv needs a training split to cut into folds; the data has {list(raw)}.")
     train = raw["train"]

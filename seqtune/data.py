@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Collection
 import contextlib
 import glob
 import json
@@ -49,15 +50,17 @@ def load_raw_datasets(
     validation_file: str | None = None,
     test_file: str | None = None,
     streaming: bool = False,
+    label_columns: Collection[str] = tuple(COMMON_LABEL_COLUMNS),
 ) -> DatasetDict | IterableDatasetDict:
     """`load_dataset(name, config)` for the Hub or a local folder, or one builder over local data files (a file
     name may be a glob pattern, e.g. shards/train-*.parquet). With `streaming`, the splits are IterableDatasets
-    read as they are iterated (nothing downloaded or converted up front)."""
+    read as they are iterated (nothing downloaded or converted up front). CSV and TSV files keep every column but
+    `label_columns` as the text written (`_csv_options`)."""
     files = {s: f for s, f in (("train", train_file), ("validation", validation_file), ("test", test_file)) if f}
     if files and dataset_name:
         raise SeqtuneError("give either --dataset_name or --train_file/--validation_file/--test_file, not both.")
     if files:
-        return _load_files(files, streaming)
+        return _load_files(files, streaming, label_columns)
     if not dataset_name:
         raise SeqtuneError(
             "no data given: pass --task_name (e.g. mrpc), --dataset_name (a Hub id or a local folder) with "
@@ -171,9 +174,27 @@ def data_file_paths(pattern: str) -> list[str]:
     return sorted(glob.glob(pattern)) if glob.has_magic(pattern) else []
 
 
-def _load_files(files: dict[str, str], streaming: bool = False) -> DatasetDict | IterableDatasetDict:
+def label_column_candidates(label_column: str | None, label_columns: list[str] | None) -> list[str]:
+    """The columns that may hold labels: the one named, else every common label name; and multi-label 0/1 columns."""
+    return ([label_column] if label_column else COMMON_LABEL_COLUMNS) + list(label_columns or [])
+
+
+def _csv_options(paths: list[str], kwargs: dict, label_columns: Collection[str]) -> dict:
+    """pandas' CSV reading, made to keep texts as written, as --predictions_dir reads them: every column but the
+    label columns is read as a string (a text reading `NA`, `None` or `nan` stays that text, `007` stays `007`) and
+    only an empty cell is missing; label columns keep pandas' typing (numbers, its missing-value strings)."""
+    import pandas as pd
+    from pandas._libs.parsers import STR_NA_VALUES  # pandas' default missing-value strings; no public name holds them
+
+    names = pd.read_csv(paths[0], nrows=0, **kwargs).columns
+    return {**kwargs, "keep_default_na": False, "converters": {n: str for n in names if n not in label_columns},
+            "na_values": {n: sorted(STR_NA_VALUES) if n in label_columns else [""] for n in names}}
+
+
+def _file_problems(files: dict[str, str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The files each split names (a glob pattern names several: shards), and what is wrong with them."""
     problems = []
-    paths = {}  # split -> the files it names (a glob pattern names several: shards)
+    paths = {}
     for flag, pattern in files.items():
         paths[flag] = data_file_paths(pattern)
         if not paths[flag]:
@@ -195,10 +216,18 @@ def _load_files(files: dict[str, str], streaming: bool = False) -> DatasetDict |
         problems += [p for flag, split in paths.items() for path in split if (p := _utf8_problem(flag, path))]
     if not problems:
         problems += [p for flag, split in paths.items() for path in split if (p := _layout_problem(flag, path))]
+    return paths, problems
+
+
+def _load_files(files: dict[str, str], streaming: bool = False,
+                label_columns: Collection[str] = tuple(COMMON_LABEL_COLUMNS)) -> DatasetDict | IterableDatasetDict:
+    paths, problems = _file_problems(files)
     if problems:
         raise SeqtuneError(*problems)
-    builder, kwargs = FILE_BUILDERS[extensions.pop()]
+    builder, kwargs = FILE_BUILDERS[os.path.splitext(next(iter(paths.values()))[0])[1].lower()]
     try:
+        if builder == "csv":
+            kwargs = _csv_options(next(iter(paths.values())), kwargs, label_columns)
         # datasets reads data_files as glob patterns: escape the names found above (one may hold `[`)
         escaped = {split: [glob.escape(p) for p in split_paths] for split, split_paths in paths.items()}
         raw = load_dataset(builder, data_files=escaped, streaming=streaming, **kwargs)

@@ -205,7 +205,7 @@ def check_text_columns(raw: DatasetDict, text_columns: tuple[str | None, ...]) -
                                    "give every split the same columns.")
             values = _column(ds, column)
             dtype = getattr(ds.features[column], "dtype", None)
-            if dtype not in TEXT_DTYPES and dtype != "null":
+            if dtype not in TEXT_DTYPES and dtype != "null" and values.null_count < len(values):  # (all empty: below)
                 first = next((v for v in values.to_pylist()[:1]), None)
                 raise SeqtuneError(f"column '{column}' of the {split} split holds {dtype or 'structured values'}, not "
                                    f"text (row 1: {first!r}): name the text columns with --text_column / "

@@ -10,8 +10,8 @@ from datasets import DatasetDict, IterableDataset, concatenate_datasets
 
 from seqtune.batching import Batching
 from seqtune.config import MAX_SEQ_LENGTH, DataArguments
-from seqtune.data import (Columns, LabelInfo, check_max_length, load_raw_datasets, prepare_labels,
-                          resolve_columns, swap_pair, tokenize_datasets)
+from seqtune.data import (Columns, LabelInfo, check_max_length, label_column_candidates, load_raw_datasets,
+                          prepare_labels, resolve_columns, swap_pair, tokenize_datasets)
 from seqtune.datacheck import check_text_columns, check_trainable
 from seqtune.errors import SeqtuneError
 from seqtune.metrics import label_space, with_extras
@@ -85,7 +85,8 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
     name, config = dataset_source(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name,
                                   bool(files))
     raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file,
-                            data_args.streaming)
+                            data_args.streaming,
+                            label_column_candidates(data_args.label_column, data_args.label_columns))
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_predict_samples}
     stream = None

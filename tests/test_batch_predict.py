@@ -256,3 +256,31 @@ def test_a_parquet_file_naming_a_column_twice_is_refused_by_both_paths(finetuned
     assert "names the column(s) sentence2 twice" in capsys.readouterr().err
     frame.to_parquet(path)  # fixed in place: the same folder takes it
     assert main(shards) == 0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_csv_cells_are_the_text_written_on_both_paths(finetuned, tmp_path, capsys, suffix):
+    """A text reading NA, None, nan or null is that text, and a column of digits keeps its zeros, in memory as in
+    --predictions_dir; only an empty cell is missing, and both paths refuse it naming the column."""
+    sep = "\t" if suffix == ".tsv" else ","
+    rows = [["007", "NA", "None"], ["008", "nan", "null"], ["010", "123", "N/A"], ["011", "plain words", "#N/A"]]
+    path = tmp_path / f"in{suffix}"
+    path.write_text(sep.join(["id", "sentence1", "sentence2"]) + "\n" + "".join(sep.join(r) + "\n" for r in rows))
+    memory, shards = str(tmp_path / "p.jsonl"), str(tmp_path / "shards")
+    assert main(["predict", "--model_name_or_path", finetuned, "--test_file", str(path), "--output_file", memory,
+                 "--bf16", "false"]) == 0
+    got = pd.read_json(memory, lines=True, dtype=False)
+    assert got["id"].tolist() == ["007", "008", "010", "011"]
+    assert got[["sentence1", "sentence2"]].values.tolist() == [r[1:] for r in rows]
+    assert main(["predict", "--model_name_or_path", finetuned, "--test_file", str(path), "--predictions_dir",
+                 shards, "--bf16", "false"]) == 0
+    from_shards = read_shards(shards)
+    assert from_shards[["id", "sentence1", "sentence2"]].values.tolist() == got[["id", "sentence1", "sentence2"]
+                                                                                ].values.tolist()
+    assert from_shards["prediction_id"].tolist() == got["prediction_id"].tolist()
+    assert from_shards["probability"].tolist() == pytest.approx(got["probability"].tolist(), abs=1e-6)
+    path.write_text(sep.join(["id", "sentence1", "sentence2"]) + "\n1" + sep + "a text" + sep + "\n")
+    capsys.readouterr()
+    for where in (["--output_file", str(tmp_path / "q.jsonl")], ["--predictions_dir", str(tmp_path / "s2")]):
+        assert main(["predict", "--model_name_or_path", finetuned, "--test_file", str(path), *where]) == 2
+        assert "column 'sentence2' has empty (null) text" in capsys.readouterr().err

@@ -37,6 +37,17 @@ def test_load_each_file_format(tmp_path, ext):
     assert raw["train"][0]["sentence1"] == ROWS[0]["sentence1"]
 
 
+def test_csv_texts_stay_as_written_and_label_columns_keep_their_types(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,text,label,score,toxic\n007,NA,1,0.5,0\n008,None,,1.5,1\n009,123,0,NA,0\n")
+    raw = load_raw_datasets(None, None, train_file=str(path), label_columns=["label", "score", "toxic"])["train"]
+    assert raw["id"] == ["007", "008", "009"] and raw["text"] == ["NA", "None", "123"]
+    assert raw["label"][0] == 1 and raw["label"][1] is None and raw["score"][2] is None  # pandas' missing values
+    assert raw.features["score"].dtype == "float64" and raw.features["toxic"].dtype == "int64"
+    raw = load_raw_datasets(None, None, train_file=str(path), label_columns=["score"])["train"]
+    assert raw["label"] == ["1", None, "0"]  # not a label column here: text, only the empty cell missing
+
+
 def test_load_local_folder_like_the_hub():
     raw = load_raw_datasets("seqtune/demo_data/paraphrase", None)
     assert list(raw) == ["train", "validation", "test"]
