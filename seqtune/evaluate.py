@@ -131,6 +131,9 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
     raw = data.raw[split]
     kept = _kept_columns(raw.column_names, eval_args.keep_columns)
     inputs = raw.select_columns(kept).to_list() if kept else [{} for _ in range(len(raw))]
+    if data.columns.label in kept and split in data.given_labels:  # the labels as the file has them, not their ids
+        for row, given in zip(inputs, data.given_labels[split].to_list()):
+            row.update(given)
     rows = [{**row, **output} for row, output in zip(inputs, prediction_fields(logits, config))]
     writer(rows)
     logger.info("Wrote %d predictions for the %s split to %s", len(rows), split, eval_args.output_file)

@@ -39,6 +39,7 @@ class PreparedData:
     collator: object = None  # set by the recipe that batches the data
     tokenize_seconds: float = 0.0  # time spent tokenizing (or reading the tokenized cache): the phase table's row
     max_seq_length: int = MAX_SEQ_LENGTH  # what the rows were truncated to
+    given_labels: dict = field(default_factory=dict)  # split -> its label column as the data gave it (not ids)
 
     @property
     def space(self) -> str:
@@ -75,11 +76,12 @@ class PreparedData:
 
 def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = None,
               model_is_regression: bool = False, model_multi_label: bool = False
-              ) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None, IterableDataset | None]:
+              ) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None, IterableDataset | None, dict]:
     """Load the raw splits, find the columns and map the labels (no tokenizer needed; a fine-tuned model's
     `model_labels` name the labels of data without a training split). Several 0/1 label columns, a label column of
     lists or a multi-label model make the labels multi-hot (`seqtune.multilabel`). With --streaming, the returned
-    'train' split is the stream's first rows and the stream itself comes last."""
+    'train' split is the stream's first rows and the stream itself comes next; last, each split's label column as
+    the data gave it (before its values became ids: prediction files copy it)."""
     task = task_for(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name)
     files = data_args.train_file or data_args.validation_file or data_args.test_file
     name, config = dataset_source(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name,
@@ -108,10 +110,11 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
                                f"{first.column_names}.")
         raw, labels = prepare_multi_label(raw, columns.label, data_args.label_columns,
                                           model_labels if model_multi_label else None)
-        return raw, Columns(columns.text, columns.text_pair, MULTI_LABEL_COLUMN), labels, task, stream
+        return raw, Columns(columns.text, columns.text_pair, MULTI_LABEL_COLUMN), labels, task, stream, {}
+    given = {s: ds.select_columns([columns.label]) for s, ds in raw.items() if columns.label in ds.column_names}
     raw, labels = prepare_labels(raw, columns.label, task, model_labels=model_labels,
                                  model_is_regression=model_is_regression)
-    return raw, columns, labels, task, stream
+    return raw, columns, labels, task, stream, given
 
 
 def fine_tuned_labels(model_config) -> tuple[str, ...] | None:
@@ -135,7 +138,7 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     # a fine-tuned multi-label model scores and predicts as such; a base model's own head does not decide how a
     # new one is trained (the data does: 0/1 columns or a list column)
     multi_label = getattr(model_config, "problem_type", None) == MULTI_LABEL_PROBLEM and not augment_train
-    raw, columns, labels, task, stream = load_data(data_args, fine_tuned_labels(model_config), is_regression,
+    raw, columns, labels, task, stream, given = load_data(data_args, fine_tuned_labels(model_config), is_regression,
                                                    multi_label)
     check_max_length(tokenizer, model_config, data_args.max_seq_length, columns.text_pair is not None)
     if augment_train and "train" in raw and not labels.multi_label:  # training: something to learn from
@@ -173,7 +176,8 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
                                      what="in swapped pair order")) if swapped_raw else {}
     metrics = task.metrics if task else default_metrics(labels.num_labels, labels.multi_label)
     return PreparedData(raw, tokenized, columns, labels, metrics, task, symmetric, swapped, train_stream,
-                        tokenize_seconds=time.perf_counter() - started, max_seq_length=data_args.max_seq_length)
+                        tokenize_seconds=time.perf_counter() - started, max_seq_length=data_args.max_seq_length,
+                        given_labels=given)
 
 
 def batching_from_args(data_args: DataArguments) -> Batching:

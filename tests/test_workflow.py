@@ -12,6 +12,7 @@ import stat
 import pytest
 
 from seqtune.cli import main
+from tests.conftest import write_csv
 
 
 def train(tiny_model, pair_files, out, *extra):
@@ -83,6 +84,27 @@ def test_prediction_files_keep_the_input_columns(finished, pair_files, tmp_path,
     code = main(["predict", "--model_name_or_path", finished, "--test_file", pair_files["test"], "--output_file",
                  chosen, "--keep_columns", "id"])
     assert code == 2 and "--keep_columns id: not columns of the data" in capsys.readouterr().err
+
+
+def test_prediction_files_copy_the_label_column_as_the_file_writes_it(tiny_model, tmp_path):
+    """Labels given as names (or with a float's digits) are copied as written, not as the ids they were mapped to,
+    by every output format and by --predictions_dir alike."""
+    import pandas as pd
+
+    rows = [{"text": f"words {i} here", "label": ["neg", "pos"][i % 2]} for i in range(12)]
+    path = write_csv(str(tmp_path / "named.csv"), rows)
+    out = str(tmp_path / "run")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", path, "--output_dir", out,
+                 "--max_steps", "2", "--disable_tqdm", "--report_to", "none"]) == 0
+    for suffix in (".csv", ".tsv", ".jsonl"):
+        written = str(tmp_path / f"p{suffix}")
+        assert main(["predict", "--model_name_or_path", out, "--test_file", path, "--output_file", written]) == 0
+        frame = (pd.read_json(written, lines=True) if suffix == ".jsonl"
+                 else pd.read_csv(written, sep="\t" if suffix == ".tsv" else ","))
+        assert frame["label"].tolist() == [r["label"] for r in rows], suffix
+    assert main(["predict", "--model_name_or_path", out, "--test_file", path, "--predictions_dir",
+                 str(tmp_path / "shards")]) == 0
+    assert pd.read_parquet(str(tmp_path / "shards"))["label"].tolist() == [r["label"] for r in rows]
 
 
 def test_a_finished_run_keeps_what_a_user_needs(finished, tiny_model, pair_files, tmp_path):
