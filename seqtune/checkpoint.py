@@ -54,9 +54,10 @@ def previous_checkpoint(path: str) -> str | None:
 
 # ----------------------------------------------------------------------------------------------- saving
 def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, best_weights=None,
-                    keep: list[str] | None = None, ema_weights=None) -> str:
-    """Write checkpoint-`step` atomically; `best_weights` (a CPU state dict) are stored beside the model when the
-    best evaluation was not at this step. Returns the checkpoint's path. Every process must call it."""
+                    keep: list[str] | None = None, ema_weights=None, install=None) -> str:
+    """Write checkpoint-`step` into a staging folder, then put it in place: `install(staging, final)`, by default a
+    rename over any earlier folder. `best_weights` (a CPU state dict) are stored beside the model when the best
+    evaluation was not at this step. Returns the checkpoint's path. Every process must call it."""
     final = os.path.join(output_dir, f"checkpoint-{step}")
     staging = final + ".tmp"
     failure = None
@@ -81,8 +82,7 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, best_w
                 save_file(ema_weights, os.path.join(staging, EMA_FILE))
             write_json(os.path.join(staging, STATE_FILE), state, indent=None)
             usual_file_mode(*[os.path.join(staging, name) for name in os.listdir(staging)])
-            remove_tree(final)
-            os.replace(staging, final)
+            (install or _replace_folder)(staging, final)
         except (*WRITE_ERRORS, SeqtuneError) as error:
             failure = error
     if failure is not None:
@@ -92,6 +92,11 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, best_w
         raise disk_error(failure, final, found[-1] if found else None) from failure
     accelerator.wait_for_everyone()
     return final
+
+
+def _replace_folder(staging: str, final: str) -> None:
+    remove_tree(final)
+    os.replace(staging, final)
 
 
 def rotate_checkpoints(output_dir: str, limit: int | None, owned, remove) -> None:

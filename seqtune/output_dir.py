@@ -66,11 +66,12 @@ class OutputDir:
         `fresh`: not a resume (a resumed run's folder is never discarded)."""
         if not self.is_main:
             return
+        self.mark_incomplete()  # first: a folder half cleaned by a kill below must not look finished
         if overwrite:
             for name in self.owned():
-                self.remove_owned(name)
+                if name != INCOMPLETE_MARKER:
+                    self.remove_owned(name)
         self._there_at_start = set(os.listdir(self.path))
-        self.mark_incomplete()
         self._before_loop = fresh
 
     def loop_begins(self) -> None:
@@ -118,12 +119,14 @@ class OutputDir:
     def _write_manifest(self, names: list[str], files: list[str]) -> None:
         write_json(self._manifest_path(), {"written_by_seqtune": names, "files": sorted(set(files))})
 
-    def record_tree(self, name: str) -> None:
-        """Record the files now inside the folder `name` as seqtune's (a user's files put there later are not)."""
+    def record_tree(self, name: str, source: str | None = None) -> None:
+        """Record the files now inside the folder `name` (or inside `source`, which becomes `name`) as seqtune's; a
+        user's files put there later are not."""
         if not self.is_main:
             return
-        root = os.path.join(self.path, name)
-        found = [os.path.relpath(os.path.join(d, f), self.path) for d, _, files in os.walk(root) for f in files]
+        root = source or os.path.join(self.path, name)
+        found = [os.path.join(name, os.path.relpath(os.path.join(d, f), root)) for d, _, files in os.walk(root)
+                 for f in files]
         manifest = self._manifest()
         names = list(manifest.get("written_by_seqtune", []))
         self._write_manifest(names + [name] * (name not in names), manifest.get("files", []) + found)
@@ -146,6 +149,24 @@ class OutputDir:
         kept = os.path.lexists(target)
         names = [n for n in manifest.get("written_by_seqtune", []) if n != name or kept]
         self._write_manifest(names, [f for f in files if f not in inside])
+
+    def install(self, staging: str, name: str, last: str | None = None) -> None:
+        """Put the folder `staging` in place as the entry `name`, its files recorded first (a kill right after the
+        move leaves nothing unrecorded). What runs wrote under `name` goes; a user's file there stays: then the
+        staged files move in one by one, `last` last (a checkpoint counts once its state file is there)."""
+        target = os.path.join(self.path, name)
+        if os.path.lexists(target):
+            self.remove_owned(name)
+        self.record_tree(name, source=staging)
+        if not os.path.lexists(target):
+            os.replace(staging, target)
+            return
+        files = sorted((os.path.relpath(os.path.join(d, f), staging) for d, _, names in os.walk(staging)
+                        for f in names), key=lambda relative: relative == last)
+        for relative in files:
+            os.makedirs(os.path.dirname(os.path.join(target, relative)), exist_ok=True)
+            os.replace(os.path.join(staging, relative), os.path.join(target, relative))
+        remove_tree(staging)
 
     def is_owned(self, name: str) -> bool:
         return name in self.owned()

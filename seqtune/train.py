@@ -15,7 +15,7 @@ import torch
 
 from seqtune.batching import build_collator, build_stream_dataloader, build_train_dataloader
 from seqtune.best_model import BestModel, Selection, cpu_copy
-from seqtune.checkpoint import (check_resume_settings, checkpoints, load_best_weights, load_ema_weights,
+from seqtune.checkpoint import (STATE_FILE, check_resume_settings, checkpoints, load_best_weights, load_ema_weights,
                                 load_loop_state, resolve_resume_path, rotate_checkpoints, save_checkpoint,
                                 verify_checkpoint)
 from seqtune.compiling import (compile_for_training, compile_setting, compile_wanted, placement_problems,
@@ -452,9 +452,9 @@ def write_checkpoint(accelerator, out: OutputDir, state: LoopState, settings: di
         out.record(name)
     path = save_checkpoint(accelerator, out.path, state.step, {**state.to_dict(), "settings": settings},
                            best.apart_from(state.step, state),
-                           ema_weights=ema.state_dict() if ema and accelerator.is_main_process else None)
+                           ema_weights=ema.state_dict() if ema and accelerator.is_main_process else None,
+                           install=lambda staging, final: out.install(staging, name, last=STATE_FILE))
     if accelerator.is_main_process:
-        out.record_tree(name)
         if os.path.isdir(os.path.join(out.path, "runs")):
             out.record_tree("runs")  # TensorBoard's event files so far
         rotate_checkpoints(out.path, limit, out.is_owned, out.remove_owned)
@@ -484,17 +484,17 @@ def finish(accelerator, out: OutputDir, model, tokenizer, best: BestModel, state
                                                    "text_pair_column": data.columns.text_pair,
                                                    "metrics": list(data.metrics)})
         clock.mark("saving")
-        write_json(out.file("all_results.json"), {**results, "phase_seconds": clock.table()})  # before the
-        if not keep_optimizer_state:  # checkpoints go: a kill in between leaves the results, or a checkpoint
+        write_json(out.file("all_results.json"), {**results, "phase_seconds": clock.table()})  # the report's input
+        write_card_and_report(out)
+        clock.mark("report")
+        write_json(out.file("all_results.json"), {**results, "phase_seconds": clock.table()})
+        out.mark_complete()  # the run is whole; until here a kill leaves its last checkpoint to resume from
+        if not keep_optimizer_state:
             for path in checkpoints(out.path):
                 out.remove_owned(os.path.basename(path))
             clock.mark("saving")
-            write_json(out.file("all_results.json"), {**results, "phase_seconds": clock.table()})  # report's input
-        write_card_and_report(out)
-        clock.mark("report")
         results["phase_seconds"] = clock.table()
-        write_json(out.file("all_results.json"), results)  # again, with the report's time in it
-        out.mark_complete()
+        write_json(out.file("all_results.json"), results)  # again, with every phase's time in it
     else:
         clock.mark("saving")
     logger.info("Phases (this process): %s", clock.line())

@@ -523,3 +523,86 @@ def test_evaluating_labels_the_model_does_not_know_is_exit_2(finished_run, pair_
     capsys.readouterr()
     assert main(["evaluate", "--model_name_or_path", finished_run, "--validation_file", validation]) == 2
     assert "are not among the model's labels" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- kills at awkward points
+# The real CLI in a child process that SIGKILLs itself at the N-th call of module.function, before or after the call.
+KILLED_AT = textwrap.dedent("""
+    import importlib, os, signal, sys
+    module_name, attribute, nth, when = sys.argv[1].split(":")
+    owner = importlib.import_module(module_name)
+    path = attribute.split(".")
+    holder = getattr(owner, path[0]) if len(path) == 2 else owner
+    original, calls = getattr(holder, path[-1]), []
+    def killing(*a, **k):
+        calls.append(1)
+        if len(calls) == int(nth) and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*a, **k)
+        if len(calls) == int(nth) and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    setattr(holder, path[-1], killing)
+    from seqtune.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def killed_at(where: str, command: list[str]) -> None:
+    child = subprocess.run([sys.executable, "-c", KILLED_AT, where, *command], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+
+
+def without_kept_state(command: list[str]) -> list[str]:
+    return [part for part in command if part != "--save_optimizer_state_on_finish"]
+
+
+def test_a_run_killed_while_its_report_renders_resumes_to_the_same_model(finished_run, tiny_model, pair_files,
+                                                                         tmp_path):
+    """The finished run's checkpoints go only once it is whole: a kill before leaves the last one to resume from."""
+    out = str(tmp_path / "run")
+    command = without_kept_state(cmd(tiny_model, pair_files, out))
+    killed_at("seqtune.report:build_report:1:before", command)
+    assert os.path.exists(os.path.join(out, INCOMPLETE_MARKER))
+    assert main(command + ["--resume_from_checkpoint"]) == 0
+    assert not os.path.exists(os.path.join(out, INCOMPLETE_MARKER))
+    assert not [n for n in os.listdir(out) if n.startswith("checkpoint-")]
+    with open(os.path.join(out, "model.safetensors"), "rb") as a, \
+            open(os.path.join(finished_run, "model.safetensors"), "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_a_kill_right_after_a_checkpoint_is_in_place_leaves_nothing_unrecorded(tiny_model, pair_files, tmp_path):
+    """The checkpoint's files are recorded before it is moved into place, so the next run removes them all."""
+    out = str(tmp_path / "run")
+    killed_at("seqtune.output_dir:OutputDir.install:1:after", cmd(tiny_model, pair_files, out))
+    assert os.path.isfile(os.path.join(out, "checkpoint-2", "optimizer.bin"))
+    assert main(without_kept_state(cmd(tiny_model, pair_files, out, "--overwrite_output_dir", "--max_steps",
+                                       "1"))) == 0
+    assert not [n for n in os.listdir(out) if n.startswith("checkpoint-")]
+
+
+def test_a_folder_half_cleaned_by_a_killed_overwrite_is_marked_incomplete(finished_run, tiny_model, pair_files,
+                                                                          tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run, out)
+    killed_at("seqtune.output_dir:OutputDir.remove_owned:3:before",
+              cmd(tiny_model, pair_files, out, "--overwrite_output_dir"))
+    assert os.path.exists(os.path.join(out, INCOMPLETE_MARKER))
+    assert main(cmd(tiny_model, pair_files, out, "--overwrite_output_dir")) == 0
+    assert not os.path.exists(os.path.join(out, INCOMPLETE_MARKER))
+
+
+def test_a_checkpoint_saved_again_keeps_a_users_file_inside_it(finished_run, tiny_model, pair_files, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run, out)
+    with open(os.path.join(out, "checkpoint-12", "notes.txt"), "w") as f:
+        f.write("mine")
+    assert main(cmd(tiny_model, pair_files, out, "--overwrite_output_dir")) == 0  # writes checkpoint-12 again
+    assert open(os.path.join(out, "checkpoint-12", "notes.txt")).read() == "mine"
+    assert os.path.isfile(os.path.join(out, "checkpoint-12", "optimizer.bin"))
+    manifest = json.load(open(os.path.join(out, MANIFEST_FILE)))
+    assert "checkpoint-12/notes.txt" not in manifest["files"]
+    assert main(cmd(tiny_model, pair_files, out, "--overwrite_output_dir", "--max_steps", "2")) == 0
+    assert os.listdir(os.path.join(out, "checkpoint-12")) == ["notes.txt"]
