@@ -129,9 +129,10 @@ def _export_into(staging: str, model, tokenizer, config, names: list[str], args:
               float(difference), "quantized": args.quantize}
     if args.quantize:
         result["quantized_max_abs_logit_difference"] = float(_quantize(onnx_path, model, tokenizer, names))
-    config.seqtune_onnx = {k: v for k, v in result.items() if k != "output_dir"}
-    config.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    written = sorted({*os.listdir(staging), "config.json"})  # what an --overwrite_output_dir later may replace
+    config.seqtune_onnx = {**{k: v for k, v in result.items() if k != "output_dir"}, "files": written}
+    config.save_pretrained(staging)
     return result
 
 
@@ -141,12 +142,32 @@ def _check_output_dir(args: ExportArguments) -> None:
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise SeqtuneError(f"--output_dir {args.output_dir} is a file, not a folder.")
     if os.path.isdir(args.output_dir) and os.listdir(args.output_dir):
-        if not is_onnx_folder(args.output_dir):  # a training run or a user's folder is never replaced
+        written = _export_files(args.output_dir)
+        if written is None:  # a training run, another tool's export or a user's folder is never replaced
             raise SeqtuneError(f"--output_dir {args.output_dir} is not empty and holds no earlier export: choose a "
                                "new folder for the ONNX model.")
         if not args.overwrite_output_dir:
             raise SeqtuneError(f"--output_dir {args.output_dir} holds an earlier export: pass --overwrite_output_dir "
                                "to replace it, or choose another folder.")
+        others = sorted(set(os.listdir(args.output_dir)) - set(written))
+        if others:
+            raise SeqtuneError(f"--output_dir {args.output_dir} holds an earlier export and {', '.join(others)}, which "
+                               "the export did not write and replacing the folder would delete: move them away.")
+
+
+def _export_files(path: str) -> list[str] | None:
+    """The files an earlier `seqtune export` wrote into `path` (as its config records them), else None."""
+    from seqtune.fileio import read_json
+    from seqtune.output_dir import RUN_OUTPUTS
+
+    try:
+        recorded = read_json(os.path.join(path, "config.json")).get("seqtune_onnx")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not is_onnx_folder(path) or not isinstance(recorded, dict):
+        return None
+    # an export made before the files were recorded: the graph, its weights, the config and tokenizer files
+    return recorded.get("files") or [ONNX_FILE, ONNX_FILE + ".data", *RUN_OUTPUTS]
 
 
 def _input_names(tokenizer, config) -> list[str]:

@@ -109,6 +109,23 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(finetuned, exporte
     assert code == 2 and "--bf16 is bfloat16 autocast for the torch backend" in capsys.readouterr().err
 
 
+def test_overwriting_an_export_never_deletes_what_it_did_not_write(finetuned, tmp_path, capsys):
+    out = tmp_path / "onnx"
+    assert main(["export", "--model_name_or_path", finetuned, "--output_dir", str(out)]) == 0
+    (out / "notes.txt").write_text("a user's file")
+    code = main(["export", "--model_name_or_path", finetuned, "--output_dir", str(out), "--overwrite_output_dir"])
+    assert code == 2 and "notes.txt, which the export did not write" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "a user's file"
+    (out / "notes.txt").unlink()
+    assert main(["export", "--model_name_or_path", finetuned, "--output_dir", str(out), "--overwrite_output_dir"]) == 0
+    other = tmp_path / "deploy"  # another tool's ONNX folder: model.onnx without seqtune's record
+    other.mkdir()
+    (other / "model.onnx").write_bytes(b"not ours")
+    code = main(["export", "--model_name_or_path", finetuned, "--output_dir", str(other), "--overwrite_output_dir"])
+    assert code == 2 and "holds no earlier export" in capsys.readouterr().err
+    assert (other / "model.onnx").read_bytes() == b"not ours"
+
+
 def test_a_damaged_onnx_file_is_named(exported, tmp_path, capsys):
     import shutil
 
