@@ -110,10 +110,14 @@ def rotate_checkpoints(output_dir: str, limit: int | None, owned, remove) -> Non
 
 # ----------------------------------------------------------------------------------------------- resuming
 def load_loop_state(path: str) -> dict:
+    from seqtune.loop import LoopState
+
     try:
         state = read_json(os.path.join(path, STATE_FILE))
-        if not isinstance(state, dict) or "step" not in state:
+        if not isinstance(state, dict):
             raise ValueError("not a seqtune loop state")
+        if problem := LoopState.problem(state):
+            raise ValueError(f"not a seqtune loop state: {problem}")
         return state
     except (OSError, ValueError) as error:
         raise damaged(path, STATE_FILE, error) from error

@@ -51,6 +51,31 @@ class LoopState:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
+    @classmethod
+    def problem(cls, values: dict) -> str | None:
+        """What makes `values` no state this loop wrote: a missing field of the position in the data, or a value
+        of another type than the field's (a field a newer seqtune added may be missing: it takes its default)."""
+        missing = [name for name in POSITION_FIELDS if name not in values]
+        if missing:
+            return f"no {', '.join(missing)}"
+        for name, kind in cls.__annotations__.items():
+            value = values.get(name)
+            if name in values and not any(_is(value, k.strip()) for k in kind.split("|")):
+                return f"'{name}' is {value!r}, not {kind}"
+        return None
+
+
+POSITION_FIELDS = ("step", "epoch", "batches_in_epoch", "samples", "train_time", "finished")
+
+
+def _is(value, kind: str) -> bool:
+    """`value` is of the annotated type `kind` (the JSON types a loop state holds)."""
+    if kind == "None":
+        return value is None
+    if kind == "bool" or isinstance(value, bool):
+        return kind == "bool" and isinstance(value, bool)
+    return isinstance(value, {"int": int, "float": (int, float), "list": list, "dict": dict}[kind])
+
 
 @dataclass(frozen=True)
 class Plan:

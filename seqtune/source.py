@@ -50,8 +50,22 @@ def local_data_stamp(data_args) -> dict[str, list[int]]:
     paths = [path for pattern in (data_args.train_file, data_args.validation_file, data_args.test_file) if pattern
              for path in data_file_paths(pattern)]  # a glob pattern's shards, each (one more is a change too)
     if data_args.dataset_name and os.path.isdir(data_args.dataset_name):
-        paths += sorted(os.path.join(root, name) for root, dirs, names in os.walk(data_args.dataset_name)
-                        for name in names if not name.startswith("."))
+        paths += _files_under(data_args.dataset_name)
+    return _stamp(paths)
+
+
+def local_model_stamp(model_path: str) -> dict[str, list[int]]:
+    """Size and modification time of every file of a local model folder (the base model a run starts from): a
+    sweep reuses a finished run only while they are unchanged. A Hub model is not stamped."""
+    return _stamp(_files_under(model_path)) if os.path.isdir(model_path) else {}
+
+
+def _files_under(folder: str) -> list[str]:
+    return sorted(os.path.join(root, name) for root, dirs, names in os.walk(folder) for name in names
+                  if not name.startswith("."))
+
+
+def _stamp(paths: list[str]) -> dict[str, list[int]]:
     stamp = {}
     for path in paths:
         with contextlib.suppress(OSError):

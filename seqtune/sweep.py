@@ -182,11 +182,15 @@ def finished_results(data_args: DataArguments, model_args: ModelArguments, args:
         return None
     if not isinstance(flags, dict) or not isinstance(results, dict):
         return None
-    from seqtune.source import local_data_stamp
+    from seqtune.modeling import resolve_model_path
+    from seqtune.source import local_data_stamp, local_model_stamp
 
     stamp = local_data_stamp(data_args)
     if flags.get("data_files", stamp) != stamp:  # (a run recorded before stamps: as before, by its flags)
         return None  # a data file behind the same flags changed (or moved) since: train again
+    model_stamp = local_model_stamp(resolve_model_path(model_args.model_name_or_path))
+    if flags.get("model_files", model_stamp) != model_stamp:
+        return None  # the base model's files changed since: train again
     import torch
 
     from seqtune.config import default_learning_rate

@@ -40,7 +40,7 @@ from seqtune.optim import build_optimizer, build_scheduler
 from seqtune.output_dir import OutputDir
 from seqtune.phases import TRAINING, PhaseClock
 from seqtune.prepare import PreparedData, batching_from_args, prepare_data
-from seqtune.source import local_data_stamp
+from seqtune.source import local_data_stamp, local_model_stamp
 from seqtune.stopping import GracefulStop
 from seqtune.streaming import EndlessBatches
 from seqtune.tracking import StepLog, sink_names, with_console_lines
@@ -112,12 +112,15 @@ def train(data_args: DataArguments, model_args: ModelArguments, args: TrainingAr
 
 
 # ----------------------------------------------------------------------------------------------- setup
+STAMPS = ("data_files", "model_files")
+
+
 def recorded_flags(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments, model_path: str
                    ) -> dict:
     """The run's flags as seqtune_args.json records them (live: as resolved later in `train`), with the stamps of
     the local data files read (a sweep compares them before it reuses a run)."""
     return {"data": vars(data_args), "model": {**vars(model_args), "resolved": model_path}, "training": vars(args),
-            "data_files": local_data_stamp(data_args)}
+            "data_files": local_data_stamp(data_args), "model_files": local_model_stamp(model_path)}
 
 
 def setup_best_model(accelerator, model, data: PreparedData, args: TrainingArguments, steps: StepLog, plan: Plan,
@@ -352,7 +355,7 @@ def setup_tracking(accelerator, out: OutputDir, args: TrainingArguments, resume_
     out.record(*[name for sink, name in TRACKER_FOLDERS.items() if sink in sinks])
     return StepLog(out.path, sinks, enabled=accelerator.is_main_process,
                    resume_step=load_loop_state(resume_path)["step"] if resume_path else None,
-                   config={k: v for k, v in flags.items() if k != "data_files"})  # (file paths: not tracker params)
+                   config={k: v for k, v in flags.items() if k not in STAMPS})  # (file stamps: not tracker params)
 
 
 def close_tracking(out: OutputDir, steps: StepLog) -> None:

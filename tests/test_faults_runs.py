@@ -191,6 +191,11 @@ def test_disk_full_while_writing_the_loop_state(tiny_model, pair_files, tmp_path
 def damage(path: str, how: str) -> None:
     if how == "remove":
         os.remove(path)
+    elif how.startswith("field "):  # a JSON field of the wrong type, or gone
+        _, name, value = how.split(" ")
+        state = json.load(open(path))
+        state.pop(name) if value == "gone" else state.update({name: json.loads(value)})
+        json.dump(state, open(path, "w"))
     elif how == "truncate":
         with open(path, "r+b") as f:
             f.truncate(max(1, os.path.getsize(path) // 3))
@@ -203,6 +208,8 @@ def damage(path: str, how: str) -> None:
     ("model.safetensors", "remove"), ("model.safetensors", "truncate"), ("optimizer.bin", "truncate"),
     ("optimizer.bin", "remove"), ("scheduler.bin", "garbage"), ("random_states_0.pkl", "garbage"),
     ("random_states_0.pkl", "remove"), ("trainer_state.json", "garbage"),
+    ("trainer_state.json", 'field step "x"'), ("trainer_state.json", "field epoch gone"),
+    ("trainer_state.json", "field best_metrics [1]"),
 ])
 def test_a_damaged_checkpoint_is_named_with_the_previous_one(finished_run, tiny_model, pair_files, tmp_path, capsys,
                                                              part, how):

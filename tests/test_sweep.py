@@ -100,7 +100,7 @@ def test_cv_folds_partition_the_training_rows_stratified_and_seeded(pair_files, 
     held_out = []
     for fold in folds:
         part = load_dataset("parquet", data_files={"train": fold.train_file, "validation": fold.validation_file})
-        rest, scored = (sorted(part[s]["idx"]) for s in ("train", "validation"))
+        rest, scored = (sorted(map(int, part[s]["idx"])) for s in ("train", "validation"))  # (CSV text: "7")
         assert not set(rest) & set(scored) and sorted(rest + scored) == [r[0] for r in everything]
         # stratified: each held-out part has the training split's share of positives, within one row
         share = sum(label for _, label in everything) / len(everything)
@@ -512,6 +512,22 @@ def test_a_data_file_changed_behind_the_same_flags_trains_the_runs_again(tiny_mo
     open(files["validation"], "w").write("\n".join(rows[:-2]) + "\n")  # other rows behind the same path
     assert sweep(tiny_model, files, out, "--seeds", "1") == 0
     assert os.path.getmtime(results) != stamp
+
+
+def test_a_base_model_changed_behind_the_same_path_trains_the_runs_again(tiny_model, pair_files, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = shutil.copytree(tiny_model, str(tmp_path / "base"))
+    out = str(tmp_path / "sweep")
+    assert sweep(model, pair_files, out, "--seeds", "1") == 0
+    results = os.path.join(out, "seed-1", "all_results.json")
+    before = json.load(open(results))
+    weights = load_file(os.path.join(model, "model.safetensors"))
+    save_file({k: v * 3 for k, v in weights.items()}, os.path.join(model, "model.safetensors"))
+    assert sweep(model, pair_files, out, "--seeds", "1") == 0
+    assert json.load(open(results))["eval_loss"] != before["eval_loss"]  # trained again, from the new weights
 
 
 def test_a_shard_added_to_a_glob_pattern_trains_the_runs_again(tiny_model, pair_files, tmp_path):
