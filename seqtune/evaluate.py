@@ -205,7 +205,7 @@ def predict_stream(model_args: ModelArguments, lines, out, max_length: int | Non
                          fix_single="give one text on each line, without tabs")
         check_room_for_text(predictor.tokenizer, predictor.max_length, pairs is not None)
         for row in map(_one_line, predictor.predict([p[0] for p in parts], pairs)):
-            out.write("\t".join(str(v) for v in row.values()) + "\n")
+            out.write("\t".join(_tsv_field(v) for v in row.values()) + "\n")
             rows.append(row)
         out.flush()
 
@@ -250,6 +250,17 @@ def _make_folder_of(path: str) -> None:
         raise disk_error(error, folder) from error
 
 
+def _tsv_field(value) -> str:
+    """One field of a `label<TAB>probability` line: a backslash, tab or line break inside a label name escaped
+    (`\\`, `\\t`, `\\n`, `\\r`, as PostgreSQL's text format does), so each input line gets one output line."""
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _cell(value):
+    """A CSV/TSV cell: lists and mappings (a multi-label column of lists) as JSON, not Python's repr."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+
+
 def _row_writer(path: str):
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".tsv", ".csv", ".jsonl"):
@@ -264,6 +275,6 @@ def _row_writer(path: str):
                 fields = list(rows[0]) if rows else ["prediction", "prediction_id", "probability"]
                 w = csv.DictWriter(f, fieldnames=fields, delimiter="\t" if ext == ".tsv" else ",")
                 w.writeheader()
-                w.writerows(rows)
+                w.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
 
     return write

@@ -6,6 +6,7 @@ tokenization cache, which is repaired rather than refused, has its own tests bel
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -465,6 +466,25 @@ def test_every_stdin_line_gives_one_output_line(stream_model, text, expected_row
     out = io.StringIO()
     rows = predict_stream(stream_model, io.StringIO(text), out, 32, batch_size=2)
     assert len(rows) == expected_rows == len(out.getvalue().splitlines())
+
+
+def test_label_names_holding_tabs_or_line_breaks_keep_one_stdin_line_per_input(tiny_model, tmp_path):
+    from seqtune.config import ModelArguments
+    from seqtune.evaluate import _row_writer, predict_stream
+
+    model = shutil.copytree(tiny_model, str(tmp_path / "model"))
+    config = json.load(open(os.path.join(model, "config.json")))
+    names = {"0": "a\tb", "1": "c\nd\\e"}
+    config.update(id2label=names, label2id={v: int(k) for k, v in names.items()})
+    json.dump(config, open(os.path.join(model, "config.json"), "w"))
+    out = io.StringIO()
+    predict_stream(ModelArguments(model_name_or_path=model), io.StringIO("x y\nz\n"), out, 32, batch_size=2)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and all(len(line.split("\t")) == 2 for line in lines)
+    assert {line.split("\t")[0] for line in lines} <= {"a\\tb", "c\\nd\\\\e"}
+    path = str(tmp_path / "rows.csv")  # a list cell (a multi-label column of lists) is written as JSON
+    _row_writer(path)([{"labels": ["x,y", "z"], "prediction": "a"}])
+    assert json.loads(next(csv.DictReader(open(path)))["labels"]) == ["x,y", "z"]
 
 
 def test_stdin_lines_with_another_number_of_texts_are_named(stream_model):
