@@ -308,7 +308,10 @@ def _report(rest: list[str]) -> int:
     owned = OutputDir(directory) if os.path.isfile(os.path.join(directory, MANIFEST_FILE)) else None
     if owned:  # a run's own folder: the card and report are seqtune's, for a later resume or overwrite
         owned.record("README.md", "report")
-    if os.path.isfile(os.path.join(directory, "seqtune_args.json")):
+    card = os.path.join(directory, "README.md")
+    if os.path.lexists(card):  # a card there may hold a user's edits: never written over
+        logger.info("Kept %s (delete it for a new model card).", card)
+    elif os.path.isfile(os.path.join(directory, "seqtune_args.json")):
         print(write_model_card(directory))
     print(build_report(directory))
     if owned:

@@ -119,10 +119,16 @@ def test_a_run_leaves_model_card_report_and_tensorboard_events(tiny_model, pair_
     events.Reload()
     assert {"train/loss", "train/learning_rate", "train/grad_norm", "train/samples_per_second", "eval/f1"} <= set(
         events.Tags()["scalars"])
-    # seqtune report rebuilds the same page
+    # seqtune report rebuilds the same page; a model card a user edited stays, a missing one is written again
     os.remove(os.path.join(out, "report", "index.html"))
+    card = os.path.join(out, "README.md")
+    edited = open(card).read() + "\nMy own notes.\n"
+    open(card, "w").write(edited)
     assert main(["report", out]) == 0
     assert open(os.path.join(out, "report", "index.html")).read() == page
+    assert open(card).read() == edited
+    os.remove(card)
+    assert main(["report", out]) == 0 and "library_name: transformers" in open(card).read()
 
 
 def test_predict_reads_pairs_from_standard_input(tiny_model, pair_files, tmp_path):
