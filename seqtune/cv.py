@@ -75,7 +75,9 @@ def make_folds(data_args: DataArguments, k: int, seed: int, out: str) -> list[Da
         raise SeqtuneError(f"--cv {k}: cross-validation needs at least 2 folds (5 is usual).")
     train, label_column, task_name = training_rows(data_args)
     if len(train) < 2 * k:
-        raise SeqtuneError(f"--cv {k}: the training split has {len(train)} rows, too few for {k} folds.")
+        fix = f"use --cv {len(train) // 2} or fewer" if len(train) >= 4 else "add rows"
+        raise SeqtuneError(f"--cv {k}: the training split has {len(train)} rows, too few for {k} folds (each needs 2 "
+                           f"rows or more); {fix}.")
     labels = stratification(train, label_column, data_args, k)
     splitter = (StratifiedKFold if labels is not None else KFold)(n_splits=k, shuffle=True, random_state=seed)
     # the files are named by what decides their rows (the data, K, the seed): other folds are other files, so a

@@ -201,11 +201,14 @@ def _file_problems(files: dict[str, str]) -> tuple[dict[str, list[str]], list[st
             problems.append(f"--{flag}_file {pattern}: "
                             + ("no file matches the pattern." if glob.has_magic(pattern) else "no such file."))
         for path in paths[flag]:
-            if not os.path.isfile(path):
+            if os.path.isdir(path):
+                problems.append(f"--{flag}_file {path} is a folder: name its files, e.g. \"{path}/*.csv\" (quoted), "
+                                "or pass the folder as --dataset_name.")
+            elif not os.path.isfile(path):
                 problems.append(f"--{flag}_file {path}: no such file.")
             elif os.path.getsize(path) == 0:
                 problems.append(f"--{flag}_file {path}: the file is empty.")
-    extensions = {os.path.splitext(p)[1].lower() for split in paths.values() for p in split}
+    extensions = {os.path.splitext(p)[1].lower() for split in paths.values() for p in split if not os.path.isdir(p)}
     unknown = extensions - set(FILE_BUILDERS)
     if unknown:
         problems.append(f"unsupported data file type {', '.join(sorted(unknown))}: use .csv, .tsv, .json, .jsonl or "
@@ -254,6 +257,9 @@ def _load_files(files: dict[str, str], streaming: bool = False,
             hint = (" (TSV is read as GLUE writes it, without quotes: a tab inside a text splits its row; save the "
                     "data as .csv, whose quoted fields may hold tabs)" if kwargs.get("delimiter") == "\t" else
                     " (quote a text that holds a comma)")
+        elif "as a scalar of type" in str(cause):  # the first file typed a column the next one does not fit
+            hint = (" (a column holds numbers in one file and text in another, such as integer labels in one split "
+                    "and label names in the other: give every file the same kind of values)")
         raise SeqtuneError(f"could not parse the data files {sorted(files.values())}: "
                            f"{text[-1] if text else type(cause).__name__}{hint}") from error
     for split, ds in raw.items():

@@ -154,6 +154,18 @@ def test_empty_and_header_only_files(tiny_model, tmp_path, capsys):
         assert f"{header}: no rows (only a header?)" in err
 
 
+def test_a_folder_given_as_a_file_and_labels_of_two_kinds_are_named_with_the_fix(tiny_model, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    (tmp_path / "data").mkdir()
+    err = run_error(capsys, bad_file_train(tiny_model, str(tmp_path / "data"), out), out)
+    assert "is a folder: name its files" in err and "unsupported" not in err
+    numbers, names = tmp_path / "numbers.csv", tmp_path / "names.csv"
+    numbers.write_text("sentence1,sentence2,label\na b,c d,1\ne f,g h,0\n")
+    names.write_text("sentence1,sentence2,label\na b,c d,one\ne f,g h,zero\n")
+    err = run_error(capsys, bad_file_train(tiny_model, str(numbers), out, "--validation_file", str(names)), out)
+    assert "integer labels in one split and label names in the other" in err
+
+
 def test_non_utf8_bytes(tiny_model, tmp_path, capsys):
     path = tmp_path / "latin1.csv"
     path.write_bytes("sentence1,sentence2,label\ncaf\xe9 au lait,un caf\xe9,1\n".encode("latin-1"))

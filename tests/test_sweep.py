@@ -137,6 +137,8 @@ def test_cv_keeps_label_names_and_refuses_what_it_cannot_fold(tiny_model, pair_f
     rare_file = write_csv(str(tmp_path / "rare.csv"), rare)
     for extra, expected in ((["--train_file", rare_file, "--cv", "3"], "fewer training rows than folds"),
                             (["--train_file", pair_files["train"], "--cv", "1"], "at least 2 folds"),
+                            (["--train_file", rare_file, "--cv", "7"], "12 rows, too few for 7 folds (each needs 2 "
+                             "rows or more); use --cv 6 or fewer"),
                             (["--train_file", pair_files["train"], "--cv", "2", "--streaming"], "--streaming")):
         code = main(["sweep", "--model_name_or_path", tiny_model, *extra, "--output_dir", str(tmp_path / "x"),
                      "--max_steps", "2", "--seeds", "1"])
