@@ -129,7 +129,7 @@ def read_config_file(path: str) -> dict:
 
     try:
         with open(path) as f:
-            values = yaml.safe_load(f)
+            values = yaml.load(f, Loader=_unique_keys_loader(yaml))
     except OSError as error:
         raise SeqtuneError(f"--config {path}: {error.strerror.lower() if error.strerror else error}.") from error
     except UnicodeDecodeError as error:
@@ -146,7 +146,27 @@ def read_config_file(path: str) -> dict:
         raise SeqtuneError(f"--config {path} must be a mapping of flag names to values (`learning_rate: 2e-5`), "
                            f"not a {type(values).__name__}.")
     # the command line spells flags with - or _; a key is the flag's name without the leading --
-    return {str(key).replace("-", "_"): value for key, value in values.items() if value is not None}
+    names = [str(key).replace("-", "_") for key in values]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise SeqtuneError(f"--config {path} sets {', '.join(twice)} twice (as - and _ spellings): keep one.")
+    return {name: value for name, value in zip(names, values.values()) if value is not None}
+
+
+def _unique_keys_loader(yaml):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key '{key}' is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
 
 
 def apply_config_defaults(parser: argparse.ArgumentParser, path: str, values: dict) -> None:
