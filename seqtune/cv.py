@@ -35,7 +35,7 @@ def training_rows(data_args: DataArguments):
     name, config = dataset_source(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name,
                                   bool(files))
     raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file,
-                            label_columns=label_column_candidates(data_args.label_column, data_args.label_columns))
+                            label_columns=label_column_candidates(data_args))
     if "train" not in raw:
         raise SeqtuneError(f"--cv needs a training split to cut into folds; the data has {list(raw)}.")
     train = raw["train"]

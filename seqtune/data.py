@@ -174,9 +174,12 @@ def data_file_paths(pattern: str) -> list[str]:
     return sorted(glob.glob(pattern)) if glob.has_magic(pattern) else []
 
 
-def label_column_candidates(label_column: str | None, label_columns: list[str] | None) -> list[str]:
-    """The columns that may hold labels: the one named, else every common label name; and multi-label 0/1 columns."""
-    return ([label_column] if label_column else COMMON_LABEL_COLUMNS) + list(label_columns or [])
+def label_column_candidates(data_args) -> list[str]:
+    """The columns that may hold labels: the one named, else every common label name not named as a text column;
+    and multi-label 0/1 columns."""
+    texts = (data_args.text_column, data_args.text_pair_column)
+    named = [data_args.label_column] if data_args.label_column else [c for c in COMMON_LABEL_COLUMNS if c not in texts]
+    return named + list(data_args.label_columns or [])
 
 
 def _csv_options(paths: list[str], kwargs: dict, label_columns: Collection[str]) -> dict:
@@ -311,7 +314,8 @@ def resolve_columns(
             logger.info("Inferred text column(s): %s%s", text_column,
                         f" + {text_pair_column}" if text_pair_column else "")
     if label_column is None:
-        label_column = next((c for c in COMMON_LABEL_COLUMNS if c in column_names), None)
+        label_column = next((c for c in COMMON_LABEL_COLUMNS if c in column_names
+                             and c not in (text_column, text_pair_column)), None)
         if label_column is not None and task is None:
             logger.info("Inferred label column: %s", label_column)
     problems = []

@@ -88,7 +88,7 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
                                   bool(files))
     raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file,
                             data_args.streaming,
-                            label_column_candidates(data_args.label_column, data_args.label_columns))
+                            label_column_candidates(data_args))
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_predict_samples}
     stream = None

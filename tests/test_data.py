@@ -46,6 +46,11 @@ def test_csv_texts_stay_as_written_and_label_columns_keep_their_types(tmp_path):
     assert raw.features["score"].dtype == "float64" and raw.features["toxic"].dtype == "int64"
     raw = load_raw_datasets(None, None, train_file=str(path), label_columns=["score"])["train"]
     assert raw["label"] == ["1", None, "0"]  # not a label column here: text, only the empty cell missing
+    from seqtune.config import DataArguments
+    from seqtune.data import label_column_candidates
+
+    assert "target" not in label_column_candidates(DataArguments(text_column="target"))  # a text column named so
+    assert label_column_candidates(DataArguments(label_column="y", label_columns=["a"])) == ["y", "a"]
 
 
 def test_load_local_folder_like_the_hub():
