@@ -35,7 +35,7 @@ FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "json"
 def predict_shards(data_args: DataArguments, model_args: ModelArguments, eval_args: EvalArguments) -> list[dict]:
     from filelock import FileLock, Timeout
 
-    from seqtune.evaluate import _kept_columns, check_data_kind, load_predictor
+    from seqtune.evaluate import _kept_columns, check_data_kind, input_names, load_predictor
 
     files = [os.path.abspath(p) for p in data_file_paths(data_args.test_file)]
     _check_formats(files)
@@ -62,7 +62,8 @@ def predict_shards(data_args: DataArguments, model_args: ModelArguments, eval_ar
         _check_manifest(out, _settings(files, model_args, data_args, eval_args, columns, kept))
         _remove_dead_temporaries(out)
         to_local_device(predictor.model)
-        summary = _run(files, out, predictor, columns, kept, eval_args.rows_per_shard, rank, world)
+        kept_as = input_names(kept, predictor.config)
+        summary = _run(files, out, predictor, columns, kept_as, eval_args.rows_per_shard, rank, world)
     finally:
         lock.release()
     logger.info("Predicted %d rows into %d shards in %s (%.0f rows/s); %d rows were already done%s", summary["rows"],
@@ -221,11 +222,12 @@ def _known_rows(files: list[str]) -> int | None:
     return None
 
 
-def _predicted_table(predictor, table: pa.Table, columns, kept: list[str]) -> pa.Table:
+def _predicted_table(predictor, table: pa.Table, columns, kept: dict[str, str]) -> pa.Table:
+    """The kept input columns (under their names in the file: see `input_names`), then the prediction fields."""
     texts = _texts(table, columns.text)
     pairs = _texts(table, columns.text_pair) if columns.text_pair else None
     fields = predictor.predict(texts, pairs)
-    result = table.select([c for c in kept if c not in fields[0]]) if fields else table.select(kept)
+    result = table.select(list(kept)).rename_columns(list(kept.values()))
     for name in (fields[0] if fields else {}):
         result = result.append_column(name, pa.array([row[name] for row in fields]))
     return result

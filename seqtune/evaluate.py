@@ -134,7 +134,9 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
     if data.columns.label in kept and split in data.given_labels:  # the labels as the file has them, not their ids
         for row, given in zip(inputs, data.given_labels[split].to_list()):
             row.update(given)
-    rows = [{**row, **output} for row, output in zip(inputs, prediction_fields(logits, config))]
+    names = input_names(kept, config)
+    rows = [{**{names[k]: v for k, v in row.items()}, **output}
+            for row, output in zip(inputs, prediction_fields(logits, config))]
     writer(rows)
     logger.info("Wrote %d predictions for the %s split to %s", len(rows), split, eval_args.output_file)
     return rows
@@ -152,6 +154,20 @@ def _kept_columns(columns: list[str], wanted: list[str] | None) -> list[str]:
     if missing:
         raise SeqtuneError(f"--keep_columns {' '.join(missing)}: not columns of the data; its columns are {columns}.")
     return wanted
+
+
+def input_names(kept: list[str], config) -> dict[str, str]:
+    """The kept input columns' names in the prediction file: one named like a prediction field (a regression label
+    `score`, a column `prediction`) is kept as `<name>_input`, never written over by the prediction."""
+    outputs = prediction_fields(np.zeros((1, config.num_labels), dtype=np.float32), config)[0]
+    renamed = {c: f"{c}_input" for c in kept if c in outputs}
+    taken = [new for new in renamed.values() if new in kept]
+    if taken:
+        raise SeqtuneError(f"the data's columns {sorted(renamed)} have the names of prediction fields and "
+                           f"{taken} are taken too: rename them, or leave them out with --keep_columns.")
+    for old, new in renamed.items():
+        logger.warning("The data's column '%s' has the name of a prediction field: kept as '%s'.", old, new)
+    return {c: renamed.get(c, c) for c in kept}
 
 
 def with_trained_length(data_args: DataArguments, config) -> DataArguments:

@@ -284,3 +284,25 @@ def test_csv_cells_are_the_text_written_on_both_paths(finetuned, tmp_path, capsy
     for where in (["--output_file", str(tmp_path / "q.jsonl")], ["--predictions_dir", str(tmp_path / "s2")]):
         assert main(["predict", "--model_name_or_path", finetuned, "--test_file", str(path), *where]) == 2
         assert "column 'sentence2' has empty (null) text" in capsys.readouterr().err
+
+
+def test_input_columns_named_like_prediction_fields_are_kept_not_overwritten(finetuned, tmp_path, caplog):
+    """A column `prediction` or `probability` in the data (last month's predictions; a regression label `score`)
+    keeps its values as `<name>_input` on both paths; the prediction fields hold the model's output."""
+    frame = pairs_frame(12)
+    frame["prediction"] = ["given"] * 12
+    frame["probability"] = [0.25] * 12
+    path = str(tmp_path / "in.parquet")
+    frame.to_parquet(path)
+    memory, shards = str(tmp_path / "p.jsonl"), str(tmp_path / "shards")
+    for where in (["--output_file", memory], ["--predictions_dir", shards]):
+        assert main(["predict", "--model_name_or_path", finetuned, "--test_file", path, *where, "--bf16", "false"]) == 0
+    assert "kept as 'prediction_input'" in caplog.text
+    for got in (pd.read_json(memory, lines=True), read_shards(shards)):
+        assert got["prediction_input"].tolist() == ["given"] * 12
+        assert got["probability_input"].tolist() == [0.25] * 12
+        assert set(got["prediction"].astype(str)) <= {"0", "1"}
+        assert got["probability"].between(0.5, 1.0).all()
+    frame["prediction_input"] = ["taken"] * 12
+    frame.to_parquet(path)
+    assert main(["predict", "--model_name_or_path", finetuned, "--test_file", path, "--output_file", memory]) == 2
