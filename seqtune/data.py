@@ -600,12 +600,19 @@ def _whole_cache_exists(cache_file: str, rows: int, split: str) -> bool:
     return False
 
 
-def check_max_length(tokenizer, model_config, max_length: int, pair: bool) -> None:
-    """--max_seq_length within the model's position limit and with room for the text (see `check_room_for_text`)."""
+def check_max_length(tokenizer, model_config, max_length: int, pair: bool, pad_to_multiple_of: int | None = None
+                     ) -> None:
+    """--max_seq_length within the model's position limit, also once --pad_to_multiple_of rounds a batch of the
+    longest rows up, and with room for the text (see `check_room_for_text`)."""
     limit = min(getattr(model_config, "max_position_embeddings", None) or 10**9, tokenizer.model_max_length)
     if max_length > limit:
         raise SeqtuneError(f"--max_seq_length {max_length} is above the model's limit of {limit} tokens: use "
                            f"--max_seq_length {min(limit, 512)} or less.")
+    multiple = pad_to_multiple_of or 1
+    if -(-max_length // multiple) * multiple > limit:
+        raise SeqtuneError(f"padding to a multiple of {multiple} tokens (--pad_to_multiple_of) rounds rows of "
+                           f"--max_seq_length {max_length} up to {-(-max_length // multiple) * multiple}, above the "
+                           f"model's limit of {limit}: use --max_seq_length {limit // multiple * multiple} or less.")
     check_room_for_text(tokenizer, max_length, pair)
 
 

@@ -140,7 +140,8 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     multi_label = getattr(model_config, "problem_type", None) == MULTI_LABEL_PROBLEM and not augment_train
     raw, columns, labels, task, stream, given = load_data(data_args, fine_tuned_labels(model_config), is_regression,
                                                    multi_label)
-    check_max_length(tokenizer, model_config, data_args.max_seq_length, columns.text_pair is not None)
+    check_max_length(tokenizer, model_config, data_args.max_seq_length, columns.text_pair is not None,
+                     data_args.pad_to_multiple_of)
     if augment_train and "train" in raw and not labels.multi_label:  # training: something to learn from
         check_trainable(raw["train"], columns.label, labels.num_labels, labels.is_regression)
     symmetric = data_args.symmetric_pairs

@@ -86,6 +86,16 @@ def test_max_seq_length_above_the_model_limit(tiny_model, pair_files, tmp_path, 
     assert "--max_seq_length 4096 is above the model's limit of 128 tokens" in err
 
 
+def test_padding_rounded_past_the_model_limit_is_refused_before_training(tiny_model, pair_files, tmp_path, capsys):
+    """--pad_to_multiple_of 10 would pad rows of 127 tokens to 130 positions of a 128-position model: a crash in
+    the middle of training, caught before anything is written."""
+    out = str(tmp_path / "out")
+    err = run_error(capsys, train_args(tiny_model, pair_files, out, "--max_seq_length", "127",
+                                       "--pad_to_multiple_of", "10"), out)
+    assert "rounds rows of --max_seq_length 127 up to 130, above the model's limit of 128" in err
+    assert "--max_seq_length 120 or less" in err
+
+
 @pytest.mark.parametrize("flag,name", [("--dataset_name", "someone/not-a-local-dataset"),
                                        ("--model_name_or_path", "someone/not-a-local-model")])
 def test_hub_unreachable_is_one_line_with_local_alternatives(tiny_model, pair_files, tmp_path, capsys, flag, name):
