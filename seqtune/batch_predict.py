@@ -252,8 +252,8 @@ def _write_shard(path: str, table: pa.Table) -> None:
 
 # ------------------------------------------------------------------------------------------ reading in chunks
 def _schema(path: str) -> pa.Schema:
-    with contextlib.closing(_reader(path)) as reader:
-        return reader.schema
+    with contextlib.closing(_reader(path)) as reader:  # (a Parquet file's own schema names nested leaves)
+        return reader.schema_arrow if isinstance(reader, pq.ParquetFile) else reader.schema
 
 
 def _chunks(files: list[str], rows: int):

@@ -306,3 +306,24 @@ def test_input_columns_named_like_prediction_fields_are_kept_not_overwritten(fin
     frame["prediction_input"] = ["taken"] * 12
     frame.to_parquet(path)
     assert main(["predict", "--model_name_or_path", finetuned, "--test_file", path, "--output_file", memory]) == 2
+
+
+def test_list_and_struct_columns_are_kept_as_they_are_in_memory(finetuned, tmp_path):
+    """Parquet columns of lists and of structs are columns (not their leaf fields) to --keep_columns, and both
+    paths copy them unchanged beside the prediction."""
+    frame = pairs_frame(10)
+    frame["tags"] = [["a", "b"][: i % 3] for i in range(10)]
+    frame["meta"] = [{"source": f"s{i}", "page": i} for i in range(10)]
+    path = str(tmp_path / "in.parquet")
+    frame.to_parquet(path)
+    memory, shards = str(tmp_path / "p.jsonl"), str(tmp_path / "shards")
+    keep = ["--keep_columns", "id", "tags", "meta"]
+    for where in (["--output_file", memory], ["--predictions_dir", shards]):
+        assert main(["predict", "--model_name_or_path", finetuned, "--test_file", path, *where, *keep,
+                     "--bf16", "false"]) == 0
+    got, from_shards = pd.read_json(memory, lines=True), read_shards(shards)
+    assert list(from_shards.columns) == list(got.columns) == ["id", "tags", "meta", "prediction", "prediction_id",
+                                                              "probability"]
+    for frame_read in (got, from_shards):
+        assert [list(t) for t in frame_read["tags"]] == frame["tags"].tolist()
+        assert [dict(m) for m in frame_read["meta"]] == frame["meta"].tolist()
