@@ -231,6 +231,8 @@ def _load_files(files: dict[str, str], streaming: bool = False,
     if problems:
         raise SeqtuneError(*problems)
     builder, kwargs = FILE_BUILDERS[os.path.splitext(next(iter(paths.values()))[0])[1].lower()]
+    if builder == "parquet":
+        paths = _without_empty_parquet(paths, files)
     try:
         if builder == "csv":
             kwargs = _csv_options(next(iter(paths.values())), kwargs, label_columns)
@@ -269,6 +271,24 @@ def _load_files(files: dict[str, str], streaming: bool = False,
         if not streaming and len(ds) == 0:
             raise SeqtuneError(f"--{split}_file {files[split]}: no rows (only a header?). Add data rows.")
     return raw
+
+
+def _without_empty_parquet(paths: dict[str, list[str]], files: dict[str, str]) -> dict[str, list[str]]:
+    """Parquet shards without rows (Spark writes one per empty partition) left out: datasets' reader fails on
+    them ("BatchSize must be greater than 0"), as --predictions_dir reads past them."""
+    import pyarrow.parquet as pq
+
+    def has_rows(path: str) -> bool:
+        try:
+            return pq.read_metadata(path).num_rows > 0
+        except Exception:  # not Parquet after all: datasets' reader names what is wrong
+            return True
+
+    kept = {split: [p for p in split_paths if has_rows(p)] for split, split_paths in paths.items()}
+    for split, split_paths in kept.items():
+        if not split_paths:
+            raise SeqtuneError(f"--{split}_file {files[split]}: no rows (its Parquet files hold none). Add data rows.")
+    return kept
 
 
 def _columns_differ(builder: str, kwargs: dict, data_files: dict[str, list[str]], files: dict[str, str]) -> str:

@@ -154,6 +154,24 @@ def test_empty_and_header_only_files(tiny_model, tmp_path, capsys):
         assert f"{header}: no rows (only a header?)" in err
 
 
+def test_parquet_shards_without_rows_are_read_past(tiny_model, tmp_path, capsys):
+    """A shard folder with an empty part file (Spark writes one per empty partition) reads as its other shards;
+    only empty shards are no rows, said so."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"sentence1": ["a b", "c d", "e f"], "sentence2": ["g", "h", "i"], "label": [0, 1, 0]})
+    (tmp_path / "shards").mkdir()
+    frame.iloc[:0].to_parquet(tmp_path / "shards" / "part-0.parquet")
+    frame.to_parquet(tmp_path / "shards" / "part-1.parquet")
+    assert main(["data", "--model_name_or_path", tiny_model, "--train_file", str(tmp_path / "shards" / "*.parquet")]
+                ) == 0
+    assert "num_rows: 3" in capsys.readouterr().out
+    (tmp_path / "shards" / "part-1.parquet").unlink()
+    out = str(tmp_path / "out")
+    err = run_error(capsys, bad_file_train(tiny_model, str(tmp_path / "shards" / "*.parquet"), out), out)
+    assert "no rows (its Parquet files hold none)" in err
+
+
 def test_a_folder_given_as_a_file_and_labels_of_two_kinds_are_named_with_the_fix(tiny_model, tmp_path, capsys):
     out = str(tmp_path / "out")
     (tmp_path / "data").mkdir()
