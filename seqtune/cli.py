@@ -68,6 +68,7 @@ HIDDEN_FLAGS = {
     "predict": TRAINING_ONLY + ("max_eval_samples",),
     "export": INFERENCE_ONLY + ("torch_dtype",),
     "serve": INFERENCE_ONLY,
+    "bench": ("streaming",),  # (it times steps over the tokenized split in memory)
     "data": ("streaming", "reinit_pooler", "reinit_top_layers", "ignore_mismatched_sizes", "allow_pickle_weights", "max_predict_samples",
              "torch_dtype"),
 }
@@ -347,6 +348,9 @@ def _unknown_arguments(extra: list[str], parser: argparse.ArgumentParser, comman
     problems = []
     for arg in [x for x in extra if x.startswith("-")] or extra:
         name = arg.split("=", 1)[0]
+        if name.lstrip("-").replace("-", "_") in HIDDEN_FLAGS.get(command, ()):
+            problems.append(f"unknown flag {name} for `seqtune {command}` (it is another command's): leave it out.")
+            continue
         close = difflib.get_close_matches(name, flags, n=1) if name.startswith("-") else []
         problems.append(f"unknown {'flag' if name.startswith('-') else 'argument'} {name}"
                         + (f" (did you mean {close[0]}?)" if close else "")

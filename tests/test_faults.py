@@ -271,6 +271,8 @@ PREDICT_IO = [
     Case("evaluate_output_dangling_link", EVAL + ("--output_file", "{work}/m.json"), "is a symbolic link to",
          lambda w: os.symlink(w.path("gone/m.json"), w.path("m.json")) or {}, "evaluate"),
     Case("evaluate_with_sentence1", EVAL + ("--sentence1", "a b"), "unknown flag --sentence1", command="evaluate"),
+    Case("bench_streaming", ("--streaming", "--train_file", "{train}"),
+         "unknown flag --streaming for `seqtune bench` (it is another command's)", command="bench"),
     Case("evaluate_without_data", ("--model_name_or_path", "{model}"), "no data given", command="evaluate"),
     Case("evaluate_eval_batch_size_zero", EVAL + ("--per_device_eval_batch_size", "0"),
          "--per_device_eval_batch_size must be a positive number", command="evaluate"),
