@@ -87,8 +87,8 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
     name, config = dataset_source(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name,
                                   bool(files))
     raw = load_raw_datasets(name, config, data_args.train_file, data_args.validation_file, data_args.test_file,
-                            data_args.streaming,
-                            label_column_candidates(data_args))
+                            data_args.streaming,  # (a multi-label model's labels may be 0/1 columns: numbers)
+                            label_column_candidates(data_args) + list(model_multi_label and model_labels or ()))
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_predict_samples}
     stream = None
@@ -104,17 +104,28 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
     if data_args.label_columns or model_multi_label or is_list_column(raw, columns.label):
         if stream is not None:
             raise SeqtuneError("multi-label data needs the whole training split in memory: leave out --streaming.")
-        missing = [c for c in data_args.label_columns or [] if c not in first.column_names]
+        label_columns = data_args.label_columns or (
+            _model_label_columns(first.column_names, model_labels) if not is_list_column(raw, columns.label) else None)
+        missing = [c for c in label_columns or [] if c not in first.column_names]
         if missing and not model_multi_label:  # a multi-label model's predict needs no label columns
             raise SeqtuneError(f"--label_columns {' '.join(missing)}: not columns of the data; its columns are "
                                f"{first.column_names}.")
-        raw, labels = prepare_multi_label(raw, columns.label, data_args.label_columns,
+        raw, labels = prepare_multi_label(raw, columns.label, label_columns,
                                           model_labels if model_multi_label else None)
         return raw, Columns(columns.text, columns.text_pair, MULTI_LABEL_COLUMN), labels, task, stream, {}
     given = {s: ds.select_columns([columns.label]) for s, ds in raw.items() if columns.label in ds.column_names}
     raw, labels = prepare_labels(raw, columns.label, task, model_labels=model_labels,
                                  model_is_regression=model_is_regression)
     return raw, columns, labels, task, stream, given
+
+
+def _model_label_columns(column_names: list[str], model_labels: tuple[str, ...] | None) -> list[str] | None:
+    """A multi-label model fine-tuned on 0/1 columns, given data with a column for each of its labels: those are
+    the label columns (as if --label_columns named them)."""
+    if model_labels and all(name in column_names for name in model_labels):
+        logger.info("Label columns: %s (the model's labels)", " ".join(model_labels))
+        return list(model_labels)
+    return None
 
 
 def fine_tuned_labels(model_config) -> tuple[str, ...] | None:

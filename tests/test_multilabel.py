@@ -115,6 +115,9 @@ def test_several_binary_columns_are_multi_label(tiny_model, tmp_path, capsys):
     assert main(["evaluate", "--model_name_or_path", out, "--validation_file", validation, "--label_columns",
                  "animal", "road", "water"]) == 0
     assert last_json(capsys) == in_order
+    # left out: the model's labels are the data's columns, so they are its label columns
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", validation]) == 0
+    assert last_json(capsys) == in_order
     assert main(["evaluate", "--model_name_or_path", out, "--validation_file", validation, "--label_columns",
                  "animal", "road"]) == 2
     assert "the model was fine-tuned on the columns water animal road" in capsys.readouterr().err
