@@ -121,7 +121,8 @@ def predict(data_args: DataArguments, model_args: ModelArguments, eval_args: Eva
     tokenizer, config, model = load_finetuned(model_args, eval_args.backend)
     data_args = with_trained_length(data_args, config)
     data = prepare_data(data_args, tokenizer, config, splits=_splits_to_read(
-        eval_args.split, ("test", "test_matched", "validation", "validation_matched")), first_only=True)
+        eval_args.split, ("test", "test_matched", "validation", "validation_matched")), first_only=True,
+        labels_optional=True)
     check_data_kind(config, data.columns.text_pair is not None)
     split = _pick_split(data, eval_args.split, ("test", data.eval_split, "validation", "train"))
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)

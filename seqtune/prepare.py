@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from datasets import DatasetDict, IterableDataset, concatenate_datasets
 
@@ -75,13 +75,14 @@ class PreparedData:
 
 
 def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = None,
-              model_is_regression: bool = False, model_multi_label: bool = False
+              model_is_regression: bool = False, model_multi_label: bool = False, labels_optional: bool = False
               ) -> tuple[DatasetDict, Columns, LabelInfo, TaskSpec | None, IterableDataset | None, dict]:
     """Load the raw splits, find the columns and map the labels (no tokenizer needed; a fine-tuned model's
     `model_labels` name the labels of data without a training split). Several 0/1 label columns, a label column of
     lists or a multi-label model make the labels multi-hot (`seqtune.multilabel`). With --streaming, the returned
     'train' split is the stream's first rows and the stream itself comes next; last, each split's label column as
-    the data gave it (before its values became ids: prediction files copy it)."""
+    the data gave it (before its values became ids: prediction files copy it). With `labels_optional` (predict), a
+    column the model cannot read as its labels is an input column like any other."""
     task = task_for(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name)
     files = data_args.train_file or data_args.validation_file or data_args.test_file
     name, config = dataset_source(data_args.task_name, data_args.dataset_name, data_args.dataset_config_name,
@@ -114,8 +115,15 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
                                           model_labels if model_multi_label else None)
         return raw, Columns(columns.text, columns.text_pair, MULTI_LABEL_COLUMN), labels, task, stream, {}
     given = {s: ds.select_columns([columns.label]) for s, ds in raw.items() if columns.label in ds.column_names}
-    raw, labels = prepare_labels(raw, columns.label, task, model_labels=model_labels,
-                                 model_is_regression=model_is_regression)
+    try:
+        raw, labels = prepare_labels(raw, columns.label, task, model_labels=model_labels,
+                                     model_is_regression=model_is_regression)
+    except SeqtuneError as error:
+        if not labels_optional or columns.label is None:
+            raise
+        logger.info("Column '%s' is not read as labels (%s): predicted as unlabelled data.", columns.label, error)
+        columns, given = replace(columns, label=None), {}
+        raw, labels = prepare_labels(raw, None, task, model_labels=model_labels)
     return raw, columns, labels, task, stream, given
 
 
@@ -139,7 +147,8 @@ def fine_tuned_labels(model_config) -> tuple[str, ...] | None:
 
 
 def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list[str] | None = None,
-                 augment_train: bool = False, first_only: bool = False) -> PreparedData:
+                 augment_train: bool = False, first_only: bool = False, labels_optional: bool = False
+                 ) -> PreparedData:
     """Load, label and tokenize `splits` (default, or when the data has none of them: all; `first_only`: the first
     of them the data has). Symmetric pair data (--symmetric_pairs, else the model's
     own setting, else the task's fact) also gets each split tokenized in (text_pair, text) order; with
@@ -150,7 +159,7 @@ def prepare_data(data_args: DataArguments, tokenizer, model_config, splits: list
     # new one is trained (the data does: 0/1 columns or a list column)
     multi_label = getattr(model_config, "problem_type", None) == MULTI_LABEL_PROBLEM and not augment_train
     raw, columns, labels, task, stream, given = load_data(data_args, fine_tuned_labels(model_config), is_regression,
-                                                   multi_label)
+                                                          multi_label, labels_optional)
     check_max_length(tokenizer, model_config, data_args.max_seq_length, columns.text_pair is not None,
                      data_args.pad_to_multiple_of)
     if augment_train and "train" in raw and not labels.multi_label:  # training: something to learn from

@@ -105,6 +105,14 @@ def test_prediction_files_copy_the_label_column_as_the_file_writes_it(tiny_model
     assert main(["predict", "--model_name_or_path", out, "--test_file", path, "--predictions_dir",
                  str(tmp_path / "shards")]) == 0
     assert pd.read_parquet(str(tmp_path / "shards"))["label"].tolist() == [r["label"] for r in rows]
+    # a column the model cannot read as its labels (a float `score` with gaps, a label it never saw) is data to copy
+    odd = write_csv(str(tmp_path / "odd.csv"), [{"text": "a b", "score": 0.5, "label": "maybe"},
+                                                {"text": "c d", "score": "", "label": "pos"}])
+    written = str(tmp_path / "odd.jsonl")
+    assert main(["predict", "--model_name_or_path", out, "--test_file", odd, "--output_file", written]) == 0
+    frame = pd.read_json(written, lines=True)
+    assert frame["score"].tolist()[0] == 0.5 and pd.isna(frame["score"].tolist()[1])
+    assert frame["label"].tolist() == ["maybe", "pos"] and set(frame["prediction"]) <= {"neg", "pos"}
 
 
 def test_a_finished_run_keeps_what_a_user_needs(finished, tiny_model, pair_files, tmp_path):
