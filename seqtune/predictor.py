@@ -10,6 +10,7 @@ import logging
 import numpy as np
 
 from seqtune.data import check_max_length, trained_max_seq_length
+from seqtune.errors import SeqtuneError
 from seqtune.inference import logits_to_predictions
 from seqtune.model_family import model_inputs
 
@@ -99,6 +100,9 @@ def eval_bf16(requested: bool | None, config, model) -> bool:
     float32 for any other model, and for ONNX Runtime, which runs its graph as exported."""
     import torch
 
+    if requested and not isinstance(model, torch.nn.Module):
+        raise SeqtuneError("--bf16 is bfloat16 autocast for the torch backend; this model runs on ONNX Runtime as "
+                           "it was exported: leave out --bf16, or use the model's torch folder.")
     if requested is not None:
         return requested
     return isinstance(model, torch.nn.Module) and evaluated_in_bf16(config)

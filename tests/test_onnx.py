@@ -107,6 +107,17 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(finetuned, exporte
     assert code == 2 and "holds no model.onnx" in capsys.readouterr().err
     code = main(["predict", "--model_name_or_path", exported, "--backend", "onnx", "--bf16", "--sentence1", "a"])
     assert code == 2 and "--bf16 is bfloat16 autocast for the torch backend" in capsys.readouterr().err
+    # the backend picked from the folder (only model.onnx), not named: --bf16 is refused there too, on every path
+    for where in (["--sentence1", "a"], ["--test_file", str(_one_row_csv(tmp_path)), "--predictions_dir",
+                                         str(tmp_path / "shards")]):
+        code = main(["predict", "--model_name_or_path", exported, "--bf16", "true", *where])
+        assert code == 2 and "--bf16 is bfloat16 autocast for the torch backend" in capsys.readouterr().err
+
+
+def _one_row_csv(folder):
+    path = folder / "one.csv"
+    path.write_text("sentence1,sentence2\na b,c d\n")
+    return path
 
 
 def test_overwriting_an_export_never_deletes_what_it_did_not_write(finetuned, tmp_path, capsys):
