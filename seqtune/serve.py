@@ -332,6 +332,7 @@ def serve(model_args, args: ServeArguments) -> None:
     from seqtune.modeling import resolve_model_path
 
     _validate(args)
+    _check_port_free(args.host, args.port)
     path = resolve_model_path(model_args.model_name_or_path)
     info = {"model": path, "backend": pick_backend(path, args.backend)}
     servers: list = []
@@ -377,6 +378,21 @@ def _load(model_args, args: ServeArguments, info: dict):
     info["torch_compile"] = bool(args.torch_compile and info["backend"] == "torch"
                                  and compile_for_inference(predictor, args.max_batch_size))
     return predictor
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """The address can be bound (as uvicorn binds it, SO_REUSEADDR): one message before the model loads, not
+    uvicorn's error line after; a port taken in between is still caught when uvicorn binds it."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        raise SeqtuneError(f"cannot listen on {host}:{port}: {error.strerror or error}: choose another --port or "
+                           "--host, or stop what holds it.") from error
 
 
 def _validate(args: ServeArguments) -> None:

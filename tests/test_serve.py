@@ -248,6 +248,20 @@ def test_bad_flags_exit_2_before_listening(model, capsys):
     assert "--shutdown_timeout must be a finite number" in err
 
 
+def test_a_port_in_use_is_one_message_before_the_model_loads(model, capsys, monkeypatch):
+    import seqtune.serve
+
+    monkeypatch.setattr(seqtune.serve, "_load", lambda *a: pytest.fail("the model loaded for a port it cannot use"))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main(["serve", "--model_name_or_path", model, "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use: choose another --port" in err
+    assert "ERROR" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_compiled_model_answers_as_the_eager_one(model):
     """--torch_compile: torch.compile with dynamic shapes, warmed up before the server turns ready."""
     from seqtune.config import ModelArguments
