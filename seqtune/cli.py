@@ -12,6 +12,7 @@ import shlex
 import signal
 import sys
 import threading
+import warnings
 
 from seqtune.errors import SeqtuneError, StoppedBySignal, Terminated
 from seqtune.hub import go_offline_if_unreachable
@@ -464,6 +465,8 @@ def _quiet_libraries(progress_bars: bool = True) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
     transformers.logging.set_verbosity_error()
+    # peft asks a transformers 5 model for `is_gradient_checkpointing`, which warns of its own rename: not the user's
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     transformers.logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
     # datasets logs a parser's failure at ERROR before raising it; seqtune turns the exception into its one line
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)

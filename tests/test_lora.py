@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import pytest
 import torch
@@ -25,7 +26,11 @@ def lora_cmd(model, files, out, *extra):
 
 def test_lora_changes_only_the_adapters_and_the_head(tiny_model, pair_files, tmp_path):
     out = str(tmp_path / "run")
-    assert main(lora_cmd(tiny_model, pair_files, out)) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(lora_cmd(tiny_model, pair_files, out)) == 0
+    # peft's question to transformers about a renamed attribute is no concern of the user's
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
     trained = load_file(os.path.join(out, "checkpoint-6", "model.safetensors"))
     fresh = apply_lora(AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2), 4, None, 0.1,
                        None).state_dict()
