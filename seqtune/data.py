@@ -629,10 +629,11 @@ def check_max_length(tokenizer, model_config, max_length: int, pair: bool, pad_t
         raise SeqtuneError(f"--max_seq_length {max_length} is above the model's limit of {limit} tokens: use "
                            f"--max_seq_length {min(limit, 512)} or less.")
     multiple = pad_to_multiple_of or 1
-    if -(-max_length // multiple) * multiple > limit:
+    padded = -(-max_length // multiple) * multiple
+    if padded > limit:
         raise SeqtuneError(f"padding to a multiple of {multiple} tokens (--pad_to_multiple_of) rounds rows of "
-                           f"--max_seq_length {max_length} up to {-(-max_length // multiple) * multiple}, above the "
-                           f"model's limit of {limit}: use --max_seq_length {limit // multiple * multiple} or less.")
+                           f"--max_seq_length {max_length} up to {padded}, above the model's limit of {limit}: use "
+                           f"--max_seq_length {limit // multiple * multiple} or less.")
     check_room_for_text(tokenizer, max_length, pair)
 
 

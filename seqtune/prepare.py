@@ -102,11 +102,12 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
     first = next(iter(raw.values()))
     columns = resolve_columns(first.column_names, task, data_args.text_column, data_args.text_pair_column,
                               data_args.label_column)
-    if data_args.label_columns or model_multi_label or is_list_column(raw, columns.label):
+    lists = is_list_column(raw, columns.label)
+    if data_args.label_columns or model_multi_label or lists:
         if stream is not None:
             raise SeqtuneError("multi-label data needs the whole training split in memory: leave out --streaming.")
-        label_columns = data_args.label_columns or (
-            _model_label_columns(first.column_names, model_labels) if not is_list_column(raw, columns.label) else None)
+        label_columns = data_args.label_columns or (None if lists else _model_label_columns(first.column_names,
+                                                                                           model_labels))
         missing = [c for c in label_columns or [] if c not in first.column_names]
         if missing and not model_multi_label:  # a multi-label model's predict needs no label columns
             raise SeqtuneError(f"--label_columns {' '.join(missing)}: not columns of the data; its columns are "
