@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, replace
 
 from seqtune.config import DataArguments, EvalArguments, ModelArguments
-from seqtune.errors import SeqtuneError
+from seqtune.errors import SeqtuneError, UnscorableSplit
 from seqtune.fileio import read_json, remove_tree, write_json
 
 logger = logging.getLogger("seqtune")
@@ -68,6 +68,8 @@ def recorded_score(combination: Combination, run_dirs: list[str]) -> dict | None
         return None
     if combination.keep and record.get("files") != folder_digest(combination.folder):
         return None  # the kept folder is gone, changed or damaged since it was scored
+    if combination.what == "ensemble" and combination.keep and not _members_whole(combination.folder):
+        return None  # recorded by a version that left adapter runs' members without their weights
     return record.get("result")
 
 
@@ -78,21 +80,35 @@ def combine(combination: Combination, data_args: DataArguments, model_args: Mode
     if recorded is not None:
         logger.info("Reusing the %s of %s", combination.what, ", ".join(os.path.basename(r) for r in run_dirs))
         return recorded
+    damaged = ("(delete a damaged run's folder and run the same sweep again: that run is trained anew; the runs keep "
+               "their weights until their " + combination.what + " loads)")
     try:
         build(combination, run_dirs, model_args.trust_remote_code)
     except SeqtuneError as error:
-        raise SeqtuneError(f"making the {combination.what} of {', '.join(run_dirs)}: {error} (delete a damaged "
-                           "run's folder and run the same sweep again: that run is trained anew)") from error
+        raise SeqtuneError(f"making the {combination.what} of {', '.join(run_dirs)}: {error} {damaged}") from error
     result = {"members": len(run_dirs), **({"folder": combination.folder} if combination.keep else {})}
     try:
         result.update(_score(combination.folder, data_args, model_args))
-    except SeqtuneError as error:  # no labelled validation split: saved, not scored
+    except UnscorableSplit as error:  # no labelled validation split: saved, not scored
         logger.warning("The %s in %s was not scored: %s", combination.what, combination.folder, error)
+    except SeqtuneError as error:  # it does not load: the sweep stops before the runs' weights are dropped
+        raise SeqtuneError(f"the {combination.what} made of {', '.join(run_dirs)} does not load: {error} "
+                           f"{damaged}") from error
     if not combination.keep:
         remove_tree(combination.folder)
     write_json(combination.record, {"members": members_digest(run_dirs), "result": result,
                                     "files": folder_digest(combination.folder) if combination.keep else None})
     return result
+
+
+def _members_whole(folder: str) -> bool:
+    from seqtune.ensemble import ensemble_members
+
+    try:
+        ensemble_members(folder)
+    except SeqtuneError:
+        return False
+    return True
 
 
 def build(combination: Combination, run_dirs: list[str], trust_remote_code: bool) -> None:

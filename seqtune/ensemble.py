@@ -21,7 +21,9 @@ from seqtune.errors import SeqtuneError
 from seqtune.fileio import read_json, remove_tree, usual_file_mode, write_json
 
 ENSEMBLE_FILE = "ensemble.json"
-MEMBER_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")
+MEMBER_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")  # a whole model's, or
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # a --save_adapter_only run's (its base: a path)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 
 
 def is_ensemble_folder(path: str) -> bool:
@@ -46,6 +48,11 @@ class EnsembleClassifier(torch.nn.Module):
 
 def load_ensemble(path: str, load_member) -> EnsembleClassifier:
     """The ensemble in `path`; `load_member(folder)` loads one member's model."""
+    return EnsembleClassifier([load_member(os.path.join(path, name)) for name in ensemble_members(path)])
+
+
+def ensemble_members(path: str) -> list[str]:
+    """The member folders `path`/ensemble.json names, each checked to hold a config and weights."""
     again = "make the ensemble again with `seqtune sweep --ensemble` (the same command reuses its runs)"
     try:
         record = read_json(os.path.join(path, ENSEMBLE_FILE))
@@ -56,11 +63,30 @@ def load_ensemble(path: str, load_member) -> EnsembleClassifier:
         raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} does not list its members' folders ({{\"members\": "
                            f"[\"member-1\", ...]}}): {again}.")
     missing = [n for n in names if os.sep in n or n in (".", "..")  # (only folders inside the ensemble's own)
-               or not os.path.isfile(os.path.join(path, n, "config.json"))]
+               or not os.path.isfile(os.path.join(path, n, "config.json")) or not _holds_weights(os.path.join(path, n))]
     if missing:
-        raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} names member {missing[0]}, which is not a model folder inside "
-                           f"{path}: {again}.")
-    return EnsembleClassifier([load_member(os.path.join(path, name)) for name in names])
+        raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} names member {missing[0]}, which is not a model folder (a config "
+                           f"and weights) inside {path}: {again}.")
+    return names
+
+
+def _holds_weights(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, f)) for f in WEIGHT_FILES)
+
+
+def _copy_member(run: str, member: str) -> None:
+    """The run's config and weights (its whole model or its LoRA adapter) into the member's folder."""
+    files = [f for f in MEMBER_FILES + ADAPTER_FILES if os.path.isfile(os.path.join(run, f))]
+    if not _holds_weights(run):
+        raise SeqtuneError(f"{run} holds no weights (model.safetensors, or a LoRA adapter_model.safetensors): "
+                           "it cannot be an ensemble's member.")
+    os.makedirs(member)
+    for file in files:
+        shutil.copy2(os.path.join(run, file), os.path.join(member, file))
+    index = os.path.join(run, "model.safetensors.index.json")
+    if os.path.isfile(index):  # a sharded model: its shards too
+        for shard in sorted(set(read_json(index).get("weight_map", {}).values())):
+            shutil.copy2(os.path.join(run, shard), os.path.join(member, shard))
 
 
 def write_ensemble(run_dirs: list[str], folder: str) -> str:
@@ -76,10 +102,7 @@ def write_ensemble(run_dirs: list[str], folder: str) -> str:
         check_model_folder(run)  # a member whose weights are damaged is named, not copied into the ensemble
         name = f"member-{os.path.basename(run.rstrip(os.sep)).removeprefix('seed-') or number}"
         name = name if name not in names else f"{name}-{number}"  # runs in folders of one name (a/model, b/model)
-        os.makedirs(os.path.join(staging, name))
-        for file in MEMBER_FILES:
-            if os.path.isfile(os.path.join(run, file)):
-                shutil.copy2(os.path.join(run, file), os.path.join(staging, name, file))
+        _copy_member(run, os.path.join(staging, name))
         names.append(name)
     from transformers import AutoTokenizer
 

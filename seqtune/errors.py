@@ -13,6 +13,10 @@ class SeqtuneError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class UnscorableSplit(SeqtuneError):
+    """The split asked to be scored is absent or unlabelled (the model itself is fine: a sweep saves it unscored)."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM outside the training loop (loading, tokenizing): unwinds like Ctrl-C, so locks and an output folder
     that holds nothing yet are cleaned up; the CLI exits 143."""

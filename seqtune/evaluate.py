@@ -14,7 +14,7 @@ import numpy as np
 from seqtune.batching import build_collator
 from seqtune.config import DataArguments, EvalArguments, ModelArguments
 from seqtune.data import check_input_kind, check_room_for_text, trained_max_seq_length
-from seqtune.errors import SeqtuneError
+from seqtune.errors import SeqtuneError, UnscorableSplit
 from seqtune.fileio import atomic_write, disk_error, write_json
 from seqtune.finetuned import load_finetuned
 from seqtune.inference import predict_logits
@@ -41,7 +41,7 @@ def _pick_split(data, requested: str | None, preferred: tuple[str | None, ...]) 
         else:
             requested = next(iter(data.tokenized))
     if requested not in data.tokenized:
-        raise SeqtuneError(f"--split {requested}: the data has no such split; its splits are {list(data.tokenized)}.")
+        raise UnscorableSplit(f"--split {requested}: the data has no such split; its splits are {list(data.tokenized)}.")
     return requested
 
 
@@ -58,7 +58,7 @@ def evaluate(data_args: DataArguments, model_args: ModelArguments, eval_args: Ev
     split = _pick_split(data, eval_args.split, (data.eval_split or "validation",))
     if split not in data.labels.labelled_splits:
         other = [s for s in data.labels.labelled_splits if s != split and s in data.raw]
-        raise SeqtuneError(f"the {split} split has no labels (all -1 or missing), so it cannot be scored: use "
+        raise UnscorableSplit(f"the {split} split has no labels (all -1 or missing), so it cannot be scored: use "
                            "`seqtune predict` for it" + (f", or --split {other[0]}." if other else
                                                          ", or give labelled data."))
     collator = build_collator(tokenizer, "longest", data_args.max_seq_length)

@@ -45,21 +45,24 @@ def load_finetuned(model_args: ModelArguments, backend: str | None = None):
         return tokenizer, config, OnnxClassifier(path, config)
     if is_ensemble_folder(path):  # `seqtune sweep --ensemble`: the members' logits averaged
         def member(folder: str):
-            model = load_model(folder, load_config(folder, model_args.trust_remote_code), model_args.trust_remote_code,
-                               model_args.allow_pickle_weights, dtype=model_args.torch_dtype)
+            model = _load_torch_model(folder, load_config(folder, model_args.trust_remote_code), model_args)
             match_model_to_tokenizer(model, tokenizer)
             return model
 
         ensemble = load_ensemble(path, member)
         logger.info("An ensemble of %d models (%s): their logits are averaged", len(ensemble.members), path)
         return tokenizer, config, ensemble
-    if is_adapter_folder(path):  # --save_adapter_only: the base model, its adapter merged in. The base may differ
-        # in shape (another head, embeddings grown by a pad token): the adapter holds those trained weights
-        model = load_adapter(load_model(adapter_base(path), config, model_args.trust_remote_code,
-                                        model_args.allow_pickle_weights, ignore_mismatched_sizes=True,
-                                        dtype=model_args.torch_dtype), path)
-    else:
-        model = load_model(path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
-                           dtype=model_args.torch_dtype)
+    model = _load_torch_model(path, config, model_args)
     match_model_to_tokenizer(model, tokenizer)
     return tokenizer, config, model
+
+
+def _load_torch_model(path: str, config, model_args: ModelArguments):
+    """A saved model, or a LoRA adapter folder's base model with the adapter merged in."""
+    if is_adapter_folder(path):  # --save_adapter_only: the base may differ in shape (another head, embeddings grown
+        # by a pad token): the adapter holds those trained weights
+        return load_adapter(load_model(adapter_base(path), config, model_args.trust_remote_code,
+                                       model_args.allow_pickle_weights, ignore_mismatched_sizes=True,
+                                       dtype=model_args.torch_dtype), path)
+    return load_model(path, config, model_args.trust_remote_code, model_args.allow_pickle_weights,
+                      dtype=model_args.torch_dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import statistics
 
 import optuna
@@ -552,3 +553,78 @@ def test_a_shard_added_to_a_glob_pattern_trains_the_runs_again(tiny_model, pair_
     shutil.copy(tmp_path / "shards" / "train-0.csv", tmp_path / "shards" / "train-2.csv")  # one more shard
     assert sweep(tiny_model, files, out, "--seeds", "1") == 0
     assert os.path.getmtime(results) != stamp
+
+
+def test_an_ensemble_of_lora_adapters_holds_the_adapters_and_scores_as_its_members(tiny_model, pair_files, tmp_path):
+    """--save_adapter_only runs: the ensemble's members keep their adapters (the runs' own are then dropped), and
+    the ensemble's logits are the mean of the runs' merged models, not of untrained heads."""
+    import torch
+
+    from seqtune.config import ModelArguments
+    from seqtune.finetuned import load_finetuned
+
+    out = str(tmp_path / "lora-ensemble")
+    command = ("--seeds", "1,2", "--ensemble", "--lora_r", "2", "--save_adapter_only", "--learning_rate", "3e-2")
+    assert sweep(tiny_model, pair_files, out, *command, "--keep_models") == 0
+    runs = [load_finetuned(ModelArguments(model_name_or_path=os.path.join(out, f"seed-{s}")))[2] for s in (1, 2)]
+    tokenizer, _, ensemble = load_finetuned(ModelArguments(model_name_or_path=os.path.join(out, "ensemble")))
+    batch = tokenizer(["a first sentence", "another"], ["and its pair", "one more"], return_tensors="pt",
+                      padding=True)
+    with torch.no_grad():
+        expected = torch.stack([run(**batch).logits for run in runs]).mean(0)
+        torch.testing.assert_close(ensemble(**batch).logits, expected)
+    for seed in (1, 2):
+        assert os.path.isfile(os.path.join(out, "ensemble", f"member-{seed}", "adapter_model.safetensors"))
+    # without --keep_models the runs' adapters are dropped: the ensemble alone must still load and score the same
+    again = str(tmp_path / "lora-ensemble-2")
+    assert sweep(tiny_model, pair_files, again, *command) == 0
+    assert not os.path.exists(os.path.join(again, "seed-1", "adapter_model.safetensors"))
+    with torch.no_grad():
+        reloaded = load_finetuned(ModelArguments(model_name_or_path=os.path.join(again, "ensemble")))[2]
+        torch.testing.assert_close(reloaded(**batch).logits, expected)
+    # an ensemble recorded with a member that lacks its weights (as an older seqtune left them) is made anew, not
+    # reused: the runs are trained again
+    from seqtune.combining import folder_digest
+
+    os.remove(os.path.join(again, "ensemble", "member-1", "adapter_model.safetensors"))
+    record = json.load(open(os.path.join(again, "ensemble_scores.json")))
+    record["files"] = folder_digest(os.path.join(again, "ensemble"))
+    json.dump(record, open(os.path.join(again, "ensemble_scores.json"), "w"))
+    assert sweep(tiny_model, pair_files, again, *command) == 0
+    with torch.no_grad():
+        reloaded = load_finetuned(ModelArguments(model_name_or_path=os.path.join(again, "ensemble")))[2]
+        torch.testing.assert_close(reloaded(**batch).logits, expected)
+
+
+def test_an_ensemble_member_without_weights_is_refused(tiny_model, tmp_path):
+    from seqtune.ensemble import write_ensemble
+
+    run = str(tmp_path / "seed-1")
+    shutil.copytree(tiny_model, run)
+    for name in os.listdir(run):
+        if name.endswith(".safetensors") or name.endswith(".index.json"):
+            os.remove(os.path.join(run, name))
+    with pytest.raises(SeqtuneError, match="no weights"):
+        write_ensemble([run], str(tmp_path / "ensemble"))
+    assert not os.path.exists(tmp_path / "ensemble")
+
+
+def test_a_combination_that_does_not_load_stops_the_sweep_and_the_runs_keep_their_weights(
+        tiny_model, pair_files, tmp_path, monkeypatch, capsys):
+    from seqtune import combining
+
+    def broken(combination, run_dirs, trust_remote_code):  # an ensemble whose member lost its weights
+        os.makedirs(os.path.join(combination.folder, "member-1"))
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+            if os.path.isfile(os.path.join(run_dirs[0], name)):
+                shutil.copy2(os.path.join(run_dirs[0], name), os.path.join(combination.folder, name))
+        shutil.copy2(os.path.join(run_dirs[0], "config.json"), os.path.join(combination.folder, "member-1"))
+        json.dump({"members": ["member-1"]}, open(os.path.join(combination.folder, "ensemble.json"), "w"))
+
+    monkeypatch.setattr(combining, "build", broken)
+    out = str(tmp_path / "out")
+    assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--ensemble") != 0
+    assert "does not load" in capsys.readouterr().err
+    for seed in (1, 2):  # not dropped: the same command makes the ensemble from them
+        assert os.path.isfile(os.path.join(out, f"seed-{seed}", "model.safetensors"))
+    assert not os.path.exists(os.path.join(out, "ensemble_scores.json"))
