@@ -318,8 +318,9 @@ def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingA
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space(trial)
+        folder = trial.user_attrs.get("folder", f"trial-{trial.number}")  # an interrupted trial's: its runs reused
         runs, summary, _ = run_configuration(data_args, model_args, replace(args, **params), seeds,
-                                             os.path.join(out, f"trial-{trial.number}"), sweep_args, folds)
+                                             os.path.join(out, folder), sweep_args, folds)
         if not metric_names:
             metric_names.extend(runs[0].get("task_metrics") or [k[5:] for k in runs[0] if k.startswith("eval_")])
         value = score(summary, metric_names)
@@ -327,18 +328,34 @@ def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingA
         logger.info("trial %d: score %.4f with %s", trial.number, value, params)
         return value
 
-    study = optuna.create_study(
-        direction="maximize", study_name="seqtune", load_if_exists=True,
-        storage=f"sqlite:///{os.path.abspath(os.path.join(out, 'study.db'))}",
-        # TPE's default of 10 random trials before it models anything would leave a 12-trial search random
-        sampler=optuna.samplers.TPESampler(seed=sweep_args.study_seed,
-                                           n_startup_trials=min(10, max(3, sweep_args.n_trials // 3))))
-    remaining = sweep_args.n_trials - len([t for t in study.trials if t.state.is_finished()])
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining)
+    study = optuna.create_study(direction="maximize", study_name="seqtune", load_if_exists=True,
+                                storage=f"sqlite:///{os.path.abspath(os.path.join(out, 'study.db'))}")
+    requeue_interrupted(study)
+    # TPE's default of 10 random trials before it models anything would leave a 12-trial search random. Seeded by
+    # the trials already in the study: a resumed search draws new parameters, not its first trials' again
+    study.sampler = optuna.samplers.TPESampler(seed=sweep_args.study_seed + len(study.trials),
+                                               n_startup_trials=min(10, max(3, sweep_args.n_trials // 3)))
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    if sweep_args.n_trials > len(done):
+        study.optimize(objective, n_trials=sweep_args.n_trials - len(done))
     return {"seeds": seeds, "cv": len(folds or []), "best_params": study.best_params, "best_score": study.best_value,
             "trials": [{"number": t.number, "params": t.params, "score": t.value} for t in study.trials
                        if t.state == optuna.trial.TrialState.COMPLETE]}
+
+
+def requeue_interrupted(study) -> None:
+    """Trials that a signal stopped (FAIL) or a kill left RUNNING (the folder lock rules out a live sweep) run again
+    first, with their parameters and their folder (so their finished runs are reused); each one once."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    requeued = {t.user_attrs.get("rerun_of") for t in trials}
+    for trial in trials:
+        if trial.state == TrialState.RUNNING:
+            study.tell(trial.number, state=TrialState.FAIL)
+        if trial.state in (TrialState.RUNNING, TrialState.FAIL) and trial.number not in requeued and trial.params:
+            study.enqueue_trial(trial.params, user_attrs={
+                "rerun_of": trial.number, "folder": trial.user_attrs.get("folder", f"trial-{trial.number}")})
 
 
 def sweep(data_args: DataArguments, model_args: ModelArguments, args: TrainingArguments,

@@ -87,6 +87,43 @@ def test_search_is_reproducible_and_resumable(tiny_model, pair_files, tmp_path):
     assert len(json.load(open(os.path.join(a, "sweep_summary.json")))["trials"]) == 3  # resumed: one more trial
 
 
+def test_an_interrupted_search_reruns_the_stopped_trial_and_repeats_none(tiny_model, pair_files, tmp_path,
+                                                                         monkeypatch):
+    """Ctrl-C or SIGTERM (an optuna FAIL) and SIGKILL (a trial left RUNNING): the same command runs the stopped
+    trial again with its parameters, ends with --n_trials finished trials, and draws no finished trial's parameters
+    again (a resumed sampler must not replay its seed's first draws)."""
+    from seqtune import sweep as sweep_module
+
+    out = str(tmp_path / "search")
+    real = sweep_module.run_configuration
+
+    def interrupted_at_trial_1(data_args, model_args, args, seeds, folder, *rest):
+        if folder.endswith("trial-1"):
+            raise KeyboardInterrupt
+        return real(data_args, model_args, args, seeds, folder, *rest)
+
+    monkeypatch.setattr(sweep_module, "run_configuration", interrupted_at_trial_1)
+    assert sweep(tiny_model, pair_files, out, "--n_trials", "3", "--seeds", "1") != 0
+    monkeypatch.setattr(sweep_module, "run_configuration", real)
+    study = optuna.load_study(study_name="seqtune", storage=f"sqlite:///{out}/study.db")
+    stopped = study.trials[1].params
+    # a SIGKILL: a trial asked for and never told
+    killed = study.ask()
+    killed_params = search_space(killed)
+    assert sweep(tiny_model, pair_files, out, "--n_trials", "4", "--seeds", "1") == 0
+    trials = json.load(open(os.path.join(out, "sweep_summary.json")))["trials"]
+    assert len(trials) == 4
+    params = [t["params"] for t in trials]
+    assert stopped in params and killed_params in params
+    assert len({json.dumps(p, sort_keys=True) for p in params}) == 4  # none drawn twice
+    states = [t.state for t in optuna.load_study(study_name="seqtune", storage=f"sqlite:///{out}/study.db").trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+    # the same command again: nothing more to run, and one more trial is a new one
+    assert sweep(tiny_model, pair_files, out, "--n_trials", "5", "--seeds", "1") == 0
+    params = [t["params"] for t in json.load(open(os.path.join(out, "sweep_summary.json")))["trials"]]
+    assert len(params) == 5 and len({json.dumps(p, sort_keys=True) for p in params}) == 5
+
+
 # ----------------------------------------------------------------------------------------------- cross-validation
 def test_cv_folds_partition_the_training_rows_stratified_and_seeded(pair_files, tmp_path):
     from datasets import load_dataset
