@@ -275,6 +275,9 @@ def build_app(load_predictor, args: ServeArguments, info: dict, on_load_error=la
                                 503, headers={"Retry-After": "1"})
         try:
             answers = await future
+        except asyncio.CancelledError:  # --shutdown_timeout ran out with this request still waiting: it ends now
+            return JSONResponse({"error": "the server is shutting down; retry on another instance"}, 503,
+                                headers={"Retry-After": "1", "Connection": "close"})
         except Exception as error:  # noqa: BLE001 - logged by the batcher; the client learns what failed
             return JSONResponse({"error": f"prediction failed: {type(error).__name__}: {error}"}, 500)
         return answers[0] if single else {"predictions": answers}
@@ -373,7 +376,9 @@ def _load(model_args, args: ServeArguments, info: dict):
     info["bf16"] = (info["backend"] == "torch" and fast_bf16_here()) if args.bf16 is None else args.bf16
     predictor = load_predictor(model_args, args.max_seq_length, args.max_batch_size, info["backend"],
                                info["bf16"])
-    check_max_length(predictor.tokenizer, predictor.config, predictor.max_length, pair=True)
+    # room for the kind of text the model was trained on (a pair, unless recorded as single texts)
+    check_max_length(predictor.tokenizer, predictor.config, predictor.max_length,
+                     pair=getattr(predictor.config, "seqtune_text_pairs", None) is not False)
     to_local_device(predictor.model)
     info["torch_compile"] = bool(args.torch_compile and info["backend"] == "torch"
                                  and compile_for_inference(predictor, args.max_batch_size))

@@ -228,6 +228,34 @@ def test_sigterm_answers_every_request_in_flight(model):
         request(running.port, "GET", "/health", timeout=5)
 
 
+def test_requests_still_waiting_when_the_shutdown_timeout_runs_out_get_a_json_503(model):
+    running = Server(model, "--max_batch_size", "64", "--max_wait_ms", "20000", "--shutdown_timeout", "0.5",
+                     "--bf16", "false")  # the requests wait for a batch to fill longer than the shutdown allows
+    running.wait_ready()
+    answers = []
+    long = {"text": "the quick brown fox " * 40, "text_pair": "jumps over the lazy dog " * 40}
+
+    def client():
+        try:
+            answers.append(post(running.port, long)[:2])
+        except OSError as error:  # not yet accepted when the server stopped listening
+            answers.append((None, str(error)))
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(1)  # the requests are queued
+    running.process.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join()
+    running.process.wait(timeout=60)
+    code, err = running.stop()
+    stopped = [body for status, body in answers if status == 503]
+    assert stopped and all("shutting down" in body["error"] for body in stopped), answers
+    assert len(stopped) == 6
+    assert code == 0 and "Traceback" not in err and "Exception in ASGI" not in err, err
+
+
 def test_a_model_that_cannot_load_stops_the_server_with_one_line(model, tmp_path):
     import shutil
 
@@ -337,3 +365,21 @@ def test_a_max_seq_length_beyond_the_model_stops_the_server(model):
     running.process.wait(timeout=90)
     code, err = running.stop()
     assert code == 2 and "above the model's limit of 128 tokens" in err
+
+
+def test_a_single_text_model_trained_short_loads_where_a_pair_would_not_fit(tiny_model, tmp_path):
+    """--max_seq_length 4 leaves room for one text ([CLS] x y [SEP]) but not for a pair: the server checks the
+    room for the kind of input the model was trained on."""
+    from seqtune.config import ModelArguments
+    from seqtune.serve import ServeArguments, _load
+    from tests.conftest import write_csv
+
+    rows = [{"text": f"{'good' if i % 2 else 'bad'} words here", "label": i % 2} for i in range(16)]
+    data = write_csv(str(tmp_path / "t.csv"), rows)
+    out = str(tmp_path / "run")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", data, "--validation_file", data,
+                 "--output_dir", out, "--max_steps", "1", "--max_seq_length", "4", "--no_bf16", "--disable_tqdm",
+                 "--report_to", "none"]) == 0
+    predictor = _load(ModelArguments(model_name_or_path=out), ServeArguments(bf16=False), {"backend": "torch"})
+    assert predictor.max_length == 4
+
