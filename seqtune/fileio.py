@@ -80,10 +80,12 @@ def remove_tree(path: str) -> None:
 
 
 def usual_file_mode(*paths: str) -> None:
-    """Give files the mode the rest of the folder has (0644 under the usual umask 022): some writers (safetensors)
-    create theirs 0600, which another user or a serving container then cannot read."""
+    """Give files the mode the rest of the folder has (0644 under the usual umask 022; folders 0755): some writers
+    (safetensors, tempfile) create theirs 0600 or 0700, which another user or a serving container then cannot read."""
     umask = os.umask(0)
     os.umask(umask)
     for path in paths:
         if os.path.isfile(path) and not os.path.islink(path):
             os.chmod(path, 0o666 & ~umask)
+        elif os.path.isdir(path) and not os.path.islink(path):  # (a folder made by tempfile.mkdtemp is 0700)
+            os.chmod(path, 0o777 & ~umask)

@@ -141,6 +141,10 @@ def _check_output_dir(args: ExportArguments) -> None:
         raise SeqtuneError("--output_dir is required: the folder the ONNX model is written to.")
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise SeqtuneError(f"--output_dir {args.output_dir} is a file, not a folder.")
+    here, target = os.path.realpath(os.getcwd()), os.path.realpath(args.output_dir)
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+        raise SeqtuneError(f"--output_dir {args.output_dir} is the working directory or holds it, and an export "
+                           "replaces its folder whole: name a folder of its own (say, --output_dir model-onnx).")
     if os.path.isdir(args.output_dir) and os.listdir(args.output_dir):
         written = _export_files(args.output_dir)
         if written is None:  # a training run, another tool's export or a user's folder is never replaced
@@ -237,10 +241,20 @@ def _quantize(path: str, model, tokenizer, names: list[str]) -> float:
 def _replace_folder(staging: str, target: str) -> None:
     """The export appears whole: built beside the target under a fresh name, then swapped in; an earlier export is
     moved aside under a fresh name first and removed only once the new one is in place."""
+    from seqtune.fileio import usual_file_mode
+
+    usual_file_mode(staging)
     old = None
-    if os.path.isdir(target):
-        old = tempfile.mkdtemp(prefix=".seqtune-export-old-", dir=os.path.dirname(staging))
-        os.replace(target, os.path.join(old, "export"))
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        if os.path.isdir(target):
+            old = tempfile.mkdtemp(prefix=".seqtune-export-old-", dir=os.path.dirname(staging))
+            os.replace(target, os.path.join(old, "export"))
+        os.replace(staging, target)
+    except OSError as error:  # a mount point, another file system: the earlier export stays where it was
+        if old is not None and os.path.isdir(os.path.join(old, "export")) and not os.path.exists(target):
+            os.replace(os.path.join(old, "export"), target)
+        raise SeqtuneError(f"--output_dir {target} cannot be replaced ({error.strerror or error}): export into a new "
+                           "folder.") from error
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -95,6 +95,41 @@ def test_export_leaves_neighbouring_folders_alone(finetuned, tmp_path):
     assert main(["export", "--model_name_or_path", finetuned, "--output_dir", out, "--overwrite_output_dir"]) == 0
     assert (tmp_path / "onnx.old" / "mine.txt").exists() and (tmp_path / "onnx.exporting" / "mine.txt").exists()
     assert sorted(os.listdir(tmp_path)) == ["onnx", "onnx.exporting", "onnx.old"]  # no staging folder left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # a folder like any other (not mkdtemp's 0700)
+
+
+def test_the_working_directory_as_output_dir_is_refused_before_exporting(finetuned, tmp_path, monkeypatch, capsys):
+    """The export replaces its folder whole, which the working directory (or a folder holding it) cannot be."""
+    inside = tmp_path / "here" / "below"
+    inside.mkdir(parents=True)
+    for folder, name in ((inside, "."), (inside, ".."), (tmp_path / "here", str(tmp_path / "here"))):
+        monkeypatch.chdir(folder)
+        assert main(["export", "--model_name_or_path", finetuned, "--output_dir", name]) == 2
+        assert "working directory" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["here"] and os.listdir(tmp_path / "here") == ["below"]
+    assert os.listdir(inside) == []
+
+
+def test_an_export_folder_that_cannot_be_replaced_keeps_the_earlier_export(finetuned, exported, tmp_path,
+                                                                          monkeypatch, capsys):
+    import shutil
+
+    out = str(tmp_path / "onnx")
+    shutil.copytree(exported, out)
+    before = sorted(os.listdir(out))
+    real = os.replace
+
+    def busy(source, target):  # the new export cannot be moved in (a mount point, another file system)
+        if os.path.basename(source).startswith(".seqtune-export-") and "old" not in os.path.basename(source):
+            raise OSError(16, "Device or resource busy")
+        return real(source, target)
+
+    monkeypatch.setattr(os, "replace", busy)
+    assert main(["export", "--model_name_or_path", finetuned, "--output_dir", out, "--overwrite_output_dir"]) == 2
+    assert "cannot be replaced" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == before and sorted(os.listdir(tmp_path)) == ["onnx"]
 
 
 def test_export_never_replaces_a_folder_that_is_not_an_export(finetuned, exported, tmp_path, capsys):
