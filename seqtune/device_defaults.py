@@ -47,7 +47,9 @@ def apply_device_defaults(data_args, args, device_type: str, budget_batches: flo
               and enough_data)
     if budget:
         data_args.max_tokens_per_batch = GPU_TOKEN_BUDGET
-        data_args.pad_to_multiple_of = data_args.pad_to_multiple_of or GPU_PAD_MULTIPLE
+        if data_args.max_seq_length % GPU_PAD_MULTIPLE == 0:  # rounding never passes --max_seq_length (checked
+            # against the model's positions); another length is the user's choice, padded to itself
+            data_args.pad_to_multiple_of = data_args.pad_to_multiple_of or GPU_PAD_MULTIPLE
     if args.dataloader_num_workers is None:  # (a stream is read by the loop itself)
         gpu = device_type == "cuda" and not data_args.streaming
         args.dataloader_num_workers = GPU_LOADER_WORKERS if gpu else 0

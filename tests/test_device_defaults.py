@@ -33,6 +33,9 @@ def test_a_cpu_gets_rows_and_a_gpu_a_token_budget():
     assert resolved("cpu", training={"dataloader_num_workers": 3})[2].dataloader_num_workers == 3
     assert default_learning_rate(args, data_args.max_tokens_per_batch) == pytest.approx(1e-4 * 2 ** 0.5)  # 1e-4 x sqrt(4096 / 2048)
     assert default_learning_rate(TrainingArguments(lora_r=8), 8192) == pytest.approx(1e-3)
+    # a --max_seq_length that is not a multiple of 8 is not rounded past (it may be the model's position limit)
+    budget, data_args, _ = resolved("cuda", {"max_seq_length": 100})
+    assert budget and data_args.pad_to_multiple_of is None
 
 
 @pytest.mark.parametrize("data, training", [
