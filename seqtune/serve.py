@@ -224,7 +224,6 @@ def build_app(load_predictor, args: ServeArguments, info: dict, on_load_error=la
     """The FastAPI app. `load_predictor()` runs in a thread once the server starts: /health answers 503 until it
     has returned, and `on_load_error(error)` is called if it raises. `info` (model, backend) goes to /metadata."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
 
     state = _State()
 
@@ -262,27 +261,34 @@ def build_app(load_predictor, args: ServeArguments, info: dict, on_load_error=la
 
     @app.post("/predict")
     async def predict(request: Request):
-        if state.predictor is None:
-            return _loading()
-        try:
-            texts, pairs, single = parse_request(await _body(request, args.max_request_bytes), args)
-            _check_kind(state.predictor.config, pairs is not None)
-            future = state.batcher.submit(texts, pairs)
-        except RequestError as error:
-            return JSONResponse({"error": error.message}, error.status)
-        except asyncio.QueueFull:
-            return JSONResponse({"error": f"the server is busy ({args.max_queue_size} requests waiting); retry"},
-                                503, headers={"Retry-After": "1"})
-        try:
-            answers = await future
-        except asyncio.CancelledError:  # --shutdown_timeout ran out with this request still waiting: it ends now
-            return JSONResponse({"error": "the server is shutting down; retry on another instance"}, 503,
-                                headers={"Retry-After": "1", "Connection": "close"})
-        except Exception as error:  # noqa: BLE001 - logged by the batcher; the client learns what failed
-            return JSONResponse({"error": f"prediction failed: {type(error).__name__}: {error}"}, 500)
-        return answers[0] if single else {"predictions": answers}
+        return await _predict(state, args, request)
 
     return app
+
+
+async def _predict(state: _State, args: ServeArguments, request):
+    """POST /predict: the request checked, queued for the batcher and answered (a JSON error when it cannot be)."""
+    from fastapi.responses import JSONResponse
+
+    if state.predictor is None:
+        return _loading()
+    try:
+        texts, pairs, single = parse_request(await _body(request, args.max_request_bytes), args)
+        _check_kind(state.predictor.config, pairs is not None)
+        future = state.batcher.submit(texts, pairs)
+    except RequestError as error:
+        return JSONResponse({"error": error.message}, error.status)
+    except asyncio.QueueFull:
+        return JSONResponse({"error": f"the server is busy ({args.max_queue_size} requests waiting); retry"},
+                            503, headers={"Retry-After": "1"})
+    try:
+        answers = await future
+    except asyncio.CancelledError:  # --shutdown_timeout ran out with this request still waiting: it ends now
+        return JSONResponse({"error": "the server is shutting down; retry on another instance"}, 503,
+                            headers={"Retry-After": "1", "Connection": "close"})
+    except Exception as error:  # noqa: BLE001 - logged by the batcher; the client learns what failed
+        return JSONResponse({"error": f"prediction failed: {type(error).__name__}: {error}"}, 500)
+    return answers[0] if single else {"predictions": answers}
 
 
 def _loading():
