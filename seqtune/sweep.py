@@ -313,6 +313,9 @@ def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingA
     (on every fold with --cv) and scores their mean."""
     import optuna
 
+    # seqtune logs each trial; optuna's own lines would repeat them, and print a traceback for a stopped trial or a
+    # user error that the CLI reports in one line
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     out = args.output_dir
     metric_names: list[str] = []
 

@@ -124,6 +124,23 @@ def test_an_interrupted_search_reruns_the_stopped_trial_and_repeats_none(tiny_mo
     assert len(params) == 5 and len({json.dumps(p, sort_keys=True) for p in params}) == 5
 
 
+def test_a_user_error_inside_a_search_is_one_line_without_optunas_traceback(tiny_model, pair_files, tmp_path,
+                                                                           capsys):
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("optuna").addHandler(handler)  # (optuna's own handler writes to the stderr of its import)
+    try:
+        assert sweep(tiny_model, pair_files, str(tmp_path / "s"), "--n_trials", "2", "--seeds", "1",
+                     "--text_column", "nope") == 2
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    assert "--text_column 'nope' is not a column" in capsys.readouterr().err
+    assert not [r for r in records if r.exc_info or "failed with" in r.getMessage()]
+
+
 # ----------------------------------------------------------------------------------------------- cross-validation
 def test_cv_folds_partition_the_training_rows_stratified_and_seeded(pair_files, tmp_path):
     from datasets import load_dataset
