@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from seqtune.combining import Combination, combine, recorded_score
 from seqtune.config import DataArguments, ModelArguments, TrainingArguments
-from seqtune.errors import SeqtuneError
+from seqtune.errors import SeqtuneError, StoppedBySignal
 from seqtune.fileio import atomic_write, remove_tree, write_json
 from seqtune.output_dir import folder_locked
 
@@ -313,22 +313,25 @@ def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingA
     (on every fold with --cv) and scores their mean."""
     import optuna
 
-    # seqtune logs each trial; optuna's own lines would repeat them, and print a traceback for a stopped trial or a
-    # user error that the CLI reports in one line
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     out = args.output_dir
     metric_names: list[str] = []
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space(trial)
         folder = trial.user_attrs.get("folder", f"trial-{trial.number}")  # an interrupted trial's: its runs reused
-        runs, summary, _ = run_configuration(data_args, model_args, replace(args, **params), seeds,
-                                             os.path.join(out, folder), sweep_args, folds)
+        try:
+            runs, summary, _ = run_configuration(data_args, model_args, replace(args, **params), seeds,
+                                                 os.path.join(out, folder), sweep_args, folds)
+        except StoppedBySignal:
+            raise  # (a stopped trial runs again; `requeue_interrupted`)
+        except Exception:
+            trial.set_user_attr("failed", True)  # its own failure (a loss gone non-finite): it counts as run
+            raise
         if not metric_names:
             metric_names.extend(runs[0].get("task_metrics") or [k[5:] for k in runs[0] if k.startswith("eval_")])
         value = score(summary, metric_names)
-        _record(out, {"trial": trial.number, "params": params, "score": value, "summary": summary})
-        logger.info("trial %d: score %.4f with %s", trial.number, value, params)
+        _record(out, {"trial": trial.number, "folder": folder, "params": params, "score": value, "summary": summary})
+        logger.info("trial %d (%s): score %.4f with %s", trial.number, folder, value, params)
         return value
 
     study = optuna.create_study(direction="maximize", study_name="seqtune", load_if_exists=True,
@@ -336,19 +339,43 @@ def search(data_args: DataArguments, model_args: ModelArguments, args: TrainingA
     requeue_interrupted(study)
     # TPE's default of 10 random trials before it models anything would leave a 12-trial search random. Seeded by
     # the trials already in the study: a resumed search draws new parameters, not its first trials' again
-    study.sampler = optuna.samplers.TPESampler(seed=sweep_args.study_seed + len(study.trials),
+    study.sampler = optuna.samplers.TPESampler(seed=(sweep_args.study_seed + len(study.trials)) % 2**32,
                                                n_startup_trials=min(10, max(3, sweep_args.n_trials // 3)))
-    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    if sweep_args.n_trials > len(done):
-        study.optimize(objective, n_trials=sweep_args.n_trials - len(done))
+    remaining = sweep_args.n_trials - len([t for t in study.trials if is_finished(t)])
+    with _optuna_quiet():
+        if remaining > 0:
+            study.optimize(objective, n_trials=remaining)
     return {"seeds": seeds, "cv": len(folds or []), "best_params": study.best_params, "best_score": study.best_value,
-            "trials": [{"number": t.number, "params": t.params, "score": t.value} for t in study.trials
+            "trials": [{"number": t.number, "folder": t.user_attrs.get("folder", f"trial-{t.number}"),
+                        "params": t.params, "score": t.value} for t in study.trials
                        if t.state == optuna.trial.TrialState.COMPLETE]}
+
+
+@contextlib.contextmanager
+def _optuna_quiet():
+    """seqtune logs each trial; optuna's own lines would repeat them, and print a traceback for a stopped trial or a
+    user error that the CLI reports in one line. Its level is restored after (a library user's setting)."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def is_finished(trial) -> bool:
+    """Completed, or failed on its own (it counts toward --n_trials); not stopped by a signal or a kill."""
+    from optuna.trial import TrialState
+
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and trial.user_attrs.get("failed", False))
 
 
 def requeue_interrupted(study) -> None:
     """Trials that a signal stopped (FAIL) or a kill left RUNNING (the folder lock rules out a live sweep) run again
-    first, with their parameters and their folder (so their finished runs are reused); each one once."""
+    first, with their parameters and their folder (so their finished runs are reused), each once per stop."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -356,7 +383,8 @@ def requeue_interrupted(study) -> None:
     for trial in trials:
         if trial.state == TrialState.RUNNING:
             study.tell(trial.number, state=TrialState.FAIL)
-        if trial.state in (TrialState.RUNNING, TrialState.FAIL) and trial.number not in requeued and trial.params:
+        if trial.state in (TrialState.RUNNING, TrialState.FAIL) and not is_finished(trial) and trial.params and \
+                trial.number not in requeued:
             study.enqueue_trial(trial.params, user_attrs={
                 "rerun_of": trial.number, "folder": trial.user_attrs.get("folder", f"trial-{trial.number}")})
 
@@ -477,7 +505,9 @@ def print_report(report: dict) -> None:
                       + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     else:
         for t in sorted(report["trials"], key=lambda t: -(t["score"] or -1)):
-            print(f"  trial {t['number']:>3}  score {t['score']:.4f}  {t['params']}")
+            folder = t.get("folder", f"trial-{t['number']}")
+            moved = f" (in {folder})" if folder != f"trial-{t['number']}" else ""  # a stopped trial's rerun
+            print(f"  trial {t['number']:>3}  score {t['score']:.4f}  {t['params']}{moved}")
         print(f"best: {report['best_params']} (score {report['best_score']:.4f})")
 
 

@@ -88,40 +88,64 @@ def test_search_is_reproducible_and_resumable(tiny_model, pair_files, tmp_path):
 
 
 def test_an_interrupted_search_reruns_the_stopped_trial_and_repeats_none(tiny_model, pair_files, tmp_path,
-                                                                         monkeypatch):
+                                                                         monkeypatch, caplog):
     """Ctrl-C or SIGTERM (an optuna FAIL) and SIGKILL (a trial left RUNNING): the same command runs the stopped
-    trial again with its parameters, ends with --n_trials finished trials, and draws no finished trial's parameters
-    again (a resumed sampler must not replay its seed's first draws)."""
-    from seqtune import sweep as sweep_module
+    trial again with its parameters in its folder (its finished runs reused), ends with --n_trials finished trials,
+    and draws no finished trial's parameters again (a resumed sampler must not replay its seed's first draws)."""
+    import seqtune.train
 
     out = str(tmp_path / "search")
-    real = sweep_module.run_configuration
+    real = seqtune.train.train
 
-    def interrupted_at_trial_1(data_args, model_args, args, seeds, folder, *rest):
-        if folder.endswith("trial-1"):
+    def interrupted_in_trial_1(data_args, model_args, args):
+        if args.output_dir.endswith(os.path.join("trial-1", "seed-2")):  # seed 1 of trial 1 has finished
             raise KeyboardInterrupt
-        return real(data_args, model_args, args, seeds, folder, *rest)
+        return real(data_args, model_args, args)
 
-    monkeypatch.setattr(sweep_module, "run_configuration", interrupted_at_trial_1)
-    assert sweep(tiny_model, pair_files, out, "--n_trials", "3", "--seeds", "1") != 0
-    monkeypatch.setattr(sweep_module, "run_configuration", real)
+    monkeypatch.setattr(seqtune.train, "train", interrupted_in_trial_1)
+    assert sweep(tiny_model, pair_files, out, "--n_trials", "3", "--seeds", "1,2") != 0
+    monkeypatch.setattr(seqtune.train, "train", real)
     study = optuna.load_study(study_name="seqtune", storage=f"sqlite:///{out}/study.db")
     stopped = study.trials[1].params
-    # a SIGKILL: a trial asked for and never told
-    killed = study.ask()
+    killed = study.ask()  # a SIGKILL: a trial asked for and never told
     killed_params = search_space(killed)
-    assert sweep(tiny_model, pair_files, out, "--n_trials", "4", "--seeds", "1") == 0
+    with caplog.at_level("INFO", logger="seqtune"):
+        assert sweep(tiny_model, pair_files, out, "--n_trials", "4", "--seeds", "1,2") == 0
+    assert any("Reusing the finished run in" in r.getMessage() and r.getMessage().endswith(
+        os.path.join("trial-1", "seed-1")) for r in caplog.records)
     trials = json.load(open(os.path.join(out, "sweep_summary.json")))["trials"]
     assert len(trials) == 4
     params = [t["params"] for t in trials]
     assert stopped in params and killed_params in params
+    assert {t["folder"] for t in trials if t["params"] == stopped} == {"trial-1"}
+    assert not os.path.exists(os.path.join(out, f"trial-{max(t['number'] for t in trials) + 1}"))
     assert len({json.dumps(p, sort_keys=True) for p in params}) == 4  # none drawn twice
     states = [t.state for t in optuna.load_study(study_name="seqtune", storage=f"sqlite:///{out}/study.db").trials]
     assert optuna.trial.TrialState.RUNNING not in states
-    # the same command again: nothing more to run, and one more trial is a new one
-    assert sweep(tiny_model, pair_files, out, "--n_trials", "5", "--seeds", "1") == 0
+    # one more trial is a new one
+    assert sweep(tiny_model, pair_files, out, "--n_trials", "5", "--seeds", "1,2") == 0
     params = [t["params"] for t in json.load(open(os.path.join(out, "sweep_summary.json")))["trials"]]
     assert len(params) == 5 and len({json.dumps(p, sort_keys=True) for p in params}) == 5
+
+
+def test_a_trial_that_fails_on_its_own_counts_as_run_and_the_search_moves_on(tiny_model, pair_files, tmp_path,
+                                                                             monkeypatch):
+    """A failure of the trial itself (a loss gone non-finite at its learning rate) is not rerun on every resume."""
+    import seqtune.train
+
+    out = str(tmp_path / "search")
+    real = seqtune.train.train
+
+    def diverging_in_trial_0(data_args, model_args, args):
+        if os.sep + "trial-0" + os.sep in args.output_dir:
+            raise SeqtuneError("the training loss is nan at step 1")
+        return real(data_args, model_args, args)
+
+    monkeypatch.setattr(seqtune.train, "train", diverging_in_trial_0)
+    assert sweep(tiny_model, pair_files, out, "--n_trials", "2", "--seeds", "1") == 2
+    assert sweep(tiny_model, pair_files, out, "--n_trials", "2", "--seeds", "1") == 0
+    trials = json.load(open(os.path.join(out, "sweep_summary.json")))["trials"]
+    assert [t["number"] for t in trials] == [1]  # trial 0 failed and counts; trial 1 is new
 
 
 def test_a_user_error_inside_a_search_is_one_line_without_optunas_traceback(tiny_model, pair_files, tmp_path,
