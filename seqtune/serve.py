@@ -267,7 +267,20 @@ def build_app(load_predictor, args: ServeArguments, info: dict, on_load_error=la
 
 
 async def _predict(state: _State, args: ServeArguments, request):
-    """POST /predict: the request checked, queued for the batcher and answered (a JSON error when it cannot be)."""
+    """POST /predict, answered with JSON also when --shutdown_timeout runs out while the request is read or waits
+    (uvicorn then cancels its task: a plain-text 500 and a logged traceback otherwise)."""
+    from fastapi.responses import JSONResponse
+
+    try:
+        return await _answer(state, args, request)
+    except asyncio.CancelledError:
+        asyncio.current_task().uncancel()  # handled here: nothing above this handler is left waiting on it
+        return JSONResponse({"error": "the server is shutting down; retry on another instance"}, 503,
+                            headers={"Retry-After": "1", "Connection": "close"})
+
+
+async def _answer(state: _State, args: ServeArguments, request):
+    """The request checked, queued for the batcher and answered (a JSON error when it cannot be)."""
     from fastapi.responses import JSONResponse
 
     if state.predictor is None:
@@ -283,13 +296,9 @@ async def _predict(state: _State, args: ServeArguments, request):
                             503, headers={"Retry-After": "1"})
     try:
         answers = await future
-    except asyncio.CancelledError:  # --shutdown_timeout ran out with this request still waiting: it ends now
-        return JSONResponse({"error": "the server is shutting down; retry on another instance"}, 503,
-                            headers={"Retry-After": "1", "Connection": "close"})
     except Exception as error:  # noqa: BLE001 - logged by the batcher; the client learns what failed
         return JSONResponse({"error": f"prediction failed: {type(error).__name__}: {error}"}, 500)
     return answers[0] if single else {"predictions": answers}
-
 
 def _loading():
     from fastapi.responses import JSONResponse
