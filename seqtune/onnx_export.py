@@ -250,11 +250,24 @@ def _replace_folder(staging: str, target: str) -> None:
             old = tempfile.mkdtemp(prefix=".seqtune-export-old-", dir=os.path.dirname(staging))
             os.replace(target, os.path.join(old, "export"))
         os.replace(staging, target)
-    except OSError as error:  # a mount point, another file system: the earlier export stays where it was
-        if old is not None and os.path.isdir(os.path.join(old, "export")) and not os.path.exists(target):
-            os.replace(os.path.join(old, "export"), target)
+    except OSError as error:  # a mount point, another file system: the earlier export goes back where it was
+        kept = _put_back(old, target)
         raise SeqtuneError(f"--output_dir {target} cannot be replaced ({error.strerror or error}): export into a new "
-                           "folder.") from error
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+                           f"folder{kept}.") from error
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _put_back(old: str | None, target: str) -> str:
+    """The earlier export moved back to `target` after a failed swap; else where it still is, for the message."""
+    if old is None:
+        return ""
+    aside = os.path.join(old, "export")
+    if os.path.isdir(aside) and not os.path.exists(target):
+        try:
+            os.replace(aside, target)
+        except OSError:
+            return f" (the earlier export is in {aside})"
+    if not os.path.exists(aside):  # (back in place, or never moved)
+        shutil.rmtree(old, ignore_errors=True)
+    return ""

@@ -130,6 +130,19 @@ def test_an_export_folder_that_cannot_be_replaced_keeps_the_earlier_export(finet
     assert main(["export", "--model_name_or_path", finetuned, "--output_dir", out, "--overwrite_output_dir"]) == 2
     assert "cannot be replaced" in capsys.readouterr().err
     assert sorted(os.listdir(out)) == before and sorted(os.listdir(tmp_path)) == ["onnx"]
+    # the earlier export cannot be moved back either: it is kept aside, and the message says where
+
+    def stuck(source, target):  # neither the new export moves in nor the earlier one back
+        name = os.path.basename(source)
+        if name == "export" or (name.startswith(".seqtune-export-") and "old" not in name):
+            raise OSError(16, "Device or resource busy")
+        return real(source, target)
+
+    monkeypatch.setattr(os, "replace", stuck)
+    assert main(["export", "--model_name_or_path", finetuned, "--output_dir", out, "--overwrite_output_dir"]) == 2
+    err = capsys.readouterr().err
+    aside = err.split("the earlier export is in ")[1].split(")")[0]
+    assert sorted(os.listdir(aside)) == before
 
 
 def test_export_never_replaces_a_folder_that_is_not_an_export(finetuned, exported, tmp_path, capsys):
