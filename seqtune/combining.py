@@ -80,20 +80,20 @@ def combine(combination: Combination, data_args: DataArguments, model_args: Mode
     if recorded is not None:
         logger.info("Reusing the %s of %s", combination.what, ", ".join(os.path.basename(r) for r in run_dirs))
         return recorded
-    damaged = ("(delete a damaged run's folder and run the same sweep again: that run is trained anew; the runs keep "
-               "their weights until their " + combination.what + " loads)")
     try:
         build(combination, run_dirs, model_args.trust_remote_code)
     except SeqtuneError as error:
-        raise SeqtuneError(f"making the {combination.what} of {', '.join(run_dirs)}: {error} {damaged}") from error
+        raise SeqtuneError(f"making the {combination.what} of {', '.join(run_dirs)}: {error} (delete a damaged run's "
+                           "folder and run the same sweep again: that run is trained anew)") from error
     result = {"members": len(run_dirs), **({"folder": combination.folder} if combination.keep else {})}
     try:
         result.update(_score(combination.folder, data_args, model_args))
     except UnscorableSplit as error:  # no labelled validation split: saved, not scored
         logger.warning("The %s in %s was not scored: %s", combination.what, combination.folder, error)
-    except SeqtuneError as error:  # it does not load: the sweep stops before the runs' weights are dropped
-        raise SeqtuneError(f"the {combination.what} made of {', '.join(run_dirs)} does not load: {error} "
-                           f"{damaged}") from error
+    except SeqtuneError as error:  # it does not load, or cannot be scored: stopped before the runs' weights go
+        raise SeqtuneError(f"scoring the {combination.what} made of {', '.join(run_dirs)} (as `seqtune evaluate` "
+                           f"scores it) failed: {error} The runs keep their weights: once that is fixed, the same "
+                           "sweep makes it again without training them.") from error
     if not combination.keep:
         remove_tree(combination.folder)
     write_json(combination.record, {"members": members_digest(run_dirs), "result": result,

@@ -19,11 +19,13 @@ import torch
 
 from seqtune.errors import SeqtuneError
 from seqtune.fileio import read_json, remove_tree, usual_file_mode, write_json
+from seqtune.lora import ADAPTER_CONFIG
+from seqtune.modelfiles import WEIGHT_FILES, has_weights, weight_shards
 
 ENSEMBLE_FILE = "ensemble.json"
-MEMBER_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")  # a whole model's, or
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # a --save_adapter_only run's (its base: a path)
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+# a member's files: its config and a whole model's weights (a sharded one's shards too), or a --save_adapter_only
+# run's adapter (whose base model stays where the run found it)
+MEMBER_FILES = ("config.json", *WEIGHT_FILES, ADAPTER_CONFIG)
 
 
 def is_ensemble_folder(path: str) -> bool:
@@ -63,47 +65,54 @@ def ensemble_members(path: str) -> list[str]:
         raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} does not list its members' folders ({{\"members\": "
                            f"[\"member-1\", ...]}}): {again}.")
     missing = [n for n in names if os.sep in n or n in (".", "..")  # (only folders inside the ensemble's own)
-               or not os.path.isfile(os.path.join(path, n, "config.json")) or not _holds_weights(os.path.join(path, n))]
+               or not os.path.isfile(os.path.join(path, n, "config.json")) or not has_weights(os.path.join(path, n))]
     if missing:
         raise SeqtuneError(f"{path}/{ENSEMBLE_FILE} names member {missing[0]}, which is not a model folder (a config "
                            f"and weights) inside {path}: {again}.")
     return names
 
 
-def _holds_weights(folder: str) -> bool:
-    return any(os.path.isfile(os.path.join(folder, f)) for f in WEIGHT_FILES)
+def _check_member(run: str) -> None:
+    """A run fit to be a member: whole tokenizer and weights files (see check_model_folder), and weights at all."""
+    from seqtune.modelfiles import check_model_folder
+
+    check_model_folder(run)  # a member whose weights are damaged is named, not copied into the ensemble
+    if not has_weights(run):
+        raise SeqtuneError(f"{run} holds no weights (model.safetensors with every shard its index names, or a LoRA "
+                           "adapter_model.safetensors): it cannot be an ensemble's member.")
 
 
 def _copy_member(run: str, member: str) -> None:
-    """The run's config and weights (its whole model or its LoRA adapter) into the member's folder."""
-    files = [f for f in MEMBER_FILES + ADAPTER_FILES if os.path.isfile(os.path.join(run, f))]
-    if not _holds_weights(run):
-        raise SeqtuneError(f"{run} holds no weights (model.safetensors, or a LoRA adapter_model.safetensors): "
-                           "it cannot be an ensemble's member.")
+    """The run's config and weights (its whole model, with its shards, or its LoRA adapter) into `member`."""
     os.makedirs(member)
-    for file in files:
-        shutil.copy2(os.path.join(run, file), os.path.join(member, file))
     index = os.path.join(run, "model.safetensors.index.json")
-    if os.path.isfile(index):  # a sharded model: its shards too
-        for shard in sorted(set(read_json(index).get("weight_map", {}).values())):
-            shutil.copy2(os.path.join(run, shard), os.path.join(member, shard))
+    shards = weight_shards(index) if os.path.isfile(index) else []
+    for file in [f for f in MEMBER_FILES if os.path.isfile(os.path.join(run, f))] + shards:
+        shutil.copy2(os.path.join(run, file), os.path.join(member, file))
+
+
+def _member_names(run_dirs: list[str]) -> list[str]:
+    """member-N for a run in OUT/seed-N (else the run's folder name), made unique (runs in folders of one name)."""
+    names: list[str] = []
+    for number, run in enumerate(run_dirs):
+        name = base = f"member-{os.path.basename(run.rstrip(os.sep)).removeprefix('seed-') or number}"
+        while name in names:
+            name = f"{base}-{number}" if name == base else f"{name}-{number}"
+        names.append(name)
+    return names
 
 
 def write_ensemble(run_dirs: list[str], folder: str) -> str:
     """Copy the finished runs' models into `folder` (built in a hidden staging folder beside it, then renamed: an
     ensemble is whole or absent), with the first run's config and tokenizer at the top."""
+    for run in run_dirs:  # every run checked before anything is copied
+        _check_member(run)
     staging = os.path.join(os.path.dirname(os.path.abspath(folder)), f".{os.path.basename(folder)}.saving")
     remove_tree(staging)
     os.makedirs(staging)
-    from seqtune.modelfiles import check_model_folder
-
-    names = []
-    for number, run in enumerate(run_dirs):
-        check_model_folder(run)  # a member whose weights are damaged is named, not copied into the ensemble
-        name = f"member-{os.path.basename(run.rstrip(os.sep)).removeprefix('seed-') or number}"
-        name = name if name not in names else f"{name}-{number}"  # runs in folders of one name (a/model, b/model)
+    names = _member_names(run_dirs)
+    for run, name in zip(run_dirs, names):
         _copy_member(run, os.path.join(staging, name))
-        names.append(name)
     from transformers import AutoTokenizer
 
     from seqtune.multilabel import members_threshold

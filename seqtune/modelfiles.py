@@ -14,8 +14,31 @@ from seqtune.errors import SeqtuneError
 # (WordPiece, BPE, SentencePiece). tokenizer_config.json alone only configures one.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                    "tokenizer.model", "sentencepiece.model", "source.spm", "vocab.model")
+# Files that hold a saved model's weights: a whole model (safetensors, sharded with an index, or pickled) or the
+# LoRA adapter of a --save_adapter_only run
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
 JSON_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "added_tokens.json", "vocab.json", "model.safetensors.index.json")
+
+
+def weight_shards(index: str) -> list[str]:
+    """The shard files a model.safetensors.index.json names ([] when it cannot be read)."""
+    try:
+        with open(index) as f:
+            weight_map = json.load(f).get("weight_map")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+
+
+def has_weights(folder: str) -> bool:
+    """`folder` holds a saved model's weights: a whole model (a sharded one with every shard its index names) or a
+    LoRA adapter. Whether they are damaged is `safetensors_problem`'s question."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        shards = weight_shards(index)
+        return bool(shards) and all(os.path.isfile(os.path.join(folder, shard)) for shard in shards)
+    return any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_FILES)
 
 
 def check_model_folder(path: str) -> None:

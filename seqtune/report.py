@@ -17,13 +17,13 @@ import re
 from seqtune.fileio import atomic_write, read_json
 from seqtune.hub import is_local
 from seqtune.modeling import EMBEDDED_ALIASES
+from seqtune.modelfiles import has_weights
 
 logger = logging.getLogger("seqtune")
 
 REPORT_DIR = "report"
 EMBEDDED_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # the Hub id of the packaged default model
 GLUE_DATASET = "nyu-mll/glue"  # GLUE's Hub id ("glue" redirects to it)
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 HYPERPARAMETERS = {  # seqtune_args.json section -> the flags the card lists
     "training": ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "warmup_ratio", "weight_decay", "lr_scheduler_type", "bf16", "seed",
@@ -111,10 +111,6 @@ def _label_names(config: dict, predictions: dict) -> dict[str, str]:
     return {str(i): str(name) for i, name in enumerate(names)} if isinstance(names, list) else {}
 
 
-def _has_weights(output_dir: str) -> bool:
-    return any(os.path.isfile(os.path.join(output_dir, name)) for name in WEIGHT_FILES)
-
-
 # --- the model card
 
 def _base_model_id(model: dict) -> str | None:
@@ -189,6 +185,11 @@ def _usage(output_dir: str, pair: str | None, symmetric: bool, threshold=None) -
         note += (f"\nMulti-label: the pipeline gives every label's sigmoid probability; the labels at or above "
                  f"{threshold:g} (the threshold chosen on the validation split, `seqtune_threshold` in config.json) "
                  "are the prediction, as `seqtune predict` reports them.")
+    if os.path.isfile(os.path.join(output_dir, "adapter_config.json")):  # --save_adapter_only
+        return (f"`seqtune predict --model_name_or_path {shlex.quote(output_dir)} {sentences}` (also `evaluate`, "
+                "`serve`, `export`). This folder holds a LoRA adapter and the trained head, not a whole model: "
+                "`from_pretrained` alone does not load it; peft's `AutoPeftModelForSequenceClassification"
+                f".from_pretrained({json.dumps(output_dir)})` does (with the base model's label names).{note}")
     return (f'```python\nfrom transformers import pipeline\n'
             f'classify = pipeline("text-classification", model={json.dumps(output_dir)})\nclassify({inputs})\n```\n'
             f"or `seqtune predict --model_name_or_path {shlex.quote(output_dir)} {sentences}`.{note}")
@@ -224,7 +225,7 @@ def _card_text(output_dir: str, args: dict, results: dict, config: dict) -> str:
     classes = ("\nPer class:\n\n| label | precision | recall | F1 | support |\n| --- | --- | --- | --- | --- |\n"
                + "\n".join(f"| {_code(c['label'])} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
                            f"{c['support']} |" for c in table) + "\n") if table else ""
-    usage = (_usage(output_dir, pair, symmetric, config.get("seqtune_threshold")) if _has_weights(output_dir) else
+    usage = (_usage(output_dir, pair, symmetric, config.get("seqtune_threshold")) if has_weights(output_dir) else
              "This folder holds no model weights (`seqtune sweep` keeps only each run's metrics unless "
              "`--keep_models`): this card and `all_results.json` record its results only.")
     return f"""

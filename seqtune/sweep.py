@@ -234,12 +234,10 @@ def _same_flags(current, recorded) -> bool:
 
 def _has_weights(folder: str) -> bool:
     """The run holds its weights, whole (a truncated file counts as none: the run is trained again when needed)."""
-    from seqtune.modelfiles import safetensors_problem
+    from seqtune.modelfiles import has_weights, safetensors_problem
 
-    files = [os.path.join(folder, name) for name in ("model.safetensors", "model.safetensors.index.json",
-                                                      "adapter_model.safetensors")]
-    present = [f for f in files if os.path.isfile(f)]
-    return bool(present) and not any(f.endswith(".safetensors") and safetensors_problem(f) for f in present)
+    return has_weights(folder) and not any(safetensors_problem(os.path.join(folder, name))
+                                           for name in os.listdir(folder) if name.endswith(".safetensors"))
 
 
 def _as_json(values: dict) -> dict:

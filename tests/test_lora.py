@@ -72,6 +72,10 @@ def test_merged_model_reproduces_the_adapter_model(tiny_model, pair_files, tmp_p
     merged_metrics, adapter_metrics = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
     for key in ("f1", "accuracy", "rows", "split"):
         assert merged_metrics[key] == adapter_metrics[key], key
+    # each card says how its folder loads (the adapter folder is not one `from_pretrained` loads alone)
+    assert 'pipeline("text-classification"' in open(os.path.join(merged_dir, "README.md")).read()
+    card = open(os.path.join(adapter_dir, "README.md")).read()
+    assert "AutoPeftModelForSequenceClassification" in card and "holds no model weights" not in card
 
 
 def test_gradient_checkpointing_gives_the_same_training(tiny_model, pair_files, tmp_path):

@@ -682,9 +682,23 @@ def test_an_ensemble_member_without_weights_is_refused(tiny_model, tmp_path):
     for name in os.listdir(run):
         if name.endswith(".safetensors") or name.endswith(".index.json"):
             os.remove(os.path.join(run, name))
+    whole = str(tmp_path / "seed-2")
+    shutil.copytree(tiny_model, whole)
     with pytest.raises(SeqtuneError, match="no weights"):
-        write_ensemble([run], str(tmp_path / "ensemble"))
-    assert not os.path.exists(tmp_path / "ensemble")
+        write_ensemble([whole, run], str(tmp_path / "ensemble"))
+    assert sorted(os.listdir(tmp_path)) == ["seed-1", "seed-2"]  # nothing copied, no staging folder left
+    # a sharded run: its shards are copied with the index, and one missing shard means no weights
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).save_pretrained(
+        run, max_shard_size="100KB")
+    assert os.path.isfile(os.path.join(run, "model.safetensors.index.json"))
+    folder = write_ensemble([run, whole], str(tmp_path / "ensemble"))
+    assert sorted(n for n in os.listdir(os.path.join(folder, "member-1")) if n.startswith("model")) == sorted(
+        n for n in os.listdir(run) if n.startswith("model"))
+    os.remove(os.path.join(run, sorted(n for n in os.listdir(run) if n.startswith("model-"))[0]))
+    with pytest.raises(SeqtuneError, match="no weights"):
+        write_ensemble([run], str(tmp_path / "ensemble-2"))
 
 
 def test_a_combination_that_does_not_load_stops_the_sweep_and_the_runs_keep_their_weights(
@@ -702,7 +716,7 @@ def test_a_combination_that_does_not_load_stops_the_sweep_and_the_runs_keep_thei
     monkeypatch.setattr(combining, "build", broken)
     out = str(tmp_path / "out")
     assert sweep(tiny_model, pair_files, out, "--seeds", "1,2", "--ensemble") != 0
-    assert "does not load" in capsys.readouterr().err
+    assert "scoring the ensemble made of" in capsys.readouterr().err
     for seed in (1, 2):  # not dropped: the same command makes the ensemble from them
         assert os.path.isfile(os.path.join(out, f"seed-{seed}", "model.safetensors"))
     assert not os.path.exists(os.path.join(out, "ensemble_scores.json"))
