@@ -456,11 +456,13 @@ def _scores_for_model(raw: DatasetDict, label_column: str) -> tuple[DatasetDict,
 
 
 def _labels_from_model(raw: DatasetDict, label_column: str, names: tuple[str, ...]) -> tuple[DatasetDict, LabelInfo]:
-    """Labels of data scored by a fine-tuned model: label names map to the model's ids, integers are ids."""
+    """Labels of data scored by a fine-tuned model: label names map to the model's ids (integers too, when the model
+    was trained on integer labels: it names each by its value, so labels 1..5 are ids 0..4); other integers are ids."""
     raw = check_label_columns(raw, label_column, None)
     labelled = tuple(s for s, ds in raw.items() if label_column in ds.column_names
                      and not is_unlabelled(ds, label_column))
     to_id = {name: i for i, name in enumerate(names)}
+    by_value = bool(names) and all(re.fullmatch(r"-?\d+", name) for name in names)  # integer labels, named by value
     unseen, mapped = {}, {}
     for split in labelled:
         ds = raw[split]
@@ -468,14 +470,14 @@ def _labels_from_model(raw: DatasetDict, label_column: str, names: tuple[str, ..
         if isinstance(feature, ClassLabel):  # its ids follow its own names, which may be ordered otherwise
             ds = ds.cast_column(label_column, Value("string"))
         values = ds.unique(label_column)
-        if all(isinstance(v, int) for v in values):
-            bad = sorted(str(v) for v in values if not 0 <= v < len(names))
-        else:
-            bad = sorted(str(v) for v in values if v not in to_id)
+        plain_ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        as_ids = all(isinstance(v, int) for v in values) and not (by_value and plain_ints)
+        key = (lambda v: v) if as_ids or not by_value else str  # (a label 2 is the name "2")
+        bad = sorted(str(v) for v in values if not (0 <= v < len(names) if as_ids else key(v) in to_id))
         if bad:
             unseen[split] = bad
-        elif not all(isinstance(v, int) for v in values):  # names to the model's ids
-            ds = ds.map(lambda batch: {label_column: [to_id[v] for v in batch[label_column]]}, batched=True,
+        elif not as_ids:  # names to the model's ids
+            ds = ds.map(lambda batch: {label_column: [to_id[key(v)] for v in batch[label_column]]}, batched=True,
                         features=Features({**ds.features, label_column: ClassLabel(names=list(names))}))
         mapped[split] = ds
     if unseen:

@@ -115,6 +115,30 @@ def test_prediction_files_copy_the_label_column_as_the_file_writes_it(tiny_model
     assert frame["label"].tolist() == ["maybe", "pos"] and set(frame["prediction"]) <= {"neg", "pos"}
 
 
+@pytest.mark.parametrize("label_set", [(1, 2), (-2, 0, 1), (1, 2, 3, 4, 5)])
+def test_evaluate_reads_integer_labels_as_training_named_them(tiny_model, tmp_path, capsys, label_set):
+    """Integer labels other than 0..K-1 (star ratings 1..5, {1, 2}, {-2, 0, 1}): training names each by its value,
+    so evaluate maps a label 2 to the name "2", not to id 2; it repeats training's figures, and a file of one class
+    is scored on that class."""
+    rows = [{"text": f"words {i} {'good' if i % 2 else 'bad'}", "label": label_set[i % len(label_set)]}
+            for i in range(30)]
+    path = write_csv(str(tmp_path / "ints.csv"), rows)
+    out = str(tmp_path / "run")
+    assert main(["train", "--model_name_or_path", tiny_model, "--train_file", path, "--validation_file", path,
+                 "--output_dir", out, "--max_steps", "3", "--no_bf16", "--disable_tqdm", "--report_to", "none"]) == 0
+    trained = json.load(open(os.path.join(out, "all_results.json")))
+    capsys.readouterr()
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", path, "--bf16", "false"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["accuracy"] == pytest.approx(trained["eval_accuracy"])
+    assert evaluated["loss"] == pytest.approx(trained["eval_loss"], abs=1e-4)
+    last = write_csv(str(tmp_path / "last.csv"), [r for r in rows if r["label"] == label_set[-1]])
+    assert main(["evaluate", "--model_name_or_path", out, "--validation_file", last, "--bf16", "false"]) == 0
+    per_class = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["per_class"]
+    expected = len([r for r in rows if r["label"] == label_set[-1]])
+    assert {c["label"]: c["support"] for c in per_class if c["support"]} == {str(label_set[-1]): expected}
+
+
 def test_a_finished_run_keeps_what_a_user_needs(finished, tiny_model, pair_files, tmp_path):
     assert not [n for n in os.listdir(finished) if n.startswith("checkpoint-")]  # no optimizer state left
     for name in ("model.safetensors", "config.json", "tokenizer.json", "all_results.json", "train_log.jsonl",
