@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Collection
-import contextlib
 import glob
 import json
 import logging
@@ -20,6 +19,7 @@ from seqtune.config import MAX_SEQ_LENGTH
 from seqtune.errors import SeqtuneError
 from seqtune.hub import is_local, offline_hint
 from seqtune.tasks import TaskSpec
+from seqtune.token_cache import cache_files, record_checksums, remove_stale_temporary_files, whole_cache_exists
 
 logger = logging.getLogger("seqtune")
 
@@ -558,6 +558,7 @@ def tokenize_datasets(
     run reuses it and any change does not."""
     cache_dir = os.path.join(cache_dir or default_cache_dir(), "tokenized")
     os.makedirs(cache_dir, exist_ok=True)
+    remove_stale_temporary_files(cache_dir)
     tok_hash = tokenizer_fingerprint(tokenizer)
     tokenized = {}
     for split, ds in raw.items():
@@ -565,7 +566,7 @@ def tokenize_datasets(
         key = Hasher.hash((SEQTUNE_CACHE_VERSION, ds._fingerprint, tok_hash, max_length, keep_token_type_ids,
                            columns.text, columns.text_pair, label_column, str(ds.features)))
         cache_file = os.path.join(cache_dir, f"{split}-{key}.arrow")
-        reused = _whole_cache_exists(cache_file, len(ds), split)
+        reused = whole_cache_exists(cache_file, len(ds), split)
         logger.info("%s the %s split%s (%d rows): %s", "Reusing tokenized cache for" if reused else "Tokenizing",
                     split, f" {what}" if what else "", len(ds), cache_file)
         tokenized[split] = ds.map(
@@ -579,47 +580,9 @@ def tokenize_datasets(
             new_fingerprint=key,
             desc=f"Tokenizing {split}{f' {what}' if what else ''}",
         )
+        if not reused:
+            record_checksums(cache_files(cache_file))
     return DatasetDict(tokenized)
-
-
-def _cache_files(cache_file: str) -> list[str]:
-    """The cached files of one key: NAME.arrow, or with num_proc one file per process (NAME_00000_of_0000N.arrow)."""
-    shards = sorted(glob.glob(glob.escape(cache_file[:-len(".arrow")]) + "_*_of_*.arrow"))
-    return ([cache_file] if os.path.exists(cache_file) else []) + shards
-
-
-def _whole_cache_exists(cache_file: str, rows: int, split: str) -> bool:
-    """Whether the split's tokenized cache exists and is whole. A damaged one (truncated or overwritten by
-    something else: unreadable, or not `rows` rows) would make `Dataset.map` fail or load wrong rows, so it is
-    removed with a warning naming it, and the split is tokenized again."""
-    files = _cache_files(cache_file)
-    if not files:
-        return False
-    counts, problem = {}, None
-    for path in files:
-        try:
-            counts[path] = Dataset.from_file(path).num_rows
-        except Exception as error:  # pyarrow and datasets raise several types for a damaged file; all mean damaged
-            lines = str(error).strip().splitlines()
-            problem = (path, lines[0] if lines else type(error).__name__)
-            break
-    if problem is None:
-        sets: dict[str, list[str]] = {}
-        for path in files:
-            sets.setdefault(path.rsplit("_of_", 1)[-1] if path != cache_file else "whole", []).append(path)
-        for group, paths in sets.items():
-            whole = group == "whole" or len(paths) == int(group[:-len(".arrow")])
-            total = sum(counts[p] for p in paths)
-            if whole and total != rows:
-                problem = (paths[0], f"{total} rows instead of the split's {rows}")
-    if problem is None:
-        return True
-    logger.warning("The tokenization cache file %s is damaged (%s): removed it; tokenizing the %s split again.",
-                   *problem, split)
-    for path in files:
-        with contextlib.suppress(OSError):
-            os.remove(path)
-    return False
 
 
 def check_max_length(tokenizer, model_config, max_length: int, pair: bool, pad_to_multiple_of: int | None = None

@@ -194,4 +194,6 @@ def test_cache_reused_and_invalidated(tiny_model, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="seqtune"):
         _tokenize(raw, str(tmp_path / "bigger-vocab"), cache_dir=cache)
     assert "Tokenizing the train split" in caplog.text
-    assert len(os.listdir(os.path.join(cache, "tokenized"))) == 4
+    names = os.listdir(os.path.join(cache, "tokenized"))
+    assert len([n for n in names if n.endswith(".arrow")]) == 4
+    assert sorted(n + ".crc32" for n in names if n.endswith(".arrow")) == sorted(n for n in names if n.endswith(".crc32"))

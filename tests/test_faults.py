@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import time
 import shutil
 from dataclasses import dataclass
 from typing import Callable
@@ -429,7 +430,7 @@ def test_any_label_column_prepares_or_is_one_user_error(tmp_path_factory, train,
 
 
 # ----------------------------------------------------------------------------------------------- tokenization cache
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "half the rows"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "half the rows", "zeroed bytes", "overwritten bytes"])
 def test_a_damaged_cache_file_is_rebuilt_with_a_warning(tiny_model, tmp_path, caplog, damage):
     from datasets import Dataset, DatasetDict
     from transformers import AutoTokenizer
@@ -440,19 +441,42 @@ def test_a_damaged_cache_file_is_rebuilt_with_a_warning(tiny_model, tmp_path, ca
     tokenizer, columns, cache = AutoTokenizer.from_pretrained(tiny_model), Columns("sentence1", "sentence2", "label"), \
         str(tmp_path / "cache")
     first = tokenize_datasets(raw, tokenizer, columns, 32, True, cache)["train"]["input_ids"][:]  # read before damage
-    (path,) = [os.path.join(cache, "tokenized", n) for n in os.listdir(os.path.join(cache, "tokenized"))]
+    (path,) = [os.path.join(cache, "tokenized", n) for n in os.listdir(os.path.join(cache, "tokenized"))
+               if n.endswith(".arrow")]
     if damage == "truncated":
         truncate(path, 0.97)
     elif damage == "garbage":
         open(path, "wb").write(b"not an arrow file" * 40)
-    else:  # a whole, readable file with other rows: what a file written for another split would look like
+    elif damage == "half the rows":  # a whole, readable file with other rows: as one written for another split
         Dataset.from_list(PAIRS).map(lambda b: b, batched=True, cache_file_name=path + ".other")
         os.replace(path + ".other", path)
+    else:  # bytes in the middle changed, the file's size and layout intact (a bad disk block, a stray write)
+        data = bytearray(open(path, "rb").read())
+        middle = len(data) // 2
+        data[middle:middle + 64] = bytes(64) if damage == "zeroed bytes" else b"A" * 64
+        open(path, "wb").write(bytes(data))
     with caplog.at_level(logging.WARNING, logger="seqtune"):
         again = tokenize_datasets(raw, tokenizer, columns, 32, True, cache)["train"]
     assert f"The tokenization cache file {path} is damaged" in caplog.text and "tokenizing the train split again" \
         in caplog.text
     assert again["input_ids"][:] == first
+
+
+def test_a_temporary_file_a_killed_run_left_in_the_cache_is_removed_once_stale(tiny_model, tmp_path):
+    from datasets import Dataset, DatasetDict
+    from transformers import AutoTokenizer
+
+    from seqtune.data import Columns, tokenize_datasets
+
+    folder = tmp_path / "cache" / "tokenized"
+    folder.mkdir(parents=True)
+    stale, live = folder / "tmpa1b2c3d4", folder / "tmpe5f6g7h8"  # as Dataset.map names its files being written
+    for path in (stale, live):
+        path.write_bytes(b"x" * 1000)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    tokenize_datasets(DatasetDict({"train": Dataset.from_list(PAIRS)}), AutoTokenizer.from_pretrained(tiny_model),
+                      Columns("sentence1", "sentence2", "label"), 32, True, str(tmp_path / "cache"))
+    assert not stale.exists() and live.exists()  # a live run's file (written to within the hour) stays
 
 
 # ----------------------------------------------------------------------------------------------- predict and evaluate
