@@ -27,6 +27,10 @@ logger = logging.getLogger("seqtune")
 
 
 def _check_label_space(config, data) -> None:
+    if data.columns.label is None:  # nothing to score against (not a model of another label count)
+        columns = next(iter(data.raw.values())).column_names
+        raise UnscorableSplit(f"the data has no label column (its columns: {', '.join(columns)}): name it "
+                              "with --label_column, or use `seqtune predict` for data without labels.")
     if config.num_labels != data.labels.num_labels:
         raise SeqtuneError(f"the model has {config.num_labels} output label(s) but the data has "
                            f"{data.labels.num_labels}: use a model fine-tuned on this task.")

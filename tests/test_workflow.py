@@ -206,3 +206,10 @@ def test_evaluate_names_the_splits_when_the_wanted_one_is_missing(tiny_model, pa
                  pair_files["test"], *split_flags])
     err = capsys.readouterr().err
     assert code == 2 and "no such split" in err and "StopIteration" not in err
+
+
+def test_evaluate_on_data_without_labels_says_so(finished, tmp_path, capsys):
+    data = write_csv(str(tmp_path / "nolabel.csv"), [{"sentence1": f"a {i}", "sentence2": f"b {i}"} for i in range(4)])
+    capsys.readouterr()
+    assert main(["evaluate", "--model_name_or_path", finished, "--validation_file", data]) == 2
+    assert "the data has no label column (its columns: sentence1, sentence2)" in capsys.readouterr().err
