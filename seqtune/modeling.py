@@ -89,6 +89,10 @@ def load_model(model_name_or_path: str, config, trust_remote_code: bool = False,
         raise _load_error(model_name_or_path, error) from error
     except (RuntimeError, ValueError, SafetensorError) as error:
         problem = damaged_file_problem(model_name_or_path) if is_local(model_name_or_path) else None
+        if problem is None and "ignore_mismatched_sizes" in str(error):  # (transformers' words for a shape mismatch)
+            problem = (f"the weights in {model_name_or_path} do not fit its config.json: some layers' shapes differ "
+                       "(say, a classification head for another number of labels than config.json's id2label names):"
+                       " restore the config.json saved with these weights, or save the model again.")
         first = str(error).strip().splitlines()
         raise SeqtuneError(problem or f"could not load {model_name_or_path}: {first[0] if first else error}") \
             from error

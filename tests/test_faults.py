@@ -557,3 +557,21 @@ def test_stdin_bytes_that_are_not_utf8_are_named(stream_model):
     text = b"a b\nx\x85y\n".decode("utf-8", errors="surrogateescape")
     with pytest.raises(SeqtuneError, match="standard input line 2 is not UTF-8 text"):
         predict_stream(stream_model, io.StringIO(text), io.StringIO(), 32, batch_size=8)
+
+
+def test_weights_that_do_not_fit_their_config_are_named_as_such(tiny_model, tmp_path):
+    """A config.json edited to list a third label over a two-label head: not transformers' advice about a flag."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from seqtune.config import ModelArguments
+    from seqtune.finetuned import load_finetuned
+
+    folder = str(tmp_path / "model")
+    AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(folder)
+    config = json.load(open(os.path.join(folder, "config.json")))
+    config["id2label"], config["label2id"] = {"0": "a", "1": "b", "2": "c"}, {"a": 0, "b": 1, "c": 2}
+    json.dump(config, open(os.path.join(folder, "config.json"), "w"))
+    with pytest.raises(SeqtuneError, match="weights in .* do not fit its config.json") as raised:
+        load_finetuned(ModelArguments(model_name_or_path=folder))
+    assert "ignore_mismatched_sizes" not in str(raised.value)
