@@ -34,9 +34,11 @@ def disk_error(error: BaseException, where: str, last_good: str | None = None) -
     """The one-line message for a failed write: what failed, why, and what is still intact."""
     no_space = getattr(error, "errno", None) == errno.ENOSPC or any(s in str(error) for s in SHORT_WRITE)
     intact = f"; the last good checkpoint is {last_good}" if last_good else ""
+    if last_good and os.path.abspath(last_good) == os.path.abspath(where):  # it failed after the rename into place
+        intact = f"; {where} itself was whole before the error: resume from it"
     if no_space:
-        return SeqtuneError(f"no space left on the device while writing {where}: free some space or choose another "
-                            f"--output_dir; nothing half-written was left behind{intact}.")
+        return SeqtuneError(f"no space left on the device while writing {where}: free some space, or write to another "
+                            f"disk; nothing half-written was left behind{intact}.")
     lines = str(error).strip().splitlines()
     reason = getattr(error, "strerror", None) or (lines[0] if lines else type(error).__name__)
     return SeqtuneError(f"could not write {where}: {reason}{intact}.")

@@ -575,3 +575,16 @@ def test_weights_that_do_not_fit_their_config_are_named_as_such(tiny_model, tmp_
     with pytest.raises(SeqtuneError, match="weights in .* do not fit its config.json") as raised:
         load_finetuned(ModelArguments(model_name_or_path=folder))
     assert "ignore_mismatched_sizes" not in str(raised.value)
+
+
+def test_a_full_disk_message_names_no_other_commands_flag_and_no_contradiction():
+    import errno
+
+    from seqtune.fileio import disk_error
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    message = str(disk_error(full, "/x/predictions.tsv"))  # predict has no --output_dir
+    assert "free some space" in message and "--output_dir" not in message
+    message = str(disk_error(full, "/x/checkpoint-6", "/x/checkpoint-6"))  # failed after its rename into place
+    assert "the last good checkpoint is" not in message and "/x/checkpoint-6 itself was whole" in message
+    assert "the last good checkpoint is /x/checkpoint-4" in str(disk_error(full, "/x/checkpoint-6", "/x/checkpoint-4"))
