@@ -91,3 +91,19 @@ def usual_file_mode(*paths: str) -> None:
             os.chmod(path, 0o666 & ~umask)
         elif os.path.isdir(path) and not os.path.islink(path):  # (a folder made by tempfile.mkdtemp is 0700)
             os.chmod(path, 0o777 & ~umask)
+
+
+STALE_SECONDS = 3600  # a temporary file or folder not written to for an hour belongs to no live run
+
+
+def untouched_for(path: str, seconds: float) -> bool:
+    """Nothing in `path` (a file, or a folder and everything in it) was modified in the last `seconds`: what a run
+    killed while writing it leaves, as opposed to a live run's file, which it keeps writing to."""
+    import time
+
+    newest = os.path.getmtime(path)
+    for root, folders, files in os.walk(path):
+        for name in folders + files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.path.getmtime(os.path.join(root, name)))
+    return time.time() - newest > seconds

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from seqtune.errors import SeqtuneError
+from seqtune.fileio import STALE_SECONDS, disk_error, untouched_for
 
 logger = logging.getLogger("seqtune")
 
@@ -105,6 +106,7 @@ def export(model_args, args: ExportArguments) -> dict:
     names = _input_names(tokenizer, config)
     parent = os.path.dirname(os.path.abspath(args.output_dir))
     os.makedirs(parent, exist_ok=True)
+    _remove_stale_staging(parent)
     staging = tempfile.mkdtemp(prefix=".seqtune-export-", dir=parent)  # its own name: nothing of a user's is touched
     try:
         result = _export_into(staging, model, tokenizer, config, names, args)
@@ -136,9 +138,26 @@ def _export_into(staging: str, model, tokenizer, config, names: list[str], args:
     return result
 
 
+def _remove_stale_staging(parent: str) -> None:
+    """Export folders being built that a killed export left (SIGKILL: no cleanup ran), once untouched for an hour;
+    a live export's, in the same parent, is written to as it goes."""
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if name.startswith(".seqtune-export-") and os.path.isdir(path) and untouched_for(path, STALE_SECONDS):
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("Removed %s, left by a killed export", path)
+
+
 def _check_output_dir(args: ExportArguments) -> None:
+    from seqtune.validation import writable_dir_problem
+
     if not args.output_dir:
         raise SeqtuneError("--output_dir is required: the folder the ONNX model is written to.")
+    # the export is built beside the folder, then renamed into place: both must be writable
+    problem = writable_dir_problem(os.path.dirname(os.path.abspath(args.output_dir)),
+                                   f"the folder of --output_dir {args.output_dir}")
+    if problem:
+        raise SeqtuneError(problem)
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise SeqtuneError(f"--output_dir {args.output_dir} is a file, not a folder.")
     here, target = os.path.realpath(os.getcwd()), os.path.realpath(args.output_dir)
@@ -208,6 +227,8 @@ def _export_graph(model, tokenizer, names: list[str], path: str, opset: int) -> 
                           verbose=False)
     except Exception as error:  # the exporter's many error types: one line, the traceback with --debug
         cause = error.__cause__ or error  # the exporter wraps the real error in its own, with advice on filing it
+        if isinstance(cause, OSError):  # writing the file failed (a full disk), not the model's export
+            raise disk_error(cause, path) from error
         lines = str(cause).strip().splitlines()
         raise SeqtuneError(f"torch.onnx.export failed for this model ({type(cause).__name__}: "
                            f"{lines[0][:300] if lines else ''}).") from error

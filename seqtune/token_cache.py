@@ -11,12 +11,11 @@ import contextlib
 import glob
 import logging
 import os
-import time
 import zlib
 
 from datasets import Dataset
 
-from seqtune.fileio import atomic_write
+from seqtune.fileio import STALE_SECONDS, atomic_write, untouched_for
 
 logger = logging.getLogger("seqtune")
 
@@ -95,16 +94,12 @@ def record_checksums(paths: list[str]) -> None:
             f.write(_checksum(path) + "\n")
 
 
-STALE_SECONDS = 3600  # a temporary file not written to for an hour belongs to no live run
-
-
 def remove_stale_temporary_files(cache_dir: str) -> None:
     """`Dataset.map` writes a cache file as tmpXXXXXXXX in the cache folder, then renames it: a run killed while
     tokenizing leaves it behind. Those untouched for an hour are removed (a live run writes to its own as it goes)."""
-    now = time.time()
     for name in os.listdir(cache_dir):
         path = os.path.join(cache_dir, name)
         with contextlib.suppress(OSError):  # (another run may remove it first)
-            if name.startswith("tmp") and os.path.isfile(path) and now - os.path.getmtime(path) > STALE_SECONDS:
+            if name.startswith("tmp") and os.path.isfile(path) and untouched_for(path, STALE_SECONDS):
                 os.remove(path)
                 logger.info("Removed %s, a temporary file a killed run left in the tokenization cache", path)

@@ -277,6 +277,8 @@ PREDICT_IO = [
     Case("evaluate_without_data", ("--model_name_or_path", "{model}"), "no data given", command="evaluate"),
     Case("evaluate_eval_batch_size_zero", EVAL + ("--per_device_eval_batch_size", "0"),
          "--per_device_eval_batch_size must be a positive number", command="evaluate"),
+    Case("export_output_not_writable", PREDICT + ("--output_dir", "/proc/seqtune-onnx"), "is not writable",
+         command="export"),
 ]
 
 CASES = DATA + FLAGS + CONFIG + MODELS + PREDICT_IO

@@ -205,3 +205,32 @@ def test_other_families_export_within_tolerance(family, pair_files, tmp_path):
     assert main(["export", "--model_name_or_path", out, "--output_dir", str(tmp_path / "onnx")]) == 0
     recorded = json.load(open(tmp_path / "onnx" / "config.json"))["seqtune_onnx"]
     assert recorded["max_abs_logit_difference"] < 1e-4
+
+
+def test_a_killed_exports_leftover_is_removed_once_stale_and_a_full_disk_is_named(finetuned, tmp_path, monkeypatch,
+                                                                                   capsys):
+    import errno
+    import time
+
+    import torch
+
+    stale, live = tmp_path / ".seqtune-export-k1ll3d", tmp_path / ".seqtune-export-l1ve00"  # mkdtemp's names
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"partial")
+    old = time.time() - 7200
+    for path in (stale / "model.onnx", stale):
+        os.utime(path, (old, old))
+    out = str(tmp_path / "onnx")
+    assert main(["export", "--model_name_or_path", finetuned, "--output_dir", out]) == 0
+    assert not stale.exists() and live.exists()  # another export may still be writing that one
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    capsys.readouterr()
+    assert main(["export", "--model_name_or_path", finetuned, "--output_dir", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and "failed for this model" not in err
+    assert sorted(os.listdir(tmp_path)) == [".seqtune-export-l1ve00", "onnx"]
