@@ -107,11 +107,14 @@ def damaged_file_problem(path: str) -> str | None:
             continue
         try:
             with open(file, encoding="utf-8") as f:
-                json.load(f)
+                value = json.load(f)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             where = f" at line {error.lineno}, column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
             return f"--model_name_or_path {path}: {name} is damaged (not valid JSON{where}): save or download the " \
                    "model again."
+        if not isinstance(value, dict):  # every one of these files holds a JSON object
+            return f"--model_name_or_path {path}: {name} is damaged (a JSON {type(value).__name__}, not an object): " \
+                   "save or download the model again."
     weights = _damaged_weights(path)
     if weights:
         return weights

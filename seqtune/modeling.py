@@ -65,6 +65,11 @@ def load_config(model_name_or_path: str, trust_remote_code: bool = False, **kwar
         raise (SeqtuneError(problem) if problem else _load_error(model_name_or_path, error)) from error
     except ValueError as error:
         raise SeqtuneError(f"--model_name_or_path {model_name_or_path}: {str(error).splitlines()[0]}") from error
+    except (TypeError, AttributeError) as error:  # a config.json of valid JSON that is not an object
+        problem = damaged_file_problem(model_name_or_path)
+        if problem is None:
+            raise
+        raise SeqtuneError(problem) from error
 
 
 def load_model(model_name_or_path: str, config, trust_remote_code: bool = False, allow_pickle_weights: bool = False,
