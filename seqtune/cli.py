@@ -341,6 +341,25 @@ def _report(rest: list[str]) -> int:
     return 0
 
 
+# transformers' Trainer / run_glue.py flags seqtune does not take, with what does their job here (difflib's closest
+# flag is no help for these: --lr would suggest --lora_r)
+TRAINER_FLAGS = {
+    "do_train": "`seqtune train` always trains, evaluates on the validation split (--eval_strategy) and saves",
+    "do_eval": "`seqtune train` evaluates with --eval_strategy; `seqtune evaluate` scores a saved model",
+    "do_predict": "`seqtune predict` predicts a split, a file or one text",
+    "evaluation_strategy": "the flag is --eval_strategy (its name in transformers too, since 4.41)",
+    "save_strategy": "a checkpoint is written at the end of each epoch, and every --save_steps steps if given",
+    "load_best_model_at_end": "the model saved is the best by --metric_for_best_model (without evaluation, the last)",
+    "fp16": "use --bf16 (the default where it is fast); float16 would need a loss scaler",
+    "lr": "the flag is --learning_rate",
+    "per_gpu_train_batch_size": "the flag is --per_device_train_batch_size",
+    "per_gpu_eval_batch_size": "the flag is --per_device_eval_batch_size",
+    "batch_size": "the flag is --per_device_train_batch_size",
+    "epochs": "the flag is --num_train_epochs",
+    "logging_dir": "--report_to tensorboard writes to OUTPUT_DIR/runs",
+}
+
+
 def _unknown_arguments(extra: list[str], parser: argparse.ArgumentParser, command: str) -> SeqtuneError:
     """Flags are matched by their exact names (no prefixes): name the unknown ones and the closest real flag."""
     import difflib
@@ -351,6 +370,10 @@ def _unknown_arguments(extra: list[str], parser: argparse.ArgumentParser, comman
         name = arg.split("=", 1)[0]
         if name.lstrip("-").replace("-", "_") in HIDDEN_FLAGS.get(command, ()):
             problems.append(f"unknown flag {name} for `seqtune {command}` (it is another command's): leave it out.")
+            continue
+        advice = TRAINER_FLAGS.get(name.lstrip("-").replace("-", "_")) if name.startswith("-") else None
+        if advice and f"--{name.lstrip('-').replace('-', '_')}" not in flags:
+            problems.append(f"unknown flag {name} for `seqtune {command}`: {advice}.")
             continue
         close = difflib.get_close_matches(name, flags, n=1) if name.startswith("-") else []
         problems.append(f"unknown {'flag' if name.startswith('-') else 'argument'} {name}"

@@ -170,6 +170,11 @@ FLAGS = [
          "--report_to 'comet' is not valid: use one or more of jsonl, tensorboard, wandb, mlflow"),
     Case("report_to_none_with_others", TRAIN + ("--report_to", "none,jsonl"), "--report_to 'none,jsonl' is not valid"),
     Case("flag_prefix", TRAIN + ("--learning_rat", "1"), "unknown flag --learning_rat (did you mean --learning_rate?)"),
+    Case("trainer_flag_lr", TRAIN + ("--lr", "1e-4"), "unknown flag --lr for `seqtune train`: the flag is --learning_rate"),
+    Case("trainer_flag_do_train", TRAIN + ("--do_train",), "unknown flag --do_train for `seqtune train`: `seqtune train` "
+         "always trains"),
+    Case("trainer_flag_best_model", TRAIN + ("--load_best_model_at_end", "true"), "the model saved is the best by "
+         "--metric_for_best_model"),
     Case("flag_bad_int", TRAIN + ("--per_device_train_batch_size", "eight"), "invalid int value: 'eight'"),
     Case("flag_missing_value", TRAIN + ("--learning_rate",), "--learning_rate"),
     Case("adam_beta_out_of_range", TRAIN + ("--adam_beta1", "1.5"), "--adam_beta1 must be in [0, 1), got 1.5"),
