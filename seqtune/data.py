@@ -16,7 +16,7 @@ from datasets.fingerprint import Hasher
 
 from seqtune.datacheck import as_float32, check_label_columns, is_unlabelled, label_kind
 from seqtune.config import MAX_SEQ_LENGTH
-from seqtune.errors import SeqtuneError
+from seqtune.errors import SeqtuneError, UnseenLabels
 from seqtune.hub import is_local, offline_hint
 from seqtune.tasks import TaskSpec
 from seqtune.token_cache import cache_files, record_checksums, remove_stale_temporary_files, whole_cache_exists
@@ -491,7 +491,7 @@ def _raise_unseen(unseen: dict[str, list], label_column: str) -> None:
     problems = [f"labels {values} in the {split} split were never seen in training (column '{label_column}'): "
                 "fix the data or add examples of them to the training split." for split, values in unseen.items()]
     if problems:
-        raise SeqtuneError(*problems)
+        raise UnseenLabels(*problems)
 
 
 def swap_pair(text_column: str, text_pair_column: str):

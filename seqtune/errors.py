@@ -17,6 +17,10 @@ class UnscorableSplit(SeqtuneError):
     """The split asked to be scored is absent or unlabelled (the model itself is fine: a sweep saves it unscored)."""
 
 
+class UnseenLabels(SeqtuneError):
+    """Labels in an evaluation split that the training split never has."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM outside the training loop (loading, tokenizing): unwinds like Ctrl-C, so locks and an output folder
     that holds nothing yet are cleaned up; the CLI exits 143."""

@@ -13,7 +13,7 @@ from seqtune.config import MAX_SEQ_LENGTH, DataArguments
 from seqtune.data import (Columns, LabelInfo, check_max_length, label_column_candidates, load_raw_datasets,
                           prepare_labels, resolve_columns, swap_pair, tokenize_datasets)
 from seqtune.datacheck import check_text_columns, check_trainable
-from seqtune.errors import SeqtuneError
+from seqtune.errors import SeqtuneError, UnseenLabels
 from seqtune.metrics import label_space, with_extras
 from seqtune.model_family import uses_token_type_ids
 from seqtune.multilabel import MULTI_LABEL_COLUMN, is_list_column, prepare_multi_label
@@ -120,6 +120,10 @@ def load_data(data_args: DataArguments, model_labels: tuple[str, ...] | None = N
         raw, labels = prepare_labels(raw, columns.label, task, model_labels=model_labels,
                                      model_is_regression=model_is_regression)
     except SeqtuneError as error:
+        cut = data_args.max_train_samples
+        if isinstance(error, UnseenLabels) and cut is not None and len(raw.get("train", ())) == cut:
+            raise SeqtuneError(f"{error} --max_train_samples {cut} kept the training split's first {cut} rows, "
+                               "which have none of them: raise it, or shuffle the training file.") from error
         if not labels_optional or columns.label is None:
             raise
         logger.info("Column '%s' is not read as labels (%s): predicted as unlabelled data.", columns.label, error)
