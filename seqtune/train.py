@@ -416,9 +416,10 @@ def run_settings(data: PreparedData, data_args: DataArguments, model_path: str, 
 
 
 def check_resumable(path: str, settings: dict, allow_inexact: bool, num_processes: int) -> None:
-    """The checkpoint was written with these settings (or --allow_inexact_resume) and every part of it is whole."""
-    check_resume_settings(path, load_loop_state(path).get("settings"), settings, allow_inexact)
+    """Every part of the checkpoint is whole, and it was written with these settings (or --allow_inexact_resume):
+    damage first, which no flag gets past."""
     verify_checkpoint(path, num_processes)
+    check_resume_settings(path, load_loop_state(path).get("settings"), settings, allow_inexact)
 
 
 def restore_state(accelerator, path: str, best: BestModel, plan: Plan, ema: WeightEMA | None = None) -> LoopState:

@@ -224,6 +224,19 @@ def test_a_damaged_checkpoint_is_named_with_the_previous_one(finished_run, tiny_
     assert tree(out) == before
 
 
+def test_a_damaged_checkpoint_resumed_with_other_settings_is_named_damaged_first(finished_run, tiny_model, pair_files,
+                                                                                 tmp_path, capsys):
+    """Damage no flag gets past is named before the settings: --allow_inexact_resume would not help."""
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run, out)
+    damage(os.path.join(out, "checkpoint-12", "optimizer.bin"), "truncate")
+    code = main(cmd(tiny_model, pair_files, out, "--resume_from_checkpoint", os.path.join(out, "checkpoint-12"),
+                    "--learning_rate", "9e-4"))
+    line = one_line_error(capsys)
+    assert code == 2 and "checkpoint-12 is damaged: optimizer.bin cannot be read" in line
+    assert "--allow_inexact_resume" not in line
+
+
 @pytest.mark.parametrize("how", ["truncate", "remove"])
 def test_damaged_best_weights_are_named(tiny_model, pair_files, tmp_path, capsys, how):
     out = str(tmp_path / "run")
