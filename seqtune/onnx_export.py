@@ -7,10 +7,12 @@ transformers 5; torch's own exporter and onnxruntime's quantizer are what optimu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -206,6 +208,24 @@ def _sample(tokenizer, names: list[str], rows: int, tensors: str):
     return {n: batch[n] for n in names if n in batch}
 
 
+@contextlib.contextmanager
+def _exporter_quiet():
+    """The exporter's notes (axis names merged, torchvision ops skipped, deprecations inside torch) are not the
+    user's concern: the exported graph's logits are checked against torch's instead. Shown with --log_level debug."""
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    exporter = logging.getLogger("torch.onnx")
+    level = exporter.level
+    exporter.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        exporter.setLevel(level)
+
+
 def _export_graph(model, tokenizer, names: list[str], path: str, opset: int) -> None:
     import torch
 
@@ -222,9 +242,10 @@ def _export_graph(model, tokenizer, names: list[str], path: str, opset: int) -> 
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     shapes = tuple({0: batch, 1: sequence} for _ in names)
     try:
-        torch.onnx.export(Logits(model), tuple(sample[n] for n in names), path, input_names=names,
-                          output_names=["logits"], dynamic_shapes=shapes, opset_version=opset, dynamo=True,
-                          verbose=False)
+        with _exporter_quiet():
+            torch.onnx.export(Logits(model).eval(), tuple(sample[n] for n in names), path, input_names=names,
+                              output_names=["logits"], dynamic_shapes=shapes, opset_version=opset, dynamo=True,
+                              verbose=False)
     except Exception as error:  # the exporter's many error types: one line, the traceback with --debug
         cause = error.__cause__ or error  # the exporter wraps the real error in its own, with advice on filing it
         if isinstance(cause, OSError):  # writing the file failed (a full disk), not the model's export
