@@ -42,7 +42,7 @@ def whole_cache_exists(cache_file: str, rows: int, split: str) -> bool:
             problem = (path, lines[0] if lines else type(error).__name__)
             break
         if _checksum(path) != _recorded_checksum(path):  # bytes changed in place: size and layout can be intact
-            problem = (path, "its bytes differ from those written")
+            problem = (path, "its bytes differ from those written, or no checksum was recorded beside it")
             break
     if problem is None:
         sets: dict[str, list[str]] = {}
@@ -78,13 +78,12 @@ def _checksum(path: str) -> str:
 
 
 def _recorded_checksum(path: str) -> str | None:
-    """The checksum written beside a cache file; a file cached before checksums were written gets one now."""
+    """The checksum written beside a cache file; None when missing (the file cannot be vouched for: rebuilt)."""
     try:
         with open(path + CHECKSUM_SUFFIX) as f:
             return f.read().strip()
     except FileNotFoundError:
-        record_checksums([path])
-        return _checksum(path)
+        return None
 
 
 def record_checksums(paths: list[str]) -> None:

@@ -48,11 +48,24 @@ def validate_eval_args(data_args: DataArguments, eval_args: EvalArguments, comma
     else:
         problems += _predict_problems(data_args, eval_args)
     if eval_args.output_file and not one_input:
-        problem = writable_file_problem(eval_args.output_file, "--output_file")
+        problem = writable_file_problem(eval_args.output_file, "--output_file") or _input_file_problem(
+            eval_args.output_file, data_args)
         if problem:
             problems.append(problem)
     if problems:
         raise SeqtuneError(*problems)
+
+
+def _input_file_problem(output_file: str, data_args: DataArguments) -> str | None:
+    """--output_file naming one of the data files it is written from would replace the user's data."""
+    import glob
+
+    given = [data_args.train_file, data_args.validation_file, data_args.test_file]
+    inputs = {os.path.realpath(p) for pattern in given if pattern
+              for p in (glob.glob(pattern) if glob.has_magic(pattern) else [pattern])}
+    if os.path.realpath(output_file) in inputs:
+        return f"--output_file {output_file} is one of the data files read: it would be overwritten; choose another name."
+    return None
 
 
 def validate_data_args(data_args: DataArguments, sizes: dict[str, float], output_files: dict[str, str | None]

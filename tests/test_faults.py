@@ -290,6 +290,8 @@ PREDICT_IO = [
     Case("evaluate_without_data", ("--model_name_or_path", "{model}"), "no data given", command="evaluate"),
     Case("evaluate_eval_batch_size_zero", EVAL + ("--per_device_eval_batch_size", "0"),
          "--per_device_eval_batch_size must be a positive number", command="evaluate"),
+    Case("predict_output_is_the_input", PREDICT + ("--test_file", "{validation}", "--output_file", "{validation}"),
+         "is one of the data files read: it would be overwritten", command="predict"),
     Case("export_output_not_writable", PREDICT + ("--output_dir", "/proc/seqtune-onnx"), "is not writable",
          command="export"),
 ]
@@ -445,7 +447,8 @@ def test_any_label_column_prepares_or_is_one_user_error(tmp_path_factory, train,
 
 
 # ----------------------------------------------------------------------------------------------- tokenization cache
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "half the rows", "zeroed bytes", "overwritten bytes"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "half the rows", "zeroed bytes", "overwritten bytes",
+                                    "overwritten bytes, checksum deleted"])
 def test_a_damaged_cache_file_is_rebuilt_with_a_warning(tiny_model, tmp_path, caplog, damage):
     from datasets import Dataset, DatasetDict
     from transformers import AutoTokenizer
@@ -470,6 +473,8 @@ def test_a_damaged_cache_file_is_rebuilt_with_a_warning(tiny_model, tmp_path, ca
         middle = len(data) // 2
         data[middle:middle + 64] = bytes(64) if damage == "zeroed bytes" else b"A" * 64
         open(path, "wb").write(bytes(data))
+        if "checksum deleted" in damage:
+            os.remove(path + ".crc32")
     with caplog.at_level(logging.WARNING, logger="seqtune"):
         again = tokenize_datasets(raw, tokenizer, columns, 32, True, cache)["train"]
     assert f"The tokenization cache file {path} is damaged" in caplog.text and "tokenizing the train split again" \
